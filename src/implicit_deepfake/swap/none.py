@@ -1,0 +1,20 @@
+"""`none`: base frames unchanged, the ablation baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from implicit_deepfake.swap.base import FaceSwapper
+
+
+class NoSwap(FaceSwapper):
+    name = "none"
+    changes_frames = False
+
+    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]]) -> None:
+        pass
+
+    def swap(self, frame: np.ndarray, relpath: str) -> np.ndarray:
+        return frame

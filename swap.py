@@ -1,0 +1,21 @@
+"""Swap every frame of the configured dataset with the target photo: `python swap.py swap=landmark`."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="swap")
+def main(cfg: DictConfig) -> None:
+    from implicit_deepfake.cli import guarded
+    from implicit_deepfake.pipeline import swap_stage
+
+    guarded(swap_stage, cfg)
+
+
+if __name__ == "__main__":
+    main()

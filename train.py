@@ -1,0 +1,21 @@
+"""Train a 3D/4D deepfake: `python train.py [model=...] [data=synthetic|tina] [swap=...]`."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from implicit_deepfake.cli import guarded
+    from implicit_deepfake.pipeline import train
+
+    guarded(train, cfg)
+
+
+if __name__ == "__main__":
+    main()
