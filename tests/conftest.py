@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny Blender-format dataset written by hand, and the real conf/ composed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from implicit_deepfake.data.blender import write_split_index
+from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.io import write_png
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(REPO))
+CAMERA_ANGLE_X = 0.8
+
+
+def orbit_cameras(n: int, size: int, distance: float = 4.0) -> Cameras:
+    """n cameras on a ring around the origin (world z up), looking at it."""
+    angles = torch.linspace(-0.6, 0.6, n)
+    eye = torch.stack([distance * torch.sin(angles), -distance * torch.cos(angles), 0.5 * torch.ones(n)], 1)
+    c2w = look_at(eye, torch.zeros(n, 3), torch.tensor([0.0, 0.0, 1.0]))
+    return Cameras.from_blender(c2w, CAMERA_ANGLE_X, size, size)
+
+
+def write_tiny_dataset(root: Path, size: int = 16, per_split: int = 2, rgba: bool = True) -> Path:
+    """Random-coloured frames (RGBA with a transparent border) in the Blender layout + famous.jpg."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        c2w, angle = orbit_cameras(per_split, size).to_blender()
+        frames = []
+        for i in range(per_split):
+            image = rng.integers(0, 256, (size, size, 4 if rgba else 3), dtype=np.uint8)
+            if rgba:
+                image[..., 3] = 255
+                image[:2, :, 3] = 0
+            write_png(root / split / f"r_{i}.png", image, synthetic=False)
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w[i].tolist()})
+        write_split_index(root, split, angle, frames)
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "famous.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return write_tiny_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path):
+    """compose_cfg("train", ["swap=none"]) -> the real conf/ with paths under tmp_path."""
+
+    def _compose(config_name: str, overrides: list[str] = ()):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return compose(
+                config_name,
+                overrides=[f"paths.root_dir={tmp_path}", "progress=false", *overrides],
+                return_hydra_config=False,
+            )
+
+    return _compose
