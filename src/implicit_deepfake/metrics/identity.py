@@ -1,6 +1,6 @@
 """Face identity: an embedding per face, and the distance between two people.
 
-PLACEHOLDER interface - backends are filled in below.
+Backends: `identity_dlib.DlibEmbedder` (offline default), `identity_arcface.ArcFaceEmbedder`.
 """
 
 from __future__ import annotations
@@ -24,3 +24,9 @@ class FaceEmbedder(ABC):
     @abstractmethod
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         """Identity distance between two embeddings (lower is more alike)."""
+
+
+def identity_distance(embedder: FaceEmbedder, rgb: np.ndarray, target_embedding: np.ndarray) -> float | None:
+    """Distance from the largest face in `rgb` (HxWx3 uint8) to `target_embedding`; None without a face."""
+    embedding = embedder.embed(rgb)
+    return None if embedding is None else embedder.distance(embedding, target_embedding)

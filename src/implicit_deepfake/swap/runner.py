@@ -31,7 +31,7 @@ from implicit_deepfake.io import (
     write_json,
     write_png,
 )
-from implicit_deepfake.metrics.identity import FaceEmbedder
+from implicit_deepfake.metrics.identity import FaceEmbedder, identity_distance
 from implicit_deepfake.swap.base import FaceSwapper
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ class _Identity:
     def distance(self, rgb: np.ndarray | None) -> float | None:
         if self.target is None or rgb is None:
             return None
-        embedding = self.embedder.embed(rgb)
-        return None if embedding is None else round(float(self.embedder.distance(embedding, self.target)), 4)
+        distance = identity_distance(self.embedder, rgb, self.target)
+        return None if distance is None else round(float(distance), 4)
 
 
 def _is_done(record: dict | None, input_hash: str, out_dir: Path) -> bool:

@@ -1,0 +1,190 @@
+"""The offline landmark swapper: astronaut (target) onto Grace Hopper (frames), judged by dlib."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.metrics.identity import identity_distance
+from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
+from tests.test_identity import load_photo
+
+NOSE_TIP = 1
+
+
+def yaw_landmarks(landmarks: np.ndarray, degrees: float) -> np.ndarray:
+    """(P, 3) mesh landmarks turned about the vertical axis through their mean (depth is in
+    pixels, like x, so this is a rigid 3D turn of the face)."""
+    centre = landmarks.mean(0)
+    x, y, z = (landmarks - centre).T
+    angle = np.deg2rad(degrees)
+    turned = np.stack([x * np.cos(angle) + z * np.sin(angle), y, -x * np.sin(angle) + z * np.cos(angle)], 1)
+    return (turned + centre).astype(np.float32)
+
+
+def turned_face(photo: np.ndarray, landmarks: np.ndarray, degrees: float, size: int = 128) -> np.ndarray:
+    """The photo's face mesh turned by `degrees`, rendered on white and cropped to size x size,
+    like the synthetic avatar's frames (a textured head on a white background)."""
+    xy = landmarks[:, :2]
+    image, covered = warp_triangles(photo, xy, yaw_landmarks(landmarks, degrees), face_triangles(xy), photo.shape[:2])
+    frame = np.where(covered[..., None], image, 255).astype(np.uint8)
+    (x0, y0), (x1, y1) = xy.min(0), xy.max(0)
+    half = 0.8 * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    crop = frame[int(cy - half) : int(cy + half), int(cx - half) : int(cx + half)]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> FaceLandmarker:
+    return FaceLandmarker()
+
+
+@pytest.fixture(scope="module")
+def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
+    return DlibEmbedder(landmarker=landmarker)
+
+
+@pytest.fixture(scope="module")
+def target_embedding(embedder: DlibEmbedder) -> np.ndarray:
+    return embedder.embed(load_photo("astronaut"))
+
+
+@pytest.fixture(scope="module")
+def swapper(landmarker: FaceLandmarker) -> LandmarkSwapper:
+    swapper = LandmarkSwapper(landmarker=landmarker)
+    swapper.prepare(load_photo("astronaut"), {"train/r_0.png": (600, 512)})
+    return swapper
+
+
+@pytest.fixture(scope="module")
+def hopper(landmarker: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
+    """Grace Hopper's photo and its (468, 3) landmarks."""
+    photo = load_photo("grace_hopper")
+    return photo, landmarker.detect(photo).landmarks
+
+
+def test_swap_replaces_the_face_only(swapper: LandmarkSwapper, hopper: tuple[np.ndarray, np.ndarray]) -> None:
+    frame, landmarks = hopper
+    swapped = swapper.swap(frame, "train/r_0.png")
+    assert swapped.shape == frame.shape and swapped.dtype == np.uint8
+    change = np.abs(swapped.astype(np.int16) - frame).max(-1)
+    (x0, y0), (x1, y1) = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    margin = 0.15 * (x1 - x0)
+    outside = np.ones(frame.shape[:2], bool)
+    outside[int(y0 - margin) : int(y1 + margin), int(x0 - margin) : int(x1 + margin)] = False
+    assert change[outside].max() == 0
+    # Eyes, nose and mouth: the middle of the face box.
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    inner = change[int(cy - 0.25 * h) : int(cy + 0.3 * h), int(cx - 0.25 * w) : int(cx + 0.25 * w)]
+    assert inner.mean() > 25  # measured ~45 of 255
+
+
+def test_swap_moves_identity_to_the_target(
+    swapper: LandmarkSwapper, embedder: DlibEmbedder, target_embedding: np.ndarray,
+    hopper: tuple[np.ndarray, np.ndarray],
+) -> None:
+    frame, _ = hopper
+    before = identity_distance(embedder, frame, target_embedding)
+    after = identity_distance(embedder, swapper.swap(frame, "train/r_0.png"), target_embedding)
+    assert before > 0.6 > 0.4 > after  # measured 0.706 -> 0.311
+
+
+def _small(photo: np.ndarray) -> np.ndarray:
+    return cv2.resize(photo, (128, 150), interpolation=cv2.INTER_AREA)
+
+
+def _roll(photo: np.ndarray) -> np.ndarray:
+    height, width = photo.shape[:2]
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), 25, 1.0)
+    return cv2.warpAffine(photo, turn, (width, height), borderValue=(255, 255, 255))
+
+
+@pytest.mark.parametrize(
+    ("kind", "limit"),
+    # measured before -> after: 0.689 -> 0.391, 0.701 -> 0.327, 0.728 -> 0.445, 0.806 -> 0.527
+    [("small", 0.5), ("roll", 0.45), ("yaw30", 0.55), ("yaw60", 0.6)],
+)
+def test_swap_works_on_small_and_turned_faces(
+    swapper: LandmarkSwapper, embedder: DlibEmbedder, target_embedding: np.ndarray,
+    hopper: tuple[np.ndarray, np.ndarray], kind: str, limit: float,
+) -> None:
+    photo, landmarks = hopper
+    if kind == "small":
+        frame = _small(photo)
+    elif kind == "roll":
+        frame = _roll(photo)
+    else:
+        frame = turned_face(photo, landmarks, float(kind[3:]))
+    before = identity_distance(embedder, frame, target_embedding)
+    swapped = swapper.swap(frame, "x.png")
+    after = identity_distance(embedder, swapped, target_embedding)
+    assert before > 0.6 and after < limit and after < before - 0.15
+
+
+def test_turned_mesh_drops_hidden_triangles_and_near_side_wins(
+    landmarker: FaceLandmarker, swapper: LandmarkSwapper
+) -> None:
+    """A coordinate-coded image shows where each warped pixel was sampled from."""
+    photo = load_photo("astronaut")
+    landmarks = landmarker.detect(photo).landmarks
+    xy, triangles = landmarks[:, :2], face_triangles(landmarks[:, :2])
+    ys, xs = np.mgrid[: photo.shape[0], : photo.shape[1]]
+    code = np.dstack([xs // 2, ys // 2, np.zeros_like(xs)]).astype(np.uint8)
+
+    covered_pixels = []
+    for degrees in (0, 30, 60):
+        turned = yaw_landmarks(landmarks, degrees)
+        warped, covered = warp_triangles(code, xy, turned, triangles, photo.shape[:2])
+        covered_pixels.append(covered.sum())
+        nose = np.round(turned[NOSE_TIP, :2] - 0.5).astype(int)
+        sampled = 2.0 * warped[nose[1], nose[0], :2]
+        assert np.abs(sampled - xy[NOSE_TIP]).max() <= 4  # the nose, not the cheek behind it
+    assert covered_pixels[0] > covered_pixels[1] > covered_pixels[2]
+
+    # Turned 180 degrees, every triangle faces away: nothing is drawn.
+    _, covered = warp_triangles(code, xy, yaw_landmarks(landmarks, 180), triangles, photo.shape[:2])
+    assert covered.sum() == 0
+
+    # Painting near-to-far instead lets the far cheek cover the nose tip.
+    wrong_order = turned * np.array([1, 1, -1], np.float32)
+    warped, _ = warp_triangles(code, xy, wrong_order, triangles, photo.shape[:2])
+    assert np.abs(2.0 * warped[nose[1], nose[0], 0] - xy[NOSE_TIP, 0]) >= 5
+
+
+def test_poisson_blend_near_the_border(
+    landmarker: FaceLandmarker, embedder: DlibEmbedder, target_embedding: np.ndarray,
+    hopper: tuple[np.ndarray, np.ndarray],
+) -> None:
+    poisson = LandmarkSwapper(blend="poisson", landmarker=landmarker)
+    poisson.prepare(load_photo("astronaut"), {})
+    frame = np.ascontiguousarray(hopper[0][150:330, 220:])  # face cut by the top and left edges
+    swapped = poisson.swap(frame, "x.png")
+    assert swapped.shape == frame.shape
+    assert np.abs(swapped.astype(np.int16) - frame)[:, -40:].max() == 0
+    assert identity_distance(embedder, swapped, target_embedding) < identity_distance(
+        embedder, frame, target_embedding
+    )
+
+
+def test_no_face_frame_gives_none_and_faceless_target_raises(
+    swapper: LandmarkSwapper, landmarker: FaceLandmarker
+) -> None:
+    white = np.full((128, 128, 3), 255, np.uint8)
+    assert swapper.swap(white, "train/r_1.png") is None
+    with pytest.raises(DeepfakeError, match="target photo"):
+        LandmarkSwapper(landmarker=landmarker).prepare(white, {})
+
+
+def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
+    config = LandmarkSwapper(blend="poisson", color_transfer=False, landmarker=landmarker).config()
+    assert config == {
+        "name": "landmark", "blend": "poisson", "color_transfer": False,
+        "erode": 0.02, "feather": 0.04, "min_area_ratio": 0.05,
+    }
+    with pytest.raises(DeepfakeError, match="swap.blend"):
+        LandmarkSwapper(blend="laplacian", landmarker=landmarker)
