@@ -130,7 +130,10 @@ def run_swap(
     frames = _frames(indexes)
     sizes = _check_sizes(frames)
     target = composite(read_image(target_photo))
-    swapper.prepare(target, sizes)
+    try:
+        swapper.prepare(target, sizes)
+    except DeepfakeError as err:  # name the photo: backends see only its pixels
+        raise DeepfakeError(f"{target_photo}: {err}") from err
     identity = _Identity(embedder, target)
 
     config = {
