@@ -7,6 +7,7 @@ metrics, so every stage agrees on what "a face was found" means.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -71,3 +72,15 @@ class FaceLandmarker:
                 f"{source}: no face found. Use a photo with one clearly visible, roughly frontal face."
             )
         return face
+
+
+@lru_cache(maxsize=1)
+def face_oval_indices() -> np.ndarray:
+    """(36,) mesh indices of mediapipe's FACE_OVAL, in order around the face."""
+    import mediapipe as mp
+
+    following = dict(mp.solutions.face_mesh.FACEMESH_FACE_OVAL)
+    loop = [next(iter(following))]
+    while following[loop[-1]] != loop[0]:
+        loop.append(following[loop[-1]])
+    return np.array(loop)

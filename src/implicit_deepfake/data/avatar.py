@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from scipy.interpolate import LinearNDInterpolator
 from torch import Tensor
 
 from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.faces import Face
+from implicit_deepfake.faces import Face, face_oval_indices
 from implicit_deepfake.render.mesh_raster import interpolate, rasterize
 
 # Head ellipsoid in face units (the landmarks' half-width is 1): semi-axes x, y (depth), z.
@@ -78,11 +79,9 @@ def _sphere_grid(n_azimuth: int, n_elevation: int) -> tuple[np.ndarray, np.ndarr
 
 def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar:
     """photo: HxWx3 uint8, face: its landmarks; resolution: grid vertices around the head."""
-    from implicit_deepfake.swap.landmark import face_oval_indices
-
     lm = face.landmarks.astype(np.float64)
-    oval = lm[face_oval_indices()]
-    centre = oval[:, :2].mean(0)
+    oval_ids = face_oval_indices()
+    centre = lm[oval_ids, :2].mean(0)
     scale = 0.5 * (lm[:, 0].max() - lm[:, 0].min())
     fx, fz = (lm[:, 0] - centre[0]) / scale, -(lm[:, 1] - centre[1]) / scale  # face x, z (up)
     a, b, c = _AXES
@@ -92,7 +91,6 @@ def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar
 
     # Landmark depth (mediapipe z: smaller is nearer) placed so the oval lies on the ellipsoid.
     front = -lm[:, 2] / scale
-    oval_ids = face_oval_indices()
     front += np.median(ellipsoid_depth(fx[oval_ids], fz[oval_ids]) - front[oval_ids])
     face_depth = LinearNDInterpolator(np.stack([fx, fz], 1), front)
 
@@ -102,8 +100,6 @@ def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar
     depth = b * np.cos(elevation) * np.cos(azimuth)  # toward the viewer (-y)
 
     # How deep inside the face oval each vertex lies (in face units), from the oval polygon.
-    import cv2
-
     oval_xz = np.stack([fx[oval_ids], fz[oval_ids]], 1).astype(np.float32)
     inside = np.array([cv2.pointPolygonTest(oval_xz, (float(px), float(pz)), True) for px, pz in zip(x, z)])
     inside[depth <= 0] = -1.0

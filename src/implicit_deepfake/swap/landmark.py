@@ -14,29 +14,16 @@ face, and scored worse on dlib identity distance in every setting tried.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
 
 _BLENDS = ("poisson", "feather")
-
-
-@lru_cache(maxsize=1)
-def face_oval_indices() -> np.ndarray:
-    """(36,) mesh indices of mediapipe's FACE_OVAL, in order around the face."""
-    import mediapipe as mp
-
-    following = dict(mp.solutions.face_mesh.FACEMESH_FACE_OVAL)
-    loop = [next(iter(following))]
-    while following[loop[-1]] != loop[0]:
-        loop.append(following[loop[-1]])
-    return np.array(loop)
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
