@@ -1,41 +1,51 @@
-"""A textured, closed 3D head mesh built from one frontal photo, and its renderer.
+"""A textured, closed 3D head built from one frontal photo, and its view-independent renderer.
 
-The head is a watertight spherical-grid ellipsoid (z up, the face looking toward -y). Its front is
-pushed onto the face surface that mediapipe's 468-point mesh gives for the photo (a depth map
-interpolated over the landmarks, blended into the ellipsoid toward the face oval, so there are no
-cracks). Vertices carry photo coordinates: pixels are textured by a bilinear lookup in the photo
-inside the face, blending to skin and hair colours elsewhere. Shading is Lambert with a light
-fixed in the world, so a surface point has the same colour in every view.
+The head is a watertight ellipsoid grid whose front pole faces the photo's camera; its front is
+pushed onto the face surface of mediapipe's 468-point mesh (a C1 heightfield through the
+landmarks), blended back into the ellipsoid over the outer band of the face oval, so the surface
+stays closed without cracks. A capped cylinder makes the neck. Face pixels are textured by a
+bilinear lookup in the photo (per-vertex photo coordinates); elsewhere the colour blends into
+skin, grey hair and a dark cap. Shading is Lambert with a light fixed in the world, so a surface
+point has the same colour in every view.
+
+World axes: z up, the face looks toward -y (a camera at (0, -d, 0) sees it frontally); the head
+ellipsoid is centred at the origin and 1 unit tall. Photo pixels (x right, y down, depth away)
+map to world (x, depth, -y) by a rotation and a scale, so a frontal render is not mirrored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.interpolate import LinearNDInterpolator
+from matplotlib.path import Path as Polygon
+from scipy.interpolate import RBFInterpolator
 from torch import Tensor
 
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.faces import Face, face_oval_indices
 from implicit_deepfake.render.mesh_raster import interpolate, rasterize
 
-# Head ellipsoid in face units (the landmarks' half-width is 1): semi-axes x, y (depth), z.
-_AXES = (1.12, 1.3, 1.5)
-_CENTER_Z = 0.3  # the skull's centre sits above the face's centre
+_HAT = (0.10, 0.10, 0.15)  # grace_hopper.jpg: a dark navy cap over grey hair
+_HAIR = (0.78, 0.76, 0.74)
 _LIGHT = F.normalize(torch.tensor([-0.4, -1.0, 0.7]), dim=0)  # toward the light, world axes
 _AMBIENT = 0.55
-_HAIR = (0.32, 0.27, 0.24)
+_FOREHEAD = 10  # mediapipe's top-of-forehead landmark: the cap's brim starts here
+_NECK_RINGS = 24
 
 
 @dataclass(frozen=True)
 class Avatar:
-    """vertices (V, 3) world; faces (F, 3); uv (V, 2) photo pixels; texture_weight (V,) in [0, 1]
-    (1 = photo colour); base_color (V, 3) in [0, 1]; photo (H, W, 3) float in [0, 1];
-    landmark_vertex_ids (468,) the vertex nearest each mediapipe landmark (for later deformation)."""
+    """A textured head mesh; float32 tensors unless noted, V vertices, F triangles.
+
+    vertices (V, 3) world; faces (F, 3) long; uv (V, 2) pixel coordinates in `photo`;
+    texture_weight (V,) in [0, 1] (1 = photo colour, 0 = `base_color` (V, 3) in [0, 1]);
+    photo (H, W, 3) in [0, 1]; face_weight (V,) in [0, 1]: how far a vertex follows the face
+    surface (1 inside the face, 0 on skull and neck) — where an expression deformation applies;
+    landmark_vertex_ids (468,) long: the vertex nearest each mediapipe landmark.
+    """
 
     vertices: Tensor
     faces: Tensor
@@ -43,6 +53,7 @@ class Avatar:
     texture_weight: Tensor
     base_color: Tensor
     photo: Tensor
+    face_weight: Tensor
     landmark_vertex_ids: Tensor
 
     @property
@@ -59,76 +70,118 @@ def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def _sphere_grid(n_azimuth: int, n_elevation: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit-sphere grid with a vertex at each pole: azimuth (V,), elevation (V,), faces (F, 3)
-    wound so normals point outward for the ellipsoid parametrisation below."""
-    az = np.linspace(-np.pi, np.pi, n_azimuth, endpoint=False)
-    el = np.linspace(-np.pi / 2, np.pi / 2, n_elevation + 2)[1:-1]
-    azimuth = np.concatenate([np.tile(az, n_elevation), [0.0, 0.0]])
-    elevation = np.concatenate([np.repeat(el, n_azimuth), [-np.pi / 2, np.pi / 2]])
-    ring = lambda r, a: r * n_azimuth + (a % n_azimuth)  # noqa: E731
-    south, north = n_elevation * n_azimuth, n_elevation * n_azimuth + 1
-    faces = []
-    for r in range(n_elevation - 1):
-        for a in range(n_azimuth):
-            faces += [(ring(r, a), ring(r, a + 1), ring(r + 1, a)), (ring(r, a + 1), ring(r + 1, a + 1), ring(r + 1, a))]
-    for a in range(n_azimuth):
-        faces += [(south, ring(0, a + 1), ring(0, a)), (north, ring(n_elevation - 1, a), ring(n_elevation - 1, a + 1))]
-    return azimuth, elevation, np.array(faces, np.int64)
+def polar_grid_faces(n_rings: int, n_seg: int) -> np.ndarray:
+    """Triangles (F, 3) of a closed polar grid: vertex 0 is the first pole, then `n_rings` rings of
+    `n_seg` vertices each, then the last pole. Outward-facing (counter-clockwise seen from outside)
+    when the rings turn counter-clockwise seen from the first pole."""
+    ring = 1 + np.arange(n_rings)[:, None] * n_seg + np.arange(n_seg)  # (n_rings, n_seg)
+    nxt = np.roll(ring, -1, axis=1)
+    a, b, a1, b1 = ring[:-1], ring[1:], nxt[:-1], nxt[1:]
+    last = 1 + n_rings * n_seg
+    return np.concatenate([
+        np.stack([np.zeros(n_seg, np.int64), ring[0], nxt[0]], 1),
+        np.stack([a, b, a1], -1).reshape(-1, 3),
+        np.stack([a1, b, b1], -1).reshape(-1, 3),
+        np.stack([ring[-1], np.full(n_seg, last), nxt[-1]], 1),
+    ])
+
+
+def _signed_distance(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Distance (P,) from 2D points (P, 2) to a closed polygon (K, 2), positive inside."""
+    a, ab = polygon, np.roll(polygon, -1, axis=0) - polygon
+    t = np.clip(((points[:, None] - a) * ab).sum(-1) / (ab * ab).sum(-1), 0.0, 1.0)
+    dist = np.linalg.norm(points[:, None] - (a + t[..., None] * ab), axis=-1).min(1)
+    return np.where(Polygon(polygon).contains_points(points), dist, -dist)
+
+
+def _fit_head(oval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ellipsoid centre (3,) and semi-axes (3,) around a face oval (K, 3) in world-like axes.
+
+    Width and height follow head proportions (the skull reaches 0.45 face heights above the
+    forehead); centre depth and depth semi-axis are a least-squares fit through the oval, so the
+    face surface meets the ellipsoid where the blend into it fades out.
+    """
+    x, y, z = oval.T
+    height = z.max() - z.min()
+    skull_top, bottom = z.max() + 0.45 * height, z.min() - 0.08 * height
+    centre_x, centre_z = 0.5 * (x.max() + x.min()), 0.5 * (skull_top + bottom)
+    axis_x, axis_z = 0.6 * np.ptp(x), 0.5 * (skull_top - bottom)
+    # The ellipsoid's front at (x, z) has depth c_y - a_y * r: linear least squares in (c_y, a_y).
+    r = np.sqrt(np.clip(1 - ((x - centre_x) / axis_x) ** 2 - ((z - centre_z) / axis_z) ** 2, 0, 1))
+    (centre_y, axis_y), *_ = np.linalg.lstsq(np.stack([np.ones_like(r), -r], 1), y, rcond=None)
+    if not 1.0 <= axis_y / axis_x <= 1.4:  # keep a head-like depth when the fit is ill-posed
+        axis_y = np.clip(axis_y, axis_x, 1.4 * axis_x)
+        centre_y = np.mean(y + axis_y * r)
+    return np.array([centre_x, centre_y, centre_z]), np.array([axis_x, axis_y, axis_z])
+
+
+def _head_colors(unit: np.ndarray, skin: np.ndarray, brim: float) -> np.ndarray:
+    """Base colours (V, 3) from ellipsoid directions (V, 3): a cap above the brim (lower at the
+    back), grey hair behind the ears, skin in front and below."""
+    hair = _smoothstep(-0.45, -0.15, unit[:, 1]) * _smoothstep(-0.55, -0.35, unit[:, 2])
+    hat = _smoothstep(brim - 0.05, brim + 0.05, unit[:, 2] + 0.3 * np.clip(unit[:, 1] + 0.3, 0, None))
+    colors = skin * (1 - hair[:, None]) + np.asarray(_HAIR) * hair[:, None]
+    return colors * (1 - hat[:, None]) + np.asarray(_HAT) * hat[:, None]
+
+
+def _neck(axes: np.ndarray, centre_y: float, n_seg: int, n_rings: int = _NECK_RINGS) -> np.ndarray:
+    """Vertices of a capped elliptic cylinder from inside the head down out of every frame,
+    laid out for `polar_grid_faces(n_rings, n_seg)` (top pole first)."""
+    phi = 2 * np.pi * np.arange(n_seg) / n_seg  # counter-clockwise seen from the top pole
+    z = np.linspace(-0.25, -2.2, n_rings)
+    radius = np.array([0.55 * axes[0], 0.5 * axes[1]])
+    ring = np.stack([np.broadcast_to(radius[0] * np.cos(phi), (n_rings, n_seg)),
+                     np.broadcast_to(centre_y + radius[1] * np.sin(phi), (n_rings, n_seg)),
+                     np.broadcast_to(z[:, None], (n_rings, n_seg))], -1).reshape(-1, 3)
+    return np.concatenate([[[0.0, centre_y, z[0]]], ring, [[0.0, centre_y, z[-1]]]])
 
 
 def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar:
-    """photo: HxWx3 uint8, face: its landmarks; resolution: grid vertices around the head."""
+    """photo: HxWx3 uint8; face: its 468 landmarks; resolution: grid vertices around the head."""
     lm = face.landmarks.astype(np.float64)
-    oval_ids = face_oval_indices()
-    centre = lm[oval_ids, :2].mean(0)
-    scale = 0.5 * (lm[:, 0].max() - lm[:, 0].min())
-    fx, fz = (lm[:, 0] - centre[0]) / scale, -(lm[:, 1] - centre[1]) / scale  # face x, z (up)
-    a, b, c = _AXES
+    world = np.stack([lm[:, 0], lm[:, 2], -lm[:, 1]], 1)  # photo pixels -> (x, depth, up)
+    centre, axes = _fit_head(world[face_oval_indices()])
+    scale = 0.5 / axes[2]  # a head 1 unit tall, centred at the origin
+    world, axes = (world - centre) * scale, axes * scale
+    oval = world[face_oval_indices()][:, [0, 2]]
 
-    def ellipsoid_depth(x: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return b * np.sqrt(np.clip(1 - (x / a) ** 2 - ((z - _CENTER_Z) / c) ** 2, 0, None))
+    n_rings = resolution // 2
+    theta = np.pi * np.arange(1, n_rings + 1) / (n_rings + 1)  # from the front pole
+    phi = 2 * np.pi * np.arange(resolution) / resolution
+    th, ph = np.meshgrid(theta, phi, indexing="ij")
+    unit = np.stack([np.sin(th) * np.cos(ph), -np.cos(th), np.sin(th) * np.sin(ph)], -1).reshape(-1, 3)
+    unit = np.concatenate([[[0.0, -1.0, 0.0]], unit, [[0.0, 1.0, 0.0]]])
+    head = unit * axes
 
-    # Landmark depth (mediapipe z: smaller is nearer) placed so the oval lies on the ellipsoid.
-    front = -lm[:, 2] / scale
-    front += np.median(ellipsoid_depth(fx[oval_ids], fz[oval_ids]) - front[oval_ids])
-    face_depth = LinearNDInterpolator(np.stack([fx, fz], 1), front)
+    # Front vertices move onto the face surface, fading out over the outer band of the oval.
+    face_width = np.ptp(oval[:, 0])
+    inside = np.where(unit[:, 1] < 0, _signed_distance(head[:, [0, 2]], oval), -np.inf)
+    face_weight = _smoothstep(0.0, 0.15 * face_width, inside)
+    moving = face_weight > 0
+    # A thin-plate spline through the landmarks: smooth, and no overshoot at the landmark hull.
+    depth = RBFInterpolator(world[:, [0, 2]], world[:, 1], kernel="thin_plate_spline", smoothing=1e-5)
+    head[moving, 1] += face_weight[moving] * (depth(head[moving][:, [0, 2]]) - head[moving, 1])
+    texture_weight = _smoothstep(0.0, 0.07 * face_width, inside)
 
-    azimuth, elevation, faces = _sphere_grid(resolution, resolution // 2)
-    x = a * np.cos(elevation) * np.sin(azimuth)
-    z = _CENTER_Z + c * np.sin(elevation)
-    depth = b * np.cos(elevation) * np.cos(azimuth)  # toward the viewer (-y)
+    uv = np.stack([head[:, 0] / scale + centre[0], -(head[:, 2] / scale + centre[2])], 1)
+    in_face = texture_weight > 0.99
+    skin = np.median(photo[uv[in_face, 1].astype(int), uv[in_face, 0].astype(int)], axis=0) / 255.0
+    colors = _head_colors(unit, skin, world[_FOREHEAD, 2] / axes[2])
 
-    # How deep inside the face oval each vertex lies (in face units), from the oval polygon.
-    oval_xz = np.stack([fx[oval_ids], fz[oval_ids]], 1).astype(np.float32)
-    inside = np.array([cv2.pointPolygonTest(oval_xz, (float(px), float(pz)), True) for px, pz in zip(x, z)])
-    inside[depth <= 0] = -1.0
-    geometry_weight = _smoothstep(0.0, 0.25, inside)
-    surface = face_depth(x, z)
-    surface = np.where(np.isfinite(surface), surface, depth)
-    depth = np.where(geometry_weight > 0, (1 - geometry_weight) * depth + geometry_weight * surface, depth)
-
-    vertices = np.stack([x, -depth, z], 1)
-    uv = np.stack([centre[0] + x * scale, centre[1] - z * scale], 1)
-    texture_weight = _smoothstep(0.05, 0.3, inside)
-    skin = np.median(photo[np.clip(uv[texture_weight > 0.99, 1].astype(int), 0, photo.shape[0] - 1),
-                           np.clip(uv[texture_weight > 0.99, 0].astype(int), 0, photo.shape[1] - 1)], axis=0) / 255.0
-    # Hair over the crown and the back of the head; skin on the sides, chin and neck.
-    hair = _smoothstep(0.05, 0.35, (z - _CENTER_Z) / c + 0.3 - 0.35 * np.cos(azimuth))
-    hair = np.maximum(hair, _smoothstep(-0.1, 0.3, -np.cos(azimuth)) * (z > -0.6))
-    base = (1 - hair)[:, None] * skin + hair[:, None] * np.array(_HAIR)
-
-    nearest = np.argmin(((vertices[None, :, [0, 2]] - np.stack([fx, fz], 1)[:, None]) ** 2).sum(-1)
-                        - 1e-3 * vertices[None, :, 1], axis=1)
-    as_tensor = lambda v, dtype=torch.float32: torch.as_tensor(np.ascontiguousarray(v), dtype=dtype)  # noqa: E731
+    neck = _neck(axes, 0.15 * axes[1], resolution // 2)
+    n_neck = len(neck)
+    faces = np.concatenate([polar_grid_faces(n_rings, resolution), polar_grid_faces(_NECK_RINGS, resolution // 2) + len(head)])
+    nearest = torch.cdist(torch.from_numpy(world), torch.from_numpy(head)).argmin(1)
+    as_tensor = lambda v: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32)  # noqa: E731
     return Avatar(
-        vertices=as_tensor(vertices),
-        faces=as_tensor(faces, torch.long),
-        uv=as_tensor(uv),
-        texture_weight=as_tensor(texture_weight),
-        base_color=as_tensor(base),
+        vertices=as_tensor(np.concatenate([head, neck])),
+        faces=torch.from_numpy(faces),
+        uv=as_tensor(np.concatenate([uv, np.zeros((n_neck, 2))])),
+        texture_weight=as_tensor(np.concatenate([texture_weight, np.zeros(n_neck)])),
+        base_color=as_tensor(np.concatenate([colors, np.tile(skin, (n_neck, 1))])),
         photo=as_tensor(photo / 255.0),
-        landmark_vertex_ids=as_tensor(nearest, torch.long),
+        face_weight=as_tensor(np.concatenate([face_weight, np.zeros(n_neck)])),
+        landmark_vertex_ids=nearest,
     )
 
 
@@ -136,34 +189,31 @@ def _sample_photo(photo: Tensor, uv: Tensor) -> Tensor:
     """Bilinear lookup of photo (H, W, 3) at pixel coordinates uv (..., 2) -> (..., 3)."""
     height, width = photo.shape[:2]
     grid = torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], -1)
-    sampled = F.grid_sample(photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False)
+    sampled = F.grid_sample(photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False, padding_mode="border")
     return sampled[0, :, 0].T.reshape(*uv.shape[:-1], 3)
 
 
 def render_avatar(avatar: Avatar, cameras: Cameras, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Render every camera: RGBA (N, H, W, 4) uint8 (straight alpha, white where empty) and depth
-    (N, H, W) float32 (camera z of the nearest surface at the supersampled pixel centres, averaged;
-    inf where empty)."""
+    (N, H, W) float32 (camera z of the surface averaged over the covered supersamples; inf where
+    empty). `supersample` x `supersample` samples per pixel anti-alias the edges."""
     big = cameras.scaled(supersample)
     shade = _AMBIENT + (1 - _AMBIENT) * (avatar.normals @ _LIGHT).clamp_min(0)
-    attributes = torch.cat([avatar.uv, avatar.texture_weight[:, None], avatar.base_color * shade[:, None], shade[:, None]], 1)
+    attributes = torch.cat([avatar.uv, avatar.texture_weight[:, None], avatar.base_color, shade[:, None]], 1)
+    pix, depth = big.project(avatar.vertices)
     rgba, depths = [], []
     for i in range(len(big)):
-        pix, depth = big[i].project(avatar.vertices)
-        face_id, bary = rasterize(pix[0], depth[0], avatar.faces, big.height, big.width)
+        face_id, bary = rasterize(pix[i], depth[i], avatar.faces, big.height, big.width)
         values = interpolate(attributes, avatar.faces, face_id, bary)
-        covered = (face_id >= 0).float()
-        photo = _sample_photo(avatar.photo, values[..., :2]) * values[..., 6:7]
-        colour = values[..., 2:3] * photo + (1 - values[..., 2:3]) * values[..., 3:6]
-        pixel_depth = interpolate(depth[0][:, None], avatar.faces, face_id, bary)[..., 0]
-        premultiplied = torch.cat([colour * covered[..., None], covered[..., None]], -1)
-        pooled = F.avg_pool2d(premultiplied.permute(2, 0, 1)[None], supersample)[0].permute(1, 2, 0)
-        alpha = pooled[..., 3:4]
-        straight = torch.where(alpha > 0, pooled[..., :3] / alpha.clamp_min(1e-6), torch.ones_like(pooled[..., :3]))
-        rgba.append(torch.cat([straight, alpha], -1))
-        masked = torch.where(face_id >= 0, pixel_depth, torch.zeros_like(pixel_depth))
-        depth_sum = F.avg_pool2d(masked[None, None], supersample)[0, 0]
-        coverage = F.avg_pool2d(covered[None, None], supersample)[0, 0]
-        depths.append(torch.where(coverage > 0, depth_sum / coverage.clamp_min(1e-6), torch.full_like(depth_sum, torch.inf)))
+        weight = values[..., 2:3]
+        colour = (weight * _sample_photo(avatar.photo, values[..., :2]) + (1 - weight) * values[..., 3:6]) * values[..., 6:7]
+        covered = (face_id >= 0).to(colour.dtype)[..., None]
+        pixel_depth = interpolate(depth[i][:, None], avatar.faces, face_id, bary)
+        pooled = F.avg_pool2d(torch.cat([colour, pixel_depth, covered], -1).permute(2, 0, 1)[None], supersample)[0]
+        pooled = pooled.permute(1, 2, 0)
+        alpha = pooled[..., 4:5]
+        seen = alpha > 0
+        rgba.append(torch.cat([torch.where(seen, pooled[..., :3] / alpha.clamp_min(1e-6), 1.0), alpha], -1))
+        depths.append(torch.where(seen, pooled[..., 3:4] / alpha.clamp_min(1e-6), torch.inf)[..., 0])
     rgba_u8 = (torch.stack(rgba).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     return rgba_u8, torch.stack(depths).numpy()

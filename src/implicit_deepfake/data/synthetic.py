@@ -1,19 +1,19 @@
 """`data=synthetic`: the embedded default dataset, built offline and cached.
 
 A textured 3D head (`avatar.py`) made from matplotlib's public-domain grace_hopper.jpg, rendered
-from random views around the front of the head into the Blender format; the target photo
-famous.jpg is scikit-image's astronaut.png. The build goes to a temporary sibling folder and is
-moved into place whole, so a killed build leaves nothing half-made; `avatar.json` holds the config
-fingerprint, and a changed config rebuilds.
+from views around the front of the head into the Blender format; the target photo famous.jpg is
+scikit-image's astronaut.png. The build goes to a temporary sibling folder that replaces the
+dataset folder whole, so a killed build leaves no half dataset; `avatar.json` holds the config and
+its fingerprint, and a changed config (or builder version, or source photo) rebuilds.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import matplotlib
@@ -21,36 +21,44 @@ import numpy as np
 import skimage
 import torch
 from PIL import Image
+from scipy.stats import qmc
 from tqdm import tqdm
 
 from implicit_deepfake.data.avatar import build_avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import read_image, read_json, sha256_json, write_json, write_png
+from implicit_deepfake.io import atomic_path, read_image, read_json, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
-_LOOK_AT = (0.0, 0.0, 0.25)  # the head's centre, world units (face half-width = 1)
+LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
+DISTANCE = 1.9  # the 1-unit head fills ~70% of a 0.69 rad field of view, with room above at +30 deg
+_STAMP = "avatar.json"
 
 
-def view_cameras(
-    n: int, rng: np.random.Generator, image_size: int, camera_angle_x: float, distance: float,
-    azimuth_deg: float, elevation_deg: tuple[float, float],
-) -> Cameras:
-    """n cameras at random azimuth in [-azimuth_deg, azimuth_deg] (0 = frontal) and elevation range."""
-    az = torch.as_tensor(np.radians(rng.uniform(-azimuth_deg, azimuth_deg, n)), dtype=torch.float32)
-    el = torch.as_tensor(np.radians(rng.uniform(*elevation_deg, n)), dtype=torch.float32)
-    target = torch.tensor(_LOOK_AT)
+def sample_views(n: int, seed: int, azimuth_deg: float, elevation_deg: tuple[float, float]) -> np.ndarray:
+    """(n, 2) distinct (azimuth, elevation) in degrees, evenly spread (scrambled Halton sequence):
+    azimuth in [-azimuth_deg, azimuth_deg] (0 = frontal, positive = camera on the head's +x side)."""
+    unit = qmc.Halton(d=2, scramble=True, seed=seed).random(n)
+    low, high = elevation_deg
+    return np.stack([azimuth_deg * (2 * unit[:, 0] - 1), low + (high - low) * unit[:, 1]], 1)
+
+
+def view_cameras(views_deg: np.ndarray, image_size: int, camera_angle_x: float, distance: float) -> Cameras:
+    """Cameras at (azimuth, elevation) degrees (N, 2), `distance` from LOOK_AT, looking at it (z up)."""
+    az, el = torch.as_tensor(np.radians(views_deg), dtype=torch.float32).T
+    target = torch.tensor(LOOK_AT)
     eye = target + distance * torch.stack([torch.cos(el) * torch.sin(az), -torch.cos(el) * torch.cos(az), torch.sin(el)], 1)
-    c2w = look_at(eye, target.expand(n, 3), torch.tensor([0.0, 0.0, 1.0]))
+    c2w = look_at(eye, target.expand(len(eye), 3), torch.tensor([0.0, 0.0, 1.0]))
     return Cameras.from_blender(c2w, camera_angle_x, image_size, image_size)
 
 
 class SyntheticAvatarSource:
-    """The built default dataset under `root` (see module docstring)."""
+    """The built default dataset under `root`; `prepare()` builds it when missing or stale."""
 
     name = "synthetic"
 
@@ -62,18 +70,19 @@ class SyntheticAvatarSource:
         n_val: int = 8,
         n_test: int = 10,
         camera_angle_x: float = 0.69,
-        distance: float = 4.8,
+        seed: int = 0,
+        distance: float = DISTANCE,
         azimuth_deg: float = 70.0,
         elevation_deg: tuple[float, float] = (-15.0, 30.0),
         mesh_resolution: int = 192,
-        seed: int = 0,
+        supersample: int = 2,
     ) -> None:
         self.root = Path(root)
         self.config = {
             "image_size": image_size, "counts": {"train": n_train, "val": n_val, "test": n_test},
-            "camera_angle_x": camera_angle_x, "distance": distance, "azimuth_deg": azimuth_deg,
-            "elevation_deg": list(elevation_deg), "mesh_resolution": mesh_resolution, "seed": seed,
-            "version": BUILDER_VERSION,
+            "camera_angle_x": camera_angle_x, "seed": seed, "distance": distance, "azimuth_deg": azimuth_deg,
+            "elevation_deg": list(elevation_deg), "mesh_resolution": mesh_resolution, "supersample": supersample,
+            "builder_version": BUILDER_VERSION, "base_photo_sha256": sha256_file(BASE_PHOTO),
         }
 
     @property
@@ -85,45 +94,64 @@ class SyntheticAvatarSource:
         return sha256_json(self.config)
 
     def is_built(self) -> bool:
-        stamp = self.root / "avatar.json"
-        return stamp.is_file() and read_json(stamp).get("fingerprint") == self.fingerprint
+        stamp = self.root / _STAMP
+        try:
+            return stamp.is_file() and read_json(stamp).get("fingerprint") == self.fingerprint
+        except (DeepfakeError, AttributeError):  # an unreadable stamp means: build again
+            return False
 
     def prepare(self) -> Path:
+        """The dataset root, built first if missing or built with another config."""
         if self.is_built():
             return self.root
-        log.info("building the synthetic avatar dataset in %s", self.root)
+        if self.root.is_dir() and any(self.root.iterdir()) and not (self.root / _STAMP).is_file():
+            raise DeepfakeError(
+                f"{self.root} exists and is not a synthetic avatar dataset (no {_STAMP}); building would replace it. "
+                "Set data.source.root to an empty or new folder, or delete this one."
+            )
+        log.info("Building the synthetic avatar dataset (%s) in %s", self.config, self.root)
+        start = time.perf_counter()
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.", dir=self.root.parent))
+        for stale in self.root.parent.glob(f".{self.root.name}.building.*"):  # left by a killed build
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.building.", dir=self.root.parent))
         try:
             self._build(staging)
             if self.root.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.old.", dir=self.root.parent))
-                os.replace(self.root, old / "dataset")
-                shutil.rmtree(old)
-            os.replace(staging, self.root)
+                retired = staging.with_name(staging.name + ".old")
+                os.replace(self.root, retired)
+                os.replace(staging, self.root)
+                shutil.rmtree(retired)
+            else:
+                os.replace(staging, self.root)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        log.info("Built %s in %.1f s", self.root, time.perf_counter() - start)
         return self.root
 
     def _build(self, out: Path) -> None:
         cfg = self.config
         photo = read_image(BASE_PHOTO)[..., :3]
         avatar = build_avatar(photo, FaceLandmarker().detect_required(photo, str(BASE_PHOTO)), cfg["mesh_resolution"])
-        rng = np.random.default_rng(cfg["seed"])
-        for split in SPLITS:
-            cameras = view_cameras(
-                cfg["counts"][split], rng, cfg["image_size"], cfg["camera_angle_x"], cfg["distance"],
-                cfg["azimuth_deg"], tuple(cfg["elevation_deg"]),
-            )
+        counts = [cfg["counts"][split] for split in SPLITS]
+        views = sample_views(sum(counts), cfg["seed"], cfg["azimuth_deg"], tuple(cfg["elevation_deg"]))
+        views = views[np.random.default_rng(cfg["seed"]).permutation(len(views))]  # each split spans all views
+        cameras = view_cameras(views, cfg["image_size"], cfg["camera_angle_x"], cfg["distance"])
+        c2w, angle = cameras.to_blender()
+        offsets = np.cumsum([0, *counts])
+        for split, first, end in zip(SPLITS, offsets[:-1], offsets[1:]):
             frames = []
-            c2w, angle = cameras.to_blender()
-            for i in tqdm(range(len(cameras)), desc=f"render {split}", unit="view"):
-                rgba, _ = render_avatar(avatar, cameras[i])
-                write_png(out / split / f"r_{i}.png", rgba[0], Source="synthetic avatar (grace_hopper.jpg)")
-                frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w[i].tolist()})
+            for i, k in enumerate(tqdm(range(first, end), desc=f"render {split}", unit="view")):
+                rgba, _ = render_avatar(avatar, cameras[int(k)], cfg["supersample"])
+                write_png(out / split / f"r_{i}.png", rgba[0], Source="synthetic avatar of grace_hopper.jpg")
+                frames.append({
+                    "file_path": f"./{split}/r_{i}", "transform_matrix": c2w[k].tolist(),
+                    "azimuth_deg": round(float(views[k, 0]), 3), "elevation_deg": round(float(views[k, 1]), 3),
+                })
             write_split_index(out, split, angle, frames)
-        Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(out / "famous.jpg", quality=95)
-        write_json(out / "avatar.json", {
+        with atomic_path(out / "famous.jpg") as tmp:
+            Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
+        write_json(out / _STAMP, {
             "config": cfg, "fingerprint": self.fingerprint,
             "base_photo": "matplotlib sample_data/grace_hopper.jpg (public domain)",
             "target_photo": "scikit-image data/astronaut.png (public domain, NASA)",
