@@ -24,7 +24,9 @@ class ArcFaceEmbedder(FaceEmbedder):
     #: verification threshold for Buffalo_L (deepface/config/threshold.py, cosine distance 0.55).
     same_person_threshold = 0.55
 
-    def __init__(self, model_dir: str, arcface_file: str = "w600k_r50.onnx", providers: list[str] | None = None) -> None:
+    def __init__(
+        self, model_dir: str, arcface_file: str = "w600k_r50.onnx", providers: list[str] | None = None
+    ) -> None:
         paths = require_model_files(model_dir, FIELD, {arcface_file: ArcFaceONNX})
         self._arcface = load_model(paths[arcface_file], ArcFaceONNX, providers)
         self._landmarker = FaceLandmarker()
