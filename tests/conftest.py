@@ -56,10 +56,11 @@ def compose_cfg(tmp_path: Path):
     """compose_cfg("train", ["swap=none"]) -> the real conf/ with paths under tmp_path."""
 
     def _compose(config_name: str, overrides: list[str] = ()):
+        run_dir = [f"run_dir={tmp_path}/run"] if config_name == "train" else []  # Hydra's folder, outside hydra.main
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             return compose(
                 config_name,
-                overrides=[f"paths.root_dir={tmp_path}", "progress=false", *overrides],
+                overrides=[f"paths.root_dir={tmp_path}", "progress=false", *run_dir, *overrides],
                 return_hydra_config=False,
             )
 

@@ -12,7 +12,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO
 
-GROUPS = {group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml")) for group in ("data", "swap", "identity")}
+GROUPS = {
+    group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    for group in ("data", "swap", "identity", "trainer", "logger", "model")
+}
 
 
 @pytest.mark.parametrize("config_name", ["train", "swap", "evaluate"])
@@ -43,3 +46,21 @@ def test_entry_point_reports_unknown_group_value():
     )
     assert result.returncode != 0
     assert "Could not find 'data/nonexistent'" in result.stderr and "synthetic" in result.stderr
+
+
+@pytest.mark.parametrize("trainer", GROUPS["trainer"])
+@pytest.mark.parametrize("logger", GROUPS["logger"])
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_training_groups_compose_and_instantiate(compose_cfg, tmp_path: Path, trainer: str, logger: str, model: str):
+    from hydra.utils import instantiate
+
+    cfg = compose_cfg("train", [f"trainer={trainer}", f"logger={logger}", f"model={model}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["trainer"]["accelerator"] == {"cpu": "cpu", "gpu": "gpu"}[trainer]
+    assert resolved["trainer"]["default_root_dir"] == f"{tmp_path}/run"
+    assert set(resolved.get("logger") or {}) == ({logger} if logger != "none" else set())
+    assert resolved["datamodule"]["root"] == resolved["swap"]["output_dir"]
+    module = instantiate(cfg.model.module)
+    assert module.hparams["seed"] == cfg.seed
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        assert logger_cfg.save_dir == cfg.run_dir

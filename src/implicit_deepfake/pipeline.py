@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+import pytorch_lightning as pl
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.loggers import Logger
 
 from implicit_deepfake.data.blender import load_blender_split
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.evaluation import evaluate_module
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import composite, read_image, synthetic_metadata, write_json
+from implicit_deepfake.io import atomic_path, composite, read_image, synthetic_metadata, write_json
 from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.swap.runner import run_swap
 
 log = logging.getLogger(__name__)
@@ -43,15 +49,77 @@ def swap_stage(cfg: DictConfig) -> tuple[object, Path]:
     return source, Path(cfg.swap.output_dir)
 
 
+def _save_config(cfg: DictConfig, run_dir: Path) -> None:
+    """The run's config (run_dir filled in), which `evaluate.py ckpt=...` rebuilds the run from."""
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        OmegaConf.save(cfg, tmp)
+
+
+def _loggers(cfg: DictConfig) -> list[Logger]:
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
 def train(cfg: DictConfig) -> dict:
-    """The whole chain. Models (Gaussians, NeRF) land with the next issues; today: data + swap."""
-    _, swapped = swap_stage(cfg)
-    log.warning("Training models is not part of this release yet: stopping after the swap stage (%s).", swapped)
-    return {"swapped_dir": str(swapped)}
+    """The whole chain: data, swap (both cached), training (resumable), evaluation -> metrics dict."""
+    swap_stage(cfg)
+    ckpt, run_dir = resolve_checkpoint(cfg, Path(cfg.run_dir))
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    if ckpt is not None:
+        log.info("resuming %s from %s", run_dir, ckpt)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _save_config(cfg, run_dir)
+    write_run_info(run_dir, cfg, status="training")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = instantiate(cfg.datamodule)
+    module = instantiate(cfg.model.module)
+    loggers = _loggers(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    write_run_info(run_dir, cfg, status="trained", steps=trainer.global_step)
+    metrics = evaluate_module(module, datamodule, cfg, run_dir, trainer.global_step, loggers)
+    for logger in loggers:
+        logger.finalize("success")
+    return metrics
+
+
+def _run_config(ckpt: Path) -> tuple[DictConfig, Path]:
+    run_dir = ckpt.parent.parent
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise DeepfakeError(f"{saved} is missing: ckpt= must be <run folder>/checkpoints/<name>.ckpt of a train.py run.")
+    return OmegaConf.load(saved), run_dir
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder."""
+    if cfg.ckpt == "last":
+        previous = latest_run(Path(cfg.paths.log_dir) / "train", {})
+        if previous is None:
+            raise DeepfakeError(f"ckpt=last: no train.py run with {LAST_CHECKPOINT} under {cfg.paths.log_dir}/train.")
+        ckpt = previous / LAST_CHECKPOINT
+    else:
+        ckpt = Path(cfg.ckpt)
+        if not ckpt.is_file():
+            raise DeepfakeError(f"ckpt={ckpt}: no such checkpoint file.")
+    run_cfg, run_dir = _run_config(ckpt)
+    module_class = get_class(run_cfg.model.module._target_)
+    module = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    return evaluate_module(module, instantiate(run_cfg.datamodule), run_cfg, run_dir, steps)
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Face metrics of the swapped dataset's `cfg.split` frames -> `<run_dir>/metrics.json`."""
+    """A trained run (`cfg.ckpt`), or without one the swapped dataset's `cfg.split` frames
+    (their face metrics) -> metrics.json."""
+    if cfg.get("ckpt"):
+        return evaluate_checkpoint(cfg)
     source, swapped = swap_stage(cfg)
     background = tuple(cfg.data.background)
     images = [composite(im, background) for im in load_blender_split(swapped, cfg.split).images]

@@ -35,7 +35,7 @@ class SplitIndex:
 
     @property
     def relpaths(self) -> list[str]:
-        return [p.relative_to(self.root).as_posix() for p in self.image_paths]
+        return [p.relative_to(self.root.resolve()).as_posix() for p in self.image_paths]
 
     @property
     def camera_to_world_gl(self) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Evaluate a trained scene model, whatever it is: test-view renders and their image and face
+metrics, an orbit video, `metrics.json`, and the same figures to the run's loggers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+
+from implicit_deepfake.data.datamodule import FrameDataModule, load_frames
+from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.io import composite, read_image, synthetic_metadata, write_json, write_png
+from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.lit.logging import log_images, log_video
+from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.metrics.image import image_metrics
+from implicit_deepfake.render.video import orbit_cameras, write_video
+
+log = logging.getLogger(__name__)
+ORBIT_FPS = 24
+
+
+def _uint8(images: torch.Tensor) -> list[np.ndarray]:
+    return list((images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
+def evaluate_module(
+    module: SceneModule,
+    datamodule: FrameDataModule,
+    cfg: DictConfig,
+    run_dir: Path,
+    steps: int,
+    loggers: Sequence[Logger] = (),
+) -> dict:
+    """Render the test split and an orbit; write renders, orbit.mp4 and metrics.json into `run_dir`."""
+    module.eval()
+    test = datamodule.frames("test")
+    renders = _uint8(module.render_views(test.cameras.to(module.device)))
+    for relpath, image in zip(test.relpaths, renders):
+        write_png(run_dir / "renders" / relpath, image, source=f"{cfg.model.name} render of {relpath}")
+    images = image_metrics(torch.from_numpy(np.stack(renders)).float() / 255.0, test.rgb)
+
+    source = instantiate(cfg.data.source)
+    base = load_frames(source.root, "test", datamodule.background, datamodule.downscale)
+    faces = face_metrics(
+        renders,
+        composite(read_image(source.target_photo)),
+        instantiate(cfg.identity),
+        FaceLandmarker(),
+        references=_uint8(base.rgb),
+    )
+    orbit = orbit_cameras(datamodule.frames("train").cameras, cfg.evaluate.orbit_frames).to(module.device)
+    video = run_dir / "orbit.mp4"
+    write_video(video, (_uint8(module.render_views(orbit[i]))[0] for i in range(len(orbit))), fps=ORBIT_FPS)
+
+    scores = {
+        "test.psnr": images["psnr"],
+        "test.ssim": images["ssim"],
+        "test.lpips": images["lpips"],
+        "test.lpips_reason": images["lpips_reason"],
+        **{f"test.{k}": v for k, v in faces.items()},
+        "train_seconds": round(module.train_seconds, 1),
+        "steps": steps,
+        **module.model_stats(),
+    }
+    metrics = {
+        **scores,
+        "data": cfg.data.name,
+        "swap": cfg.swap.name,
+        "model": cfg.model.name,
+        "orbit_video": str(video),
+        **module.export(run_dir),
+        "synthetic": synthetic_metadata(),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    numeric = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for logger in loggers:
+        logger.log_metrics(numeric, step=steps)
+    log_images(loggers, "test/renders", renders, steps)
+    log_video(loggers, "test/orbit", video, steps)
+    log.info("metrics (%s): %s", run_dir / "metrics.json", {k: v for k, v in scores.items() if v is not None})
+    return metrics

@@ -1,0 +1,126 @@
+"""`model=gaussians`: 3D Gaussian splatting trained as in 3DGS / gsplat's simple_trainer.
+
+Per-parameter Adam (one optimizer per tensor, as gsplat's strategies expect), the exponential
+position learning-rate decay to 1% over the run, L1 + D-SSIM loss, one more SH band every
+`sh_degree_interval` steps, and gsplat's `DefaultStrategy` for clone/split/prune/opacity reset
+(it is pure PyTorch and runs on the CPU given our rasterizer's `meta`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.datamodule import batch_cameras
+from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
+from implicit_deepfake.models.gaussians import PARAM_NAMES, GaussianCloud
+
+DEFAULT_LR = {"means": 1.6e-4, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
+POSITION_LR_FINAL = 0.01  # the position learning rate decays to this fraction of its start
+
+
+class LitGaussians(SceneModule):
+    """Gaussians initialised on the training masks' visual hull inside the cameras' view."""
+
+    def __init__(
+        self,
+        sh_degree: int = 3,
+        sh_degree_interval: int = 1000,
+        init_points: int = 20_000,
+        init_opacity: float = 0.1,
+        lr: dict[str, float] | None = None,
+        ssim_lambda: float = 0.2,
+        densify: dict | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # densification resizes parameters and optimizer state
+        self.cloud = GaussianCloud(sh_degree)
+        self.lr = {**DEFAULT_LR, **(lr or {})}
+        self.strategy = DefaultStrategy(**(densify or {}))
+        self.register_buffer("scene_scale", torch.tensor(1.0))
+        self.strategy_state: dict = {}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.trainer.ckpt_path is None and len(self.cloud) == 0:
+            frames = self.trainer.datamodule.frames("train")
+            points, colors = hull_points(frames, self.hparams.init_points, self.hparams.seed)
+            self.cloud.initialize(points, colors, neighbour_scales(points), self.hparams.init_opacity)
+            self.scene_scale.fill_(scene_scale(frames.cameras))
+        if not self.strategy_state:
+            self.strategy_state = self.strategy.initialize_state(scene_scale=float(self.scene_scale))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        scale = {"means": float(self.scene_scale)}
+        return [
+            torch.optim.Adam([self.cloud.params[name]], lr=self.lr[name] * scale.get(name, 1.0), eps=1e-15)
+            for name in PARAM_NAMES
+        ]
+
+    def _position_lr(self, step: int) -> float:
+        progress = min(step / max(self.trainer.max_steps, 1), 1.0)
+        return self.lr["means"] * float(self.scene_scale) * POSITION_LR_FINAL**progress
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        step = self.global_step
+        wrapped = self.optimizers()
+        optimizers = dict(zip(PARAM_NAMES, (o.optimizer for o in wrapped)))
+        optimizers["means"].param_groups[0]["lr"] = self._position_lr(step)
+        target = batch["rgb"]
+        cameras = batch_cameras(batch, target.shape[2], target.shape[1])
+        sh_degree = min(step // self.hparams.sh_degree_interval, self.cloud.sh_degree)
+        rgb, _, meta = self.cloud.render(cameras, sh_degree, self.background, absgrad=self.strategy.absgrad)
+        self.strategy.step_pre_backward(self.cloud.params, optimizers, self.strategy_state, step, meta)
+
+        l1 = (rgb - target).abs().mean()
+        ssim = structural_similarity_index_measure(rgb.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2), data_range=1.0)
+        loss = (1 - self.hparams.ssim_lambda) * l1 + self.hparams.ssim_lambda * (1 - ssim)
+        self.check_finite(loss)
+        self.manual_backward(loss)
+        # Lightning counts every optimizer step towards global_step: step one through Lightning
+        # (one training step = one global step) and the others directly.
+        wrapped[0].step()
+        for optimizer in list(optimizers.values())[1:]:
+            optimizer.step()
+        for optimizer in optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+        self.strategy.step_post_backward(self.cloud.params, optimizers, self.strategy_state, step, meta, packed=False)
+
+        self.log_dict({"train/loss": loss, "train/l1": l1, "train/ssim": ssim}, prog_bar=True, batch_size=len(target))
+        self.log_dict(
+            {"train/num_gaussians": float(len(self.cloud)), "train/sh_degree": float(sh_degree), "lr/means": self._position_lr(step)},
+            batch_size=len(target),
+        )
+        self.log("gaussians", float(len(self.cloud)), prog_bar=True, logger=False, batch_size=len(target))
+        return loss
+
+    @torch.no_grad()
+    def render_views(self, cameras: Cameras) -> Tensor:
+        return torch.cat(
+            [self.cloud.render(cameras[i], self.cloud.sh_degree, self.background)[0] for i in range(len(cameras))]
+        )
+
+    def export(self, run_dir: Path) -> dict[str, str]:
+        path = run_dir / "point_cloud.ply"
+        self.cloud.save_ply(path)
+        return {"ply": str(path)}
+
+    def model_stats(self) -> dict[str, int]:
+        return {"num_gaussians": len(self.cloud)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["strategy_state"] = self.strategy_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.cloud.resize(checkpoint["state_dict"]["cloud.params.means"].shape[0])
+        self.strategy_state = checkpoint.get("strategy_state", {})

@@ -1,0 +1,113 @@
+"""Where the Gaussians start: the scene's scale and points on the visual hull of the training masks.
+
+The datasets here come without structure-from-motion points. Instead of 3DGS's random cube
+(most of whose points land in empty space and cost CPU steps to prune), rays through foreground
+pixels are marched until they first enter the visual hull (inside every view's alpha mask), which
+puts each point on the object's outer surface with the colour of the pixel it came from. Datasets
+without alpha fall back to random points in the ball every camera sees.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor
+
+from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.datamodule import Frames
+
+_MASK_THRESHOLD = 0.5
+_DEPTH_SAMPLES = 64
+_BISECTIONS = 5
+_CARVING_VIEWS = 24
+_RAY_CHUNK = 1024
+
+
+def scene_scale(cameras: Cameras) -> float:
+    """gsplat's scene scale: 1.1 x the largest distance of a camera centre from their mean."""
+    centers = cameras.centers
+    return 1.1 * float((centers - centers.mean(0)).norm(dim=1).max())
+
+
+def focus_point(cameras: Cameras) -> Tensor:
+    """(3,) the point closest (least squares) to every camera's optical axis: what the cameras look at."""
+    c2w = cameras.camera_to_world
+    origins, axes = c2w[:, :3, 3], c2w[:, :3, 2]
+    projector = torch.eye(3) - axes[:, :, None] * axes[:, None, :]  # removes the component along the axis
+    return torch.linalg.lstsq(projector.sum(0), (projector @ origins[:, :, None]).sum(0)).solution[:, 0]
+
+
+def visible_radius(cameras: Cameras, focus: Tensor) -> float:
+    """Radius of the ball around `focus` that the narrowest camera field of view still holds."""
+    distance = (cameras.centers - focus).norm(dim=1).mean()
+    k = cameras.intrinsics[0]
+    half_fov = min(math.atan(0.5 * cameras.width / k[0, 0]), math.atan(0.5 * cameras.height / k[1, 1]))
+    return float(distance * math.sin(half_fov))
+
+
+def _inside_hull(points: Tensor, cameras: Cameras, alpha: Tensor) -> Tensor:
+    """(P,) True where no view that sees the point has it outside its mask; alpha (M, H, W)."""
+    pix, depth = cameras.project(points)
+    x, y = pix[..., 0].floor().long(), pix[..., 1].floor().long()
+    seen = (depth > 0) & (x >= 0) & (x < cameras.width) & (y >= 0) & (y < cameras.height)
+    view = torch.arange(len(cameras))[:, None].expand_as(x)
+    masked = alpha[view, y.clamp(0, cameras.height - 1), x.clamp(0, cameras.width - 1)] >= _MASK_THRESHOLD
+    return (masked | ~seen).all(0)
+
+
+def _random_ball(n: int, focus: Tensor, radius: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=1)
+    r = radius * torch.rand(n, 1, generator=generator) ** (1 / 3)
+    return focus + direction * r, torch.full((n, 3), 0.5)
+
+
+def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """n points (n, 3) on the visual hull of the frames' alpha masks and their colours (n, 3)."""
+    generator = torch.Generator().manual_seed(seed)
+    cameras, alpha = frames.cameras, frames.alpha[..., 0]
+    # Carving against a spread subset of views costs a fraction and loses little of the hull.
+    carve = torch.linspace(0, len(cameras) - 1, min(len(cameras), _CARVING_VIEWS)).round().long()
+    focus = focus_point(cameras)
+    radius = visible_radius(cameras, focus)
+    foreground = torch.nonzero(alpha.flatten() >= _MASK_THRESHOLD).squeeze(1)
+    if alpha.min() >= _MASK_THRESHOLD or len(foreground) == 0:
+        return _random_ball(n, focus, radius, generator)
+
+    pick = foreground[torch.randint(len(foreground), (n + n // 4,), generator=generator)]
+    h, w = cameras.height, cameras.width
+    view, y, x = pick // (h * w), (pick // w) % h, pick % w
+    k = cameras.intrinsics[view]
+    direction_cam = torch.stack(
+        [(x + 0.5 - k[:, 0, 2]) / k[:, 0, 0], (y + 0.5 - k[:, 1, 2]) / k[:, 1, 1], torch.ones(len(pick))], dim=1
+    )
+    c2w = cameras.camera_to_world[view]
+    origins, directions = c2w[:, :3, 3], (c2w[:, :3, :3] @ direction_cam[:, :, None])[..., 0]
+    distance = (origins - focus).norm(dim=1, keepdim=True)
+    depths = torch.linspace(0, 1, _DEPTH_SAMPLES) * 2 * radius + (distance - radius).clamp_min(1e-3)  # (R, D)
+    points, colors = [], []
+    for chunk in torch.arange(len(pick)).split(_RAY_CHUNK):
+        samples = origins[chunk, None] + depths[chunk, :, None] * directions[chunk, None]  # (r, D, 3)
+        inside = _inside_hull(samples.reshape(-1, 3), cameras[carve], alpha[carve]).reshape(len(chunk), -1)
+        hit = inside.any(1) & ~inside[:, 0]  # rays that start inside the hull have no surface crossing
+        first = inside.float().argmax(1)[hit]
+        rows = chunk[hit]
+        outside, inside_depth = depths[rows, first - 1], depths[rows, first]
+        for _ in range(_BISECTIONS):  # the crossing lies between the last outside and first inside sample
+            middle = 0.5 * (outside + inside_depth)
+            is_inside = _inside_hull(origins[rows] + middle[:, None] * directions[rows], cameras[carve], alpha[carve])
+            inside_depth, outside = torch.where(is_inside, middle, inside_depth), torch.where(is_inside, outside, middle)
+        points.append(origins[rows] + inside_depth[:, None] * directions[rows])
+        colors.append(frames.rgb[view[rows], y[rows], x[rows]])
+    points, colors = torch.cat(points)[:n], torch.cat(colors)[:n]
+    if len(points) < n:  # masks that no view agrees on: fill up at random
+        extra_points, extra_colors = _random_ball(n - len(points), focus, radius, generator)
+        points, colors = torch.cat([points, extra_points]), torch.cat([colors, extra_colors])
+    return points, colors
+
+
+def neighbour_scales(points: Tensor, k: int = 3) -> Tensor:
+    """(N,) mean distance of each point to its k nearest neighbours (3DGS's initial Gaussian size)."""
+    distances, _ = cKDTree(points.numpy()).query(points.numpy(), k=k + 1)
+    return torch.from_numpy(distances[:, 1:].mean(1)).float().clamp_min(1e-7)

@@ -1,0 +1,100 @@
+"""`rasterize_gaussians`: 3D Gaussian splatting with gsplat's `rasterization()` semantics on any device.
+
+The backend is picked once, from the device of `means`, in `RASTERIZERS`: CUDA tensors go to
+gsplat's fused CUDA kernels, CPU tensors to the autograd rasterizer of `gaussians_cpu`. Both
+return the unpacked layout ((C, N, ...) per camera and Gaussian), so `meta` feeds gsplat's
+`DefaultStrategy` (`step_pre_backward` / `step_post_backward(packed=False)`) the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.render.gaussians_cpu import RENDER_MODES, rasterize_cpu
+
+RASTERIZE_MODES = ("classic", "antialiased")
+
+
+def _rasterize_gsplat(
+    means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+    viewmats: Tensor, Ks: Tensor, width: int, height: int, **options,
+) -> tuple[Tensor, Tensor, dict]:  # fmt: skip
+    from gsplat import rasterization  # loads the CUDA extension: only when a CUDA tensor asks
+
+    return rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=False, **options)
+
+
+# device type -> rasterizer with the signature of `rasterize_cpu`
+RASTERIZERS: dict[str, Callable[..., tuple[Tensor, Tensor, dict]]] = {
+    "cpu": rasterize_cpu,
+    "cuda": _rasterize_gsplat,
+}
+
+
+def rasterize_gaussians(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    sh_degree: int | None = None,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    eps2d: float = 0.3,
+    radius_clip: float = 0.0,
+    backgrounds: Tensor | None = None,
+    tile_size: int = 16,
+    render_mode: str = "RGB",
+    rasterize_mode: str = "classic",
+    absgrad: bool = False,
+    packed: bool = False,
+) -> tuple[Tensor, Tensor, dict]:
+    """Render N Gaussians into C pinhole cameras, front to back, differentiably.
+
+    means (N, 3) world; quats (N, 4) wxyz, need not be normalised; scales (N, 3) (not log);
+    opacities (N,) in [0, 1] (post-sigmoid); colors (N, D) or (C, N, D), or SH coefficients
+    (N, K, 3) or (C, N, K, 3) when `sh_degree` is set ((sh_degree + 1)^2 <= K; colour = SH + 0.5,
+    clamped at 0); viewmats (C, 4, 4) world->camera, OpenCV axes; Ks (C, 3, 3) pixels, pixel (i, j)
+    centred at (i + 0.5, j + 0.5); backgrounds (C, D) or None.
+    render_mode: "RGB" | "D" | "ED" | "RGB+D" | "RGB+ED" (depth is the last channel; ED = expected
+    depth); rasterize_mode: "classic" | "antialiased" (opacity x sqrt(det Sigma / det(Sigma + eps2d))).
+    `packed` is accepted for gsplat call compatibility; the output is always unpacked.
+
+    Returns render (C, H, W, D') with D' = D (+1 for depth), alphas (C, H, W, 1), and meta with
+    "means2d" (C, N, 2, differentiable: `retain_grad()` for densification; with absgrad=True,
+    `.absgrad` after backward), "radii" (C, N, 2) int32 (0 = culled), "depths", "conics",
+    "opacities", "width", "height", "n_cameras", "gaussian_ids" None (unpacked).
+    """
+    del packed  # both backends run unpacked so `meta` has one layout
+    if render_mode not in RENDER_MODES:
+        raise DeepfakeError(f"render_mode={render_mode!r} is not one of {RENDER_MODES}; fix the renderer config")
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise DeepfakeError(
+            f"rasterize_mode={rasterize_mode!r} is not one of {RASTERIZE_MODES}; fix the renderer config"
+        )
+    n = means.shape[0]
+    n_cameras = viewmats.shape[0]
+    expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "Ks": (n_cameras, 3, 3)}
+    actual = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "Ks": Ks}
+    for name, shape in expected.items():
+        if tuple(actual[name].shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {tuple(actual[name].shape)}")
+    device = means.device.type
+    if device not in RASTERIZERS:
+        raise DeepfakeError(
+            f"no Gaussian rasterizer for device {device!r} (have {sorted(RASTERIZERS)}); "
+            "set the trainer accelerator to cpu or gpu"
+        )
+    return RASTERIZERS[device](
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+        sh_degree=sh_degree, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
+        radius_clip=radius_clip, backgrounds=backgrounds, tile_size=tile_size,
+        render_mode=render_mode, rasterize_mode=rasterize_mode, absgrad=absgrad,
+    )  # fmt: skip

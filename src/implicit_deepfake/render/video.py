@@ -1,0 +1,134 @@
+"""Orbit cameras around a dataset's subject, and H.264 mp4 writing marked as synthetic media."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+from torch import Tensor
+
+from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
+
+
+def _look_at_point(centers: Tensor, forward: Tensor) -> Tensor:
+    """Least-squares closest point (3,) to the lines centers[i] + t * forward[i] (N, 3 each, forward unit)."""
+    projectors = torch.eye(3, dtype=centers.dtype) - forward[:, :, None] * forward[:, None, :]
+    system = projectors.mean(0)
+    # Parallel axes (one camera, or all looking the same way) have no single point they meet near.
+    if torch.linalg.eigvalsh(system)[0] < 1e-6:
+        raise DeepfakeError(
+            "orbit video: the dataset's cameras all look in the same direction, so there is no point "
+            "they look at to orbit around. Use a dataset with views from several directions."
+        )
+    return torch.linalg.solve(system, (projectors @ centers[:, :, None]).mean(0))[:, 0]
+
+
+def _world_up(right: Tensor, up: Tensor) -> Tensor:
+    """The world's up (3,): the average camera up, tilted so every camera's right axis is level.
+
+    The average up alone leans toward the subject when the views cover only part of a circle
+    (a face seen from the front, cameras looking slightly down), which would tilt the orbit.
+    Cameras without roll have right axes perpendicular to the true up: minimise sum (r_i . u)^2
+    with a small pull toward the average up, which picks the right solution when that null
+    space is a plane (all right axes equal) and still works with some roll.
+    """
+    mean_up = up.mean(0)
+    pull = 1e-4
+    system = right.T @ right / len(right) + pull * torch.eye(3, dtype=right.dtype)
+    return torch.nn.functional.normalize(torch.linalg.solve(system, pull * mean_up), dim=0)
+
+
+def orbit_cameras(cameras: Cameras, n_frames: int, elevation_deg: float | None = None) -> Cameras:
+    """`n_frames` cameras on a full 360-degree circle around the point `cameras` look at.
+
+    The orbit keeps the mean distance of `cameras` to that point, their mean elevation (unless
+    `elevation_deg` is given), their world up, and the intrinsics and size of the first camera.
+    It starts at the mean azimuth of `cameras` and turns counter-clockwise seen from above.
+    Returns Cameras with (n_frames, 4, 4) world_to_camera and (n_frames, 3, 3) intrinsics.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    c2w = cameras.camera_to_world.to(torch.float64)  # OpenCV axes: x right, y down, z forward
+    centers, right, down, forward = c2w[:, :3, 3], c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2]
+    target = _look_at_point(centers, forward)
+    up = _world_up(right, -down)
+
+    offsets = centers - target
+    distance = offsets.norm(dim=1)
+    if elevation_deg is None:
+        elevation = torch.asin((offsets @ up / distance).clamp(-1.0, 1.0)).mean()
+    elif abs(elevation_deg) < 89.0:  # straight above or below, "up" is undefined for look_at
+        elevation = torch.tensor(math.radians(elevation_deg), dtype=torch.float64)
+    else:
+        raise DeepfakeError(f"orbit video: elevation_deg must be within (-89, 89), got {elevation_deg}.")
+
+    # In-plane basis: start toward the cameras' mean horizontal direction.
+    start = offsets.mean(0) - (offsets.mean(0) @ up) * up
+    if start.norm() < 1e-6 * distance.mean():  # cameras evenly all around: any direction will do
+        start = torch.linalg.cross(up, torch.eye(3, dtype=up.dtype)[int(up.abs().argmin())])
+    start = torch.nn.functional.normalize(start, dim=0)
+    side = torch.linalg.cross(up, start)
+
+    azimuth = torch.arange(n_frames, dtype=torch.float64) * (2.0 * math.pi / n_frames)
+    ring = torch.cos(azimuth)[:, None] * start + torch.sin(azimuth)[:, None] * side
+    eyes = target + distance.mean() * (torch.cos(elevation) * ring + torch.sin(elevation) * up)
+    c2w_gl = look_at(eyes.float(), target.float().expand(n_frames, 3), up.float())
+    first = cameras[0]
+    # from_blender owns the OpenGL -> OpenCV axis flip; its centred intrinsics give way to the first camera's.
+    orbit = Cameras.from_blender(c2w_gl, first.to_blender()[1], cameras.width, cameras.height)
+    intrinsics = first.intrinsics.expand(n_frames, 3, 3).clone()
+    return Cameras(orbit.world_to_camera, intrinsics, cameras.width, cameras.height)
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """Pad (edge-replicate) to even height and width: H.264 in yuv420p needs even dimensions."""
+    height, width = frame.shape[:2]
+    return np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+
+
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 24, quality: float = 7) -> int:
+    """Write frames (each (H, W, 3) uint8, all the same size) as an H.264 mp4; returns the frame count.
+
+    Written atomically (temp file + rename) with imageio-ffmpeg's bundled ffmpeg. The container's
+    comment and description carry `io.SYNTHETIC_NOTICE`, the text PNG outputs carry.
+    Odd sizes are padded by one edge-replicated row/column. `quality` is imageio-ffmpeg's 1-10
+    scale (7 = x264 crf 15).
+    """
+    # The standard iTunes-style atoms most players and exiftool show; mp4 drops non-standard keys
+    # (and `-movflags use_metadata_tags` would move even these into QuickTime `mdta` keys).
+    output_params = []
+    for key in ("comment", "description"):
+        output_params += ["-metadata", f"{key}={SYNTHETIC_NOTICE}"]
+
+    count, size = 0, None
+    with atomic_path(path) as tmp:
+        writer = None
+        try:
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise ValueError(f"write_video: frame {count} is {frame.dtype} {frame.shape}, not (H, W, 3) uint8")
+                if writer is None:
+                    size = frame.shape
+                    padded = _even(frame).shape
+                    writer = imageio_ffmpeg.write_frames(
+                        str(tmp), (padded[1], padded[0]), fps=fps, quality=quality, codec="libx264",
+                        macro_block_size=2, output_params=output_params,
+                    )
+                    writer.send(None)  # start ffmpeg
+                elif frame.shape != size:
+                    raise ValueError(f"write_video: frame {count} is {frame.shape}, the first was {size}")
+                writer.send(np.ascontiguousarray(_even(frame)))
+                count += 1
+            if writer is None:
+                raise ValueError(f"write_video: no frames to write to {path}")
+        finally:
+            if writer is not None:
+                writer.close()
+    return count

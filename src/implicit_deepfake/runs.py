@@ -1,0 +1,51 @@
+"""Run folders: what a run is (run.json), and which run `ckpt_path=last` resumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import read_json, write_json
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def run_key(cfg: DictConfig) -> dict[str, str]:
+    """What must match for a run to continue another: the data, the swap and the model."""
+    return {"data": cfg.data.name, "swap": cfg.swap.name, "model": cfg.model.name}
+
+
+def write_run_info(run_dir: Path, cfg: DictConfig, **extra: object) -> None:
+    write_json(run_dir / "run.json", {**run_key(cfg), **extra})
+
+
+def latest_run(log_dir: Path, key: dict[str, str]) -> Path | None:
+    """The run folder under `log_dir` with the newest last.ckpt whose run.json matches `key`."""
+    candidates = []
+    for ckpt in log_dir.glob(f"**/{LAST_CHECKPOINT.as_posix()}"):
+        run_dir = ckpt.parent.parent
+        info = run_dir / "run.json"
+        if info.is_file() and all(read_json(info).get(k) == v for k, v in key.items()):
+            candidates.append((ckpt.stat().st_mtime, run_dir))
+    return max(candidates)[1] if candidates else None
+
+
+def resolve_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path | None, Path]:
+    """(checkpoint to resume or None, folder the run writes to) for `cfg.ckpt_path`."""
+    if cfg.ckpt_path is None:
+        return None, run_dir
+    if cfg.ckpt_path == "last":
+        log_dir = Path(cfg.paths.log_dir) / cfg.task_name
+        previous = latest_run(log_dir, run_key(cfg))
+        if previous is None:
+            raise DeepfakeError(
+                f"ckpt_path=last: no earlier run of {run_key(cfg)} with {LAST_CHECKPOINT} under {log_dir}; "
+                "start a new run without ckpt_path, or give ckpt_path=<file.ckpt>."
+            )
+        return previous / LAST_CHECKPOINT, previous
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise DeepfakeError(f"ckpt_path={ckpt}: no such checkpoint file; give a .ckpt path or ckpt_path=last.")
+    return ckpt, ckpt.parent.parent if ckpt.parent.name == "checkpoints" else run_dir

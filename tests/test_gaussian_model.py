@@ -1,0 +1,119 @@
+"""The Gaussian cloud: visual-hull initialisation, scene bounds, and the 3DGS .ply round trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from implicit_deepfake.data.datamodule import Frames
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.models.gaussian_init import focus_point, hull_points, neighbour_scales, scene_scale
+from implicit_deepfake.models.gaussians import GaussianCloud
+from tests.conftest import orbit_cameras
+
+RADIUS = 0.8
+
+
+def sphere_colour(points: torch.Tensor) -> torch.Tensor:
+    """The sphere's texture: RGB from the direction of the surface point, the same from every view."""
+    return 0.5 + 0.45 * torch.nn.functional.normalize(points, dim=-1)
+
+
+def sphere_frames(n: int = 8, size: int = 48) -> Frames:
+    """Views of a textured sphere of RADIUS at the origin; alpha is its exact silhouette."""
+    cameras = orbit_cameras(n, size)
+    c2w = cameras.camera_to_world
+    k = cameras.intrinsics[0]
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    rays = torch.stack([(xs - k[0, 2]) / k[0, 0], (ys - k[1, 2]) / k[1, 1], torch.ones_like(xs)], -1)
+    directions = torch.nn.functional.normalize(torch.einsum("nij,hwj->nhwi", c2w[:, :3, :3], rays), dim=-1)
+    origins = c2w[:, None, None, :3, 3].expand_as(directions)
+    along = -(origins * directions).sum(-1)  # ray parameter of the point closest to the centre
+    miss2 = (origins + along[..., None] * directions).square().sum(-1)
+    alpha = (miss2 < RADIUS**2).float()[..., None]
+    hit = origins + (along - (RADIUS**2 - miss2).clamp_min(0).sqrt())[..., None] * directions
+    rgb = sphere_colour(hit) * alpha + (1 - alpha)
+    return Frames(cameras, rgb.contiguous(), alpha, [f"train/r_{i}.png" for i in range(n)])
+
+
+def test_cameras_focus_and_scale():
+    cameras = orbit_cameras(6, 32, distance=4.0)
+    assert torch.allclose(focus_point(cameras), torch.zeros(3), atol=1e-4)
+    centers = cameras.centers
+    assert scene_scale(cameras) == pytest.approx(1.1 * float((centers - centers.mean(0)).norm(dim=1).max()))
+
+
+def test_hull_points_lie_on_the_silhouettes_surface_with_pixel_colours():
+    frames = sphere_frames()
+    points, colors = hull_points(frames, 2000, seed=0)
+    radius = points.norm(dim=1)
+    # The visual hull of a sphere seen from a ring hugs it: first hits are on or just outside it,
+    # give or take the masks' pixel footprint at the sphere (~0.07).
+    pixel = 4.0 / float(frames.cameras.intrinsics[0, 0, 0])
+    assert radius.quantile(0.05) > RADIUS - 0.6 * pixel and radius.min() > RADIUS - pixel
+    assert radius.median() < RADIUS * 1.08
+    # Each point carries the colour of the pixel its ray came through: the sphere's colour there
+    # (up to where the hull leaves the sphere, at grazing rays).
+    error = (colors - sphere_colour(points)).abs().max(1).values
+    assert error.median() < 0.02 and error.quantile(0.9) < 0.1
+
+
+def test_hull_points_without_alpha_fill_the_visible_ball():
+    frames = sphere_frames()
+    opaque = Frames(frames.cameras, frames.rgb, torch.ones_like(frames.alpha), frames.relpaths)
+    points, _ = hull_points(opaque, 500, seed=0)
+    distance = 4.0 * math.sqrt(1 + 0.5**2 / 16)
+    assert points.norm(dim=1).max() <= distance * math.sin(0.4) + 1e-4
+
+
+def test_neighbour_scales_of_a_grid():
+    grid = torch.stack(torch.meshgrid(*[torch.arange(5.0)] * 3, indexing="ij"), -1).reshape(-1, 3) * 0.1
+    assert neighbour_scales(grid)[62].item() == pytest.approx(0.1)  # an interior point: 3 neighbours at 0.1
+
+
+def random_cloud(n: int = 50, sh_degree: int = 3) -> GaussianCloud:
+    torch.manual_seed(0)
+    cloud = GaussianCloud(sh_degree, n)
+    for p in cloud.params.values():
+        p.data.normal_()
+    return cloud
+
+
+def test_ply_round_trip(tmp_path):
+    cloud = random_cloud()
+    cloud.save_ply(tmp_path / "scene.ply")
+    header = (tmp_path / "scene.ply").read_bytes().split(b"end_header")[0].decode()
+    names = [line.split()[-1] for line in header.splitlines() if line.startswith("property")]
+    # The 3DGS layout the viewers expect: 62 float properties for SH degree 3.
+    assert names[:9] == ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    assert names[9:54] == [f"f_rest_{i}" for i in range(45)]
+    assert names[54:] == ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert "AIGenerated: true" in header
+    loaded = GaussianCloud.load_ply(tmp_path / "scene.ply")
+    assert loaded.sh_degree == 3 and len(loaded) == 50
+    for name, p in cloud.params.items():
+        assert torch.equal(loaded.params[name], p.detach()), name
+    # f_rest is channel-major: f_rest_{c * 15 + k} is coefficient k of channel c.
+    assert loaded.params["shN"][7, 4, 2] == cloud.params["shN"][7, 4, 2]
+
+
+def test_ply_of_lower_sh_degree_and_bad_files(tmp_path):
+    cloud = random_cloud(10, sh_degree=1)
+    cloud.save_ply(tmp_path / "deg1.ply")
+    assert GaussianCloud.load_ply(tmp_path / "deg1.ply").sh_degree == 1
+    (tmp_path / "bad.ply").write_bytes(b"not a ply")
+    with pytest.raises(DeepfakeError, match="bad.ply"):
+        GaussianCloud.load_ply(tmp_path / "bad.ply")
+
+
+def test_initialised_cloud_renders_its_colours():
+    frames = sphere_frames(n=4)
+    points, colors = hull_points(frames, 3000, seed=0)
+    cloud = GaussianCloud(sh_degree=1)
+    cloud.initialize(points, colors, neighbour_scales(points) * 2, opacity=0.9)
+    rgb, alpha, _ = cloud.render(frames.cameras[[0]], 0, torch.ones(3))
+    inside = frames.alpha[0, ..., 0] > 0.5
+    assert alpha[0, ..., 0][inside].mean() > 0.9 and alpha[0, ..., 0][~inside].mean() < 0.2
+    assert (rgb[0][inside] - frames.rgb[0][inside]).abs().mean() < 0.25

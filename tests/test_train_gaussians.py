@@ -1,0 +1,148 @@
+"""train.py's chain with model=gaussians on a tiny built avatar: training improves the renders,
+a stopped run resumes, a NaN loss stops cleanly, evaluate.py re-evaluates a saved run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from implicit_deepfake.data.datamodule import load_frames
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import image_text
+from implicit_deepfake.lit.gaussians import LitGaussians
+from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales
+from implicit_deepfake.models.gaussians import GaussianCloud
+from implicit_deepfake.pipeline import evaluate, train
+from tests.conftest import REPO
+
+TINY = [
+    "data.source.image_size=48",
+    "data.source.n_train=8",
+    "data.source.n_val=2",
+    "data.source.n_test=2",
+    "+data.source.mesh_resolution=64",
+    "swap=none",
+    "logger=csv",
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "trainer.log_every_n_steps=1",
+    "callbacks.model_checkpoint.every_n_train_steps=10",
+    "model.module.init_points=2000",
+    "model.module.sh_degree_interval=10",
+    "model.module.densify.refine_start_iter=10",
+    "model.module.densify.refine_every=10",
+    "model.module.densify.refine_stop_iter=30",
+    "evaluate.orbit_frames=4",
+]
+
+
+def tiny_cfg(root: Path, run: str, *overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *TINY, *overrides]
+        )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gaussians")
+    cfg = tiny_cfg(root, "first")
+    return root, cfg, train(cfg)
+
+
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    rows = csv.DictReader(next(run_dir.glob("csv/version_*/metrics.csv")).open())
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def test_training_lowers_the_loss_and_beats_the_initial_cloud(trained):
+    root, cfg, metrics = trained
+    run_dir = Path(cfg.run_dir)
+    losses = [v for _, v in logged(run_dir, "train/loss")]
+    assert len(losses) == 40
+    print(losses)
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+
+    swapped = Path(cfg.swap.output_dir)
+    train_frames, test = load_frames(swapped, "train", (1, 1, 1)), load_frames(swapped, "test", (1, 1, 1))
+    points, colors = hull_points(train_frames, 2000, seed=0)
+    start = GaussianCloud(3)
+    start.initialize(points, colors, neighbour_scales(points), 0.1)
+    with torch.no_grad():
+        rgb = torch.cat([start.render(test.cameras[i], 0, torch.ones(3))[0] for i in range(len(test.cameras))])
+    psnr_start = float(-10 * torch.log10(((rgb - test.rgb) ** 2).mean()))
+    assert metrics["test.psnr"] > psnr_start + 3.0, (psnr_start, metrics["test.psnr"])
+
+
+def test_run_folder_holds_metrics_renders_video_and_ply(trained):
+    _, cfg, metrics = trained
+    run_dir = Path(cfg.run_dir)
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test.psnr", "test.ssim", "test.identity_distance_to_target", "test.identity_distance_to_base",
+                "test.face_detection_rate", "train_seconds", "num_gaussians"):  # fmt: skip
+        assert key in saved, key
+    assert saved["test.lpips"] is None or 0 <= saved["test.lpips"] <= 1
+    assert saved["test.lpips"] is not None or "LPIPS" in saved["test.lpips_reason"]
+    assert saved["steps"] == 40 and saved["train_seconds"] > 0 and saved["synthetic"]["AIGenerated"] == "true"
+    assert saved["num_gaussians"] != 2000  # densification split, cloned or pruned
+    cloud = GaussianCloud.load_ply(run_dir / "point_cloud.ply")
+    assert len(cloud) == saved["num_gaussians"]
+    assert image_text(run_dir / "renders" / "test" / "r_0.png")["AIGenerated"] == "true"
+    assert (run_dir / "orbit.mp4").stat().st_size > 1000
+    assert [s for s, _ in logged(run_dir, "val/psnr")] == [19, 39]
+
+
+def test_evaluate_py_reproduces_a_saved_runs_metrics(trained, tmp_path):
+    root, cfg, metrics = trained
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        eval_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", "ckpt=last"])
+    again = evaluate(eval_cfg, tmp_path)
+    assert again["steps"] == 40 and again["num_gaussians"] == metrics["num_gaussians"]
+    assert again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
+
+
+def test_ckpt_path_last_resumes_the_stopped_run(trained):
+    root, _, _ = trained
+    short = tiny_cfg(root, "stopped", "trainer.max_steps=20", "model.name=gaussians_resume")
+    first = train(short)
+    assert first["steps"] == 20
+    resumed = train(tiny_cfg(root, "new", "ckpt_path=last", "model.name=gaussians_resume"))
+    stopped = Path(short.run_dir)
+    assert resumed["steps"] == 40 and Path(resumed["config"]["run_dir"]) == stopped
+    assert not (root / "logs/train/runs/new/checkpoints").exists()  # the resumed run writes where it began
+    assert resumed["train_seconds"] > first["train_seconds"]
+    steps = [s for s, _ in logged(stopped, "train/loss")]
+    assert min(s for s in steps if s >= 20) < 30  # the second session logs from step 20 on
+
+
+def test_ckpt_path_last_without_a_run_is_a_clear_error(tmp_path):
+    with pytest.raises(DeepfakeError, match="no earlier run"):
+        train(tiny_cfg(tmp_path, "x", "ckpt_path=last"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, monkeypatch):
+    root, _, _ = trained
+    import implicit_deepfake.lit.gaussians as lit
+
+    calls = {"n": 0}
+    real_ssim = lit.structural_similarity_index_measure
+
+    def ssim_turning_nan(*args, **kwargs):
+        calls["n"] += 1
+        value = real_ssim(*args, **kwargs)
+        return value * math.nan if calls["n"] > 15 else value
+
+    monkeypatch.setattr(lit, "structural_similarity_index_measure", ssim_turning_nan)
+    cfg = tiny_cfg(root, "nan", "model.name=gaussians_nan")
+    with pytest.raises(DeepfakeError, match=r"loss is nan at step 15.*last.ckpt"):
+        train(cfg)
+    ckpt = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    module = LitGaussians.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 10
+    assert all(torch.isfinite(p).all() for p in module.cloud.params.values())

@@ -1,0 +1,111 @@
+import math
+import subprocess
+
+import imageio
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import SYNTHETIC_NOTICE
+from implicit_deepfake.render.video import orbit_cameras, write_video
+from tests.conftest import orbit_cameras as ring_cameras
+
+
+def _azimuths_deg(offsets: torch.Tensor, up: torch.Tensor, start: torch.Tensor) -> np.ndarray:
+    """Angles (deg, [0, 360)) of offsets (N, 3) around the axis `up`, counter-clockwise from `start`."""
+    side = torch.linalg.cross(up, start)
+    return np.degrees(np.arctan2(offsets @ side, offsets @ start).numpy()) % 360.0
+
+
+def _assert_orbit(orbit: Cameras, target: torch.Tensor, up: torch.Tensor, distance: float, height: float) -> None:
+    """Every camera looks at `target` (it projects on the principal point), `distance` away, `height`
+    above it along `up`, with a level horizon, and the cameras split 360 degrees in equal steps."""
+    pix, depth = orbit.project(target[None])
+    principal = orbit.intrinsics[:, :2, 2]
+    torch.testing.assert_close(pix[:, 0], principal, atol=1e-3, rtol=0)
+    torch.testing.assert_close(depth[:, 0], torch.full((len(orbit),), distance), atol=1e-4, rtol=0)
+    offsets = orbit.centers - target
+    torch.testing.assert_close(offsets @ up, torch.full((len(orbit),), height), atol=2e-3, rtol=0)
+    right = orbit.camera_to_world[:, :3, 0]
+    assert (right @ up).abs().max() < 1e-3  # no roll: the horizon stays level
+    start = offsets[0] - (offsets[0] @ up) * up
+    azimuths = _azimuths_deg(offsets, up, start / start.norm())
+    steps = np.diff(np.append(azimuths, azimuths[0])) % 360.0  # counter-clockwise steps, last one closing the loop
+    np.testing.assert_allclose(steps, 360.0 / len(orbit), atol=0.05)
+
+
+def test_orbit_of_z_up_ring_keeps_target_distance_and_elevation():
+    cameras = ring_cameras(5, 32)  # a 70-degree arc around the origin, 0.5 above it, z up
+    orbit = orbit_cameras(cameras, 12)
+    assert len(orbit) == 12 and (orbit.width, orbit.height) == (32, 32)
+    torch.testing.assert_close(orbit.intrinsics, cameras.intrinsics[:1].expand(12, 3, 3))
+    _assert_orbit(orbit, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]), math.hypot(4.0, 0.5), 0.5)
+    # It starts where the dataset's cameras are on average: in front, at -y.
+    torch.testing.assert_close(orbit.centers[0, :2], torch.tensor([0.0, -4.0]), atol=1e-3, rtol=0)
+
+
+def test_orbit_of_y_up_partial_views_around_an_off_centre_target():
+    target, up = torch.tensor([1.0, 2.0, -0.5]), torch.tensor([0.0, 1.0, 0.0])
+    azimuth = torch.tensor([-0.5, -0.2, 0.1, 0.4, 0.6])
+    elevation = torch.tensor([0.1, 0.5, -0.2, 0.3, 0.2])
+    direction = torch.stack(
+        [torch.cos(elevation) * torch.sin(azimuth), torch.sin(elevation), torch.cos(elevation) * torch.cos(azimuth)], 1
+    )
+    c2w = look_at(target + 3.0 * direction, target.expand(5, 3), up)
+    cameras = Cameras.from_blender(c2w, 0.7, 40, 30)
+    orbit = orbit_cameras(cameras, 8, elevation_deg=20.0)
+    assert (orbit.width, orbit.height) == (40, 30)
+    _assert_orbit(orbit, target, up, 3.0, 3.0 * math.sin(math.radians(20.0)))
+    mean_elevation = float(elevation.mean())
+    _assert_orbit(orbit_cameras(cameras, 8), target, up, 3.0, 3.0 * math.sin(mean_elevation))
+
+
+def test_orbit_rejects_cameras_that_all_look_the_same_way():
+    eye = torch.tensor([[0.0, -4.0, 0.0], [1.0, -4.0, 0.0]])
+    c2w = look_at(eye, eye + torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
+    with pytest.raises(DeepfakeError, match="same direction"):
+        orbit_cameras(Cameras.from_blender(c2w, 0.8, 16, 16), 4)
+
+
+def _frames(height: int, width: int, n: int = 10):
+    """Left half red, right half a blue that brightens frame by frame (a generator)."""
+    for i in range(n):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[:, : width // 2] = (220, 30, 40)
+        frame[:, width // 2 :] = (20, 40, 100 + 15 * i)
+        yield frame
+
+
+@pytest.mark.parametrize("height, width", [(128, 128), (97, 129)])
+def test_write_video_round_trip(tmp_path, height, width):
+    path = tmp_path / "out" / "orbit.mp4"
+    assert write_video(path, _frames(height, width), fps=24) == 10
+    assert sorted(p.name for p in path.parent.iterdir()) == ["orbit.mp4"]  # no temp file left
+
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        assert reader.get_meta_data()["fps"] == pytest.approx(24.0)
+        frames = [frame for frame in reader]
+    assert len(frames) == 10
+    assert frames[0].shape == (height + height % 2, width + width % 2, 3)  # odd sizes padded by one
+    for i in (0, 9):
+        inner = frames[i][4:-4]  # away from the chroma-subsampled edge between the halves
+        np.testing.assert_allclose(inner[:, 4 : width // 2 - 4].mean((0, 1)), (220, 30, 40), atol=6)
+        np.testing.assert_allclose(inner[:, width // 2 + 4 : -4].mean((0, 1)), (20, 40, 100 + 15 * i), atol=6)
+
+    metadata = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert f"comment={SYNTHETIC_NOTICE}" in metadata and f"description={SYNTHETIC_NOTICE}" in metadata
+
+
+def test_write_video_leaves_nothing_behind_on_bad_frames(tmp_path):
+    frames = [np.zeros((16, 16, 3), np.uint8), np.zeros((16, 18, 3), np.uint8)]
+    with pytest.raises(ValueError, match="frame 1"):
+        write_video(tmp_path / "bad.mp4", frames)
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "empty.mp4", [])
+    assert list(tmp_path.iterdir()) == []
