@@ -29,15 +29,16 @@ TINY = [
     "+data.source.mesh_resolution=64",
     "swap=none",
     "logger=csv",
-    "trainer.max_steps=40",
-    "trainer.val_check_interval=20",
+    "trainer.max_steps=200",
+    "trainer.val_check_interval=100",
     "trainer.log_every_n_steps=1",
     "callbacks.model_checkpoint.every_n_train_steps=10",
     "model.module.init_points=2000",
+    "model.module.init_opacity=0.1",
     "model.module.sh_degree_interval=10",
     "model.module.densify.refine_start_iter=10",
     "model.module.densify.refine_every=10",
-    "model.module.densify.refine_stop_iter=30",
+    "model.module.densify.refine_stop_iter=150",
     "evaluate.orbit_frames=4",
 ]
 
@@ -57,7 +58,8 @@ def trained(tmp_path_factory):
 
 
 def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
-    rows = csv.DictReader(next(run_dir.glob("csv/version_*/metrics.csv")).open())
+    """(step, value) of a logged key over every session of the run (one CSV version each)."""
+    rows = [row for path in sorted(run_dir.glob("csv/version_*/metrics.csv")) for row in csv.DictReader(path.open())]
     return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
 
 
@@ -65,19 +67,17 @@ def test_training_lowers_the_loss_and_beats_the_initial_cloud(trained):
     root, cfg, metrics = trained
     run_dir = Path(cfg.run_dir)
     losses = [v for _, v in logged(run_dir, "train/loss")]
-    assert len(losses) == 40
-    print(losses)
-    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    assert len(losses) == 200 and sum(losses[-10:]) < 0.5 * sum(losses[:10])  # measured: 0.18 -> 0.05
 
     swapped = Path(cfg.swap.output_dir)
     train_frames, test = load_frames(swapped, "train", (1, 1, 1)), load_frames(swapped, "test", (1, 1, 1))
     points, colors = hull_points(train_frames, 2000, seed=0)
     start = GaussianCloud(3)
-    start.initialize(points, colors, neighbour_scales(points), 0.1)
+    start.initialize(points, colors, neighbour_scales(points), cfg.model.module.init_opacity)
     with torch.no_grad():
         rgb = torch.cat([start.render(test.cameras[i], 0, torch.ones(3))[0] for i in range(len(test.cameras))])
     psnr_start = float(-10 * torch.log10(((rgb - test.rgb) ** 2).mean()))
-    assert metrics["test.psnr"] > psnr_start + 3.0, (psnr_start, metrics["test.psnr"])
+    assert metrics["test.psnr"] > psnr_start + 3.0, (psnr_start, metrics["test.psnr"])  # measured: 13.2 -> 17.9 dB
 
 
 def test_run_folder_holds_metrics_renders_video_and_ply(trained):
@@ -89,21 +89,22 @@ def test_run_folder_holds_metrics_renders_video_and_ply(trained):
         assert key in saved, key
     assert saved["test.lpips"] is None or 0 <= saved["test.lpips"] <= 1
     assert saved["test.lpips"] is not None or "LPIPS" in saved["test.lpips_reason"]
-    assert saved["steps"] == 40 and saved["train_seconds"] > 0 and saved["synthetic"]["AIGenerated"] == "true"
+    assert saved["steps"] == 200 and saved["train_seconds"] > 0 and saved["synthetic"]["AIGenerated"] == "true"
     assert saved["num_gaussians"] != 2000  # densification split, cloned or pruned
     cloud = GaussianCloud.load_ply(run_dir / "point_cloud.ply")
     assert len(cloud) == saved["num_gaussians"]
     assert image_text(run_dir / "renders" / "test" / "r_0.png")["AIGenerated"] == "true"
     assert (run_dir / "orbit.mp4").stat().st_size > 1000
-    assert [s for s, _ in logged(run_dir, "val/psnr")] == [19, 39]
+    assert [s for s, _ in logged(run_dir, "val/psnr")] == [99, 199]
 
 
 def test_evaluate_py_reproduces_a_saved_runs_metrics(trained, tmp_path):
     root, cfg, metrics = trained
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        eval_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", "ckpt=last"])
+        ckpt = f"{cfg.run_dir}/checkpoints/last.ckpt"
+        eval_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={ckpt}"])
     again = evaluate(eval_cfg, tmp_path)
-    assert again["steps"] == 40 and again["num_gaussians"] == metrics["num_gaussians"]
+    assert again["steps"] == 200 and again["num_gaussians"] == metrics["num_gaussians"]
     assert again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
 
 
@@ -112,13 +113,13 @@ def test_ckpt_path_last_resumes_the_stopped_run(trained):
     short = tiny_cfg(root, "stopped", "trainer.max_steps=20", "model.name=gaussians_resume")
     first = train(short)
     assert first["steps"] == 20
-    resumed = train(tiny_cfg(root, "new", "ckpt_path=last", "model.name=gaussians_resume"))
+    resumed = train(tiny_cfg(root, "new", "ckpt_path=last", "trainer.max_steps=40", "model.name=gaussians_resume"))
     stopped = Path(short.run_dir)
     assert resumed["steps"] == 40 and Path(resumed["config"]["run_dir"]) == stopped
     assert not (root / "logs/train/runs/new/checkpoints").exists()  # the resumed run writes where it began
     assert resumed["train_seconds"] > first["train_seconds"]
     steps = [s for s, _ in logged(stopped, "train/loss")]
-    assert min(s for s in steps if s >= 20) < 30  # the second session logs from step 20 on
+    assert sorted(steps) == list(range(40))  # the second session logged steps 20..39, none twice
 
 
 def test_ckpt_path_last_without_a_run_is_a_clear_error(tmp_path):
