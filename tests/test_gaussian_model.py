@@ -9,7 +9,7 @@ import torch
 
 from implicit_deepfake.data.datamodule import Frames
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.models.gaussian_init import focus_point, hull_points, neighbour_scales, scene_scale
+from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import GaussianCloud
 from tests.conftest import orbit_cameras
 
@@ -40,7 +40,7 @@ def sphere_frames(n: int = 8, size: int = 48) -> Frames:
 
 def test_cameras_focus_and_scale():
     cameras = orbit_cameras(6, 32, distance=4.0)
-    assert torch.allclose(focus_point(cameras), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(cameras.look_at_point(), torch.zeros(3), atol=1e-4)
     centers = cameras.centers
     assert scene_scale(cameras) == pytest.approx(1.1 * float((centers - centers.mean(0)).norm(dim=1).max()))
 

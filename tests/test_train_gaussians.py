@@ -44,9 +44,12 @@ TINY = [
 
 
 def tiny_cfg(root: Path, run: str, *overrides: str):
+    """TINY with `overrides` on top (an override of a TINY key replaces it)."""
+    keys = {o.split("=")[0] for o in overrides}
+    tiny = [o for o in TINY if o.split("=")[0] not in keys]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(
-            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *TINY, *overrides]
+            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *tiny, *overrides]
         )
 
 
@@ -113,13 +116,16 @@ def test_ckpt_path_last_resumes_the_stopped_run(trained):
     short = tiny_cfg(root, "stopped", "trainer.max_steps=20", "model.name=gaussians_resume")
     first = train(short)
     assert first["steps"] == 20
-    resumed = train(tiny_cfg(root, "new", "ckpt_path=last", "trainer.max_steps=40", "model.name=gaussians_resume"))
+    resumed = train(
+        tiny_cfg(root, "new", "ckpt_path=last", "trainer.max_steps=40", "model.name=gaussians_resume", "logger=[csv,tensorboard]")
+    )
     stopped = Path(short.run_dir)
     assert resumed["steps"] == 40 and Path(resumed["config"]["run_dir"]) == stopped
     assert not (root / "logs/train/runs/new/checkpoints").exists()  # the resumed run writes where it began
     assert resumed["train_seconds"] > first["train_seconds"]
     steps = [s for s, _ in logged(stopped, "train/loss")]
     assert sorted(steps) == list(range(40))  # the second session logged steps 20..39, none twice
+    assert list(stopped.glob("tensorboard/version_0/events.out.tfevents.*"))
 
 
 def test_ckpt_path_last_without_a_run_is_a_clear_error(tmp_path):

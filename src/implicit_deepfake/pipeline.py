@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -75,6 +76,8 @@ def train(cfg: DictConfig) -> dict:
     _save_config(cfg, run_dir)
     write_run_info(run_dir, cfg, status="training")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    # Our checkpoints are meant to hold the state after the step's update (manual optimisation).
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
 
     datamodule = instantiate(cfg.datamodule)
     module = instantiate(cfg.model.module)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from implicit_deepfake.errors import DeepfakeError
+
 # Flips camera y and z: OpenGL camera axes <-> OpenCV camera axes (its own inverse).
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
@@ -55,6 +57,20 @@ class Cameras:
     def centers(self) -> Tensor:
         """(N, 3) camera centres in world coordinates."""
         return self.camera_to_world[:, :3, 3]
+
+    def look_at_point(self) -> Tensor:
+        """(3,) the least-squares closest point to every camera's optical axis: what they look at."""
+        c2w = self.camera_to_world.to(torch.float64)
+        centers, forward = c2w[:, :3, 3], c2w[:, :3, 2]
+        projectors = torch.eye(3, dtype=centers.dtype) - forward[:, :, None] * forward[:, None, :]
+        system = projectors.mean(0)
+        # Parallel axes (one camera, or all looking the same way) have no single point they meet near.
+        if torch.linalg.eigvalsh(system)[0] < 1e-6:
+            raise DeepfakeError(
+                "the cameras all look in the same direction, so there is no point they look at "
+                "(needed for the orbit video and the scene bounds); use views from several directions."
+            )
+        return torch.linalg.solve(system, (projectors @ centers[:, :, None]).mean(0))[:, 0].to(self.world_to_camera.dtype)
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """points (P, 3) world -> pixel coordinates (N, P, 2) and camera depth z (N, P)."""

@@ -31,14 +31,6 @@ def scene_scale(cameras: Cameras) -> float:
     return 1.1 * float((centers - centers.mean(0)).norm(dim=1).max())
 
 
-def focus_point(cameras: Cameras) -> Tensor:
-    """(3,) the point closest (least squares) to every camera's optical axis: what the cameras look at."""
-    c2w = cameras.camera_to_world
-    origins, axes = c2w[:, :3, 3], c2w[:, :3, 2]
-    projector = torch.eye(3) - axes[:, :, None] * axes[:, None, :]  # removes the component along the axis
-    return torch.linalg.lstsq(projector.sum(0), (projector @ origins[:, :, None]).sum(0)).solution[:, 0]
-
-
 def visible_radius(cameras: Cameras, focus: Tensor) -> float:
     """Radius of the ball around `focus` that the narrowest camera field of view still holds."""
     distance = (cameras.centers - focus).norm(dim=1).mean()
@@ -69,7 +61,7 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     cameras, alpha = frames.cameras, frames.alpha[..., 0]
     # Carving against a spread subset of views costs a fraction and loses little of the hull.
     carve = torch.linspace(0, len(cameras) - 1, min(len(cameras), _CARVING_VIEWS)).round().long()
-    focus = focus_point(cameras)
+    focus = cameras.look_at_point()
     radius = visible_radius(cameras, focus)
     foreground = torch.nonzero(alpha.flatten() >= _MASK_THRESHOLD).squeeze(1)
     if alpha.min() >= _MASK_THRESHOLD or len(foreground) == 0:

@@ -16,19 +16,6 @@ from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
 
 
-def _look_at_point(centers: Tensor, forward: Tensor) -> Tensor:
-    """Least-squares closest point (3,) to the lines centers[i] + t * forward[i] (N, 3 each, forward unit)."""
-    projectors = torch.eye(3, dtype=centers.dtype) - forward[:, :, None] * forward[:, None, :]
-    system = projectors.mean(0)
-    # Parallel axes (one camera, or all looking the same way) have no single point they meet near.
-    if torch.linalg.eigvalsh(system)[0] < 1e-6:
-        raise DeepfakeError(
-            "orbit video: the dataset's cameras all look in the same direction, so there is no point "
-            "they look at to orbit around. Use a dataset with views from several directions."
-        )
-    return torch.linalg.solve(system, (projectors @ centers[:, :, None]).mean(0))[:, 0]
-
-
 def _world_up(right: Tensor, up: Tensor) -> Tensor:
     """The world's up (3,): the average camera up, tilted so every camera's right axis is level.
 
@@ -55,8 +42,8 @@ def orbit_cameras(cameras: Cameras, n_frames: int, elevation_deg: float | None =
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     c2w = cameras.camera_to_world.to(torch.float64)  # OpenCV axes: x right, y down, z forward
-    centers, right, down, forward = c2w[:, :3, 3], c2w[:, :3, 0], c2w[:, :3, 1], c2w[:, :3, 2]
-    target = _look_at_point(centers, forward)
+    centers, right, down = c2w[:, :3, 3], c2w[:, :3, 0], c2w[:, :3, 1]
+    target = cameras.look_at_point().to(torch.float64)
     up = _world_up(right, -down)
 
     offsets = centers - target
