@@ -2,12 +2,15 @@
 
 A json holds `camera_angle_x` (radians) and `frames`, each with `file_path` (relative to the
 dataset root, extension optional as in the original NeRF data) and a 4x4 camera-to-world
-`transform_matrix` in OpenGL axes. Every check raises `DeepfakeError` naming the file and field.
+`transform_matrix` in OpenGL axes. NeRFace-format jsons (`nerface.py`) are read here too: their
+`intrinsics` stand in for `camera_angle_x` (`split_camera.py`) and their extra frame fields are
+kept. Every check raises `DeepfakeError` naming the file and field.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import torch
 from PIL import Image
 
 from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.split_camera import SplitCamera, read_split_camera
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import read_image, read_json, write_json
 
@@ -29,7 +33,7 @@ class SplitIndex:
 
     root: Path
     split: str
-    camera_angle_x: float
+    camera: SplitCamera  # camera_angle_x and/or NeRFace's intrinsics, as written
     frames: list[dict]  # the json's frame entries, unchanged (extra fields are kept)
     image_paths: list[Path]
 
@@ -71,9 +75,7 @@ def read_split_index(root: str | Path, split: str) -> SplitIndex:
     meta = read_json(path)
     if not isinstance(meta, dict):
         raise DeepfakeError(f"{path}: expected a JSON object with `camera_angle_x` and `frames`.")
-    angle = meta.get("camera_angle_x")
-    if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
-        raise DeepfakeError(f"{path}: field `camera_angle_x` must be the horizontal field of view in radians, got {angle!r}.")
+    camera = read_split_camera(path, meta)
     frames = meta.get("frames")
     if not isinstance(frames, list) or not frames:
         raise DeepfakeError(f"{path}: field `frames` must be a non-empty list.")
@@ -86,7 +88,7 @@ def read_split_index(root: str | Path, split: str) -> SplitIndex:
         if matrix.shape != (4, 4) or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in matrix.flat):
             raise DeepfakeError(f"{where}: field `transform_matrix` must be a 4x4 list of finite numbers.")
         image_paths.append(_resolve_image(root, frame["file_path"], where))
-    return SplitIndex(root, split, float(angle), frames, image_paths)
+    return SplitIndex(root, split, camera, frames, image_paths)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ class BlenderSplit:
     images: np.ndarray
 
 
-def _load_resized(path: Path, factor: int) -> np.ndarray:
+def load_resized(path: Path, factor: int) -> np.ndarray:
+    """An image box-downscaled by the integer `factor` (which must divide its size)."""
     image = read_image(path)
     if factor == 1:
         return image
@@ -114,7 +117,7 @@ def load_blender_split(root: str | Path, split: str, downscale: int = 1) -> Blen
     if not isinstance(downscale, int) or downscale < 1:
         raise DeepfakeError(f"data.downscale must be a positive integer, got {downscale!r}.")
     index = read_split_index(root, split)
-    images = [_load_resized(p, downscale) for p in index.image_paths]
+    images = [load_resized(p, downscale) for p in index.image_paths]
     first = images[0]
     for path, image in zip(index.image_paths, images):
         if image.shape != first.shape:
@@ -123,10 +126,14 @@ def load_blender_split(root: str | Path, split: str, downscale: int = 1) -> Blen
                 "all frames of a dataset must have the same size."
             )
     height, width = first.shape[:2]
-    cameras = Cameras.from_blender(index.camera_to_world_gl, index.camera_angle_x, width, height)
+    # Intrinsics are given for the frames as stored: build them at full size, then scale.
+    cameras = index.camera.cameras(index.camera_to_world_gl, width * downscale, height * downscale).scaled(1 / downscale)
     return BlenderSplit(index, cameras, np.stack(images))
 
 
-def write_split_index(root: str | Path, split: str, camera_angle_x: float, frames: list[dict]) -> None:
-    """Write `transforms_<split>.json` atomically."""
-    write_json(transforms_path(Path(root), split), {"camera_angle_x": camera_angle_x, "frames": frames})
+def write_split_index(
+    root: str | Path, split: str, camera_angle_x: float | None, frames: list[dict], intrinsics: Sequence[float] | None = None
+) -> None:
+    """Write `transforms_<split>.json` atomically; `intrinsics` is NeRFace's [fx, fy, cx, cy] (left out when None)."""
+    header = {"camera_angle_x": camera_angle_x, "intrinsics": None if intrinsics is None else list(intrinsics)}
+    write_json(transforms_path(Path(root), split), {**{k: v for k, v in header.items() if v is not None}, "frames": frames})

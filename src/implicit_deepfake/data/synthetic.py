@@ -24,7 +24,7 @@ from PIL import Image
 from scipy.stats import qmc
 from tqdm import tqdm
 
-from implicit_deepfake.data.avatar import build_avatar, render_avatar
+from implicit_deepfake.data.avatar import Avatar, build_avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.errors import DeepfakeError
@@ -130,9 +130,20 @@ class SyntheticAvatarSource:
         return self.root
 
     def _build(self, out: Path) -> None:
-        cfg = self.config
         photo = read_image(BASE_PHOTO)[..., :3]
-        avatar = build_avatar(photo, FaceLandmarker().detect_required(photo, str(BASE_PHOTO)), cfg["mesh_resolution"])
+        avatar = build_avatar(photo, FaceLandmarker().detect_required(photo, str(BASE_PHOTO)), self.config["mesh_resolution"])
+        self._render(avatar, out)
+        with atomic_path(out / "famous.jpg") as tmp:
+            Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
+        write_json(out / _STAMP, {
+            "config": self.config, "fingerprint": self.fingerprint,
+            "base_photo": "matplotlib sample_data/grace_hopper.jpg (public domain)",
+            "target_photo": "scikit-image data/astronaut.png (public domain, NASA)",
+        })
+
+    def _render(self, avatar: Avatar, out: Path) -> None:
+        """Write the frames and transforms jsons of `avatar` into `out` (subclasses: other datasets)."""
+        cfg = self.config
         counts = [cfg["counts"][split] for split in SPLITS]
         views = sample_views(sum(counts), cfg["seed"], cfg["azimuth_deg"], tuple(cfg["elevation_deg"]))
         views = views[np.random.default_rng(cfg["seed"]).permutation(len(views))]  # each split spans all views
@@ -149,10 +160,3 @@ class SyntheticAvatarSource:
                     "azimuth_deg": round(float(views[k, 0]), 3), "elevation_deg": round(float(views[k, 1]), 3),
                 })
             write_split_index(out, split, angle, frames)
-        with atomic_path(out / "famous.jpg") as tmp:
-            Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
-        write_json(out / _STAMP, {
-            "config": cfg, "fingerprint": self.fingerprint,
-            "base_photo": "matplotlib sample_data/grace_hopper.jpg (public domain)",
-            "target_photo": "scikit-image data/astronaut.png (public domain, NASA)",
-        })

@@ -1,9 +1,10 @@
 """The dataset-level swap: every frame of every split, resumable, with a manifest.
 
-Output: `<output_dir>/` with the base layout (`<split>/r_<i>.png`, `transforms_<split>.json`),
-`famous.jpg`, and `manifest.json`. Each frame is written atomically and recorded in the manifest
-right after, so a killed run resumes where it stopped; a changed swapper, target, identity
-backend or base frame invalidates exactly what it affects.
+Output: `<output_dir>/` with the base layout (`<split>/r_<i>.png`, `transforms_<split>.json` with
+every field kept), `famous.jpg`, a NeRFace dataset's static background, and `manifest.json`. Each
+frame is written atomically and recorded in the manifest right after, so a killed run resumes
+where it stopped; a changed swapper, target, identity backend or base frame invalidates exactly
+what it affects.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tqdm import tqdm
 
 from implicit_deepfake import __version__
 from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index, write_split_index
+from implicit_deepfake.data.nerface import find_background
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import (
     atomic_path,
@@ -209,9 +211,14 @@ def run_swap(
         ]
         if not entries:
             raise DeepfakeError(f"Split '{index.split}': every frame was dropped (no face found). Nothing to train on.")
-        write_split_index(out_dir, index.split, index.camera_angle_x, entries)
-    with atomic_path(out_dir / f"famous{target_photo.suffix.lower()}") as tmp:
-        shutil.copyfile(target_photo, tmp)
+        write_split_index(out_dir, index.split, index.camera.camera_angle_x, entries, index.camera.intrinsics)
+    background = find_background(source_root)
+    copies = [(target_photo, out_dir / f"famous{target_photo.suffix.lower()}")]
+    if background is not None:  # NeRFace format: the empty scene behind the head, not swapped
+        copies.append((background, out_dir / background.relative_to(source_root)))
+    for source, destination in copies:
+        with atomic_path(destination) as tmp:
+            shutil.copyfile(source, tmp)
     manifest.update(complete=True, summary=_summary(records))
     write_json(manifest_path, manifest)
     log.info("swap: %d frames (%d already done) -> %s; %s", len(frames), skipped, out_dir, manifest["summary"])
