@@ -48,7 +48,8 @@ def make_scene(n: int, size: int, seed: int = 0) -> tuple[list[torch.Tensor], to
     opacities = torch.rand(n, generator=g) * 0.9 + 0.1
     colors = torch.rand(n, 3, generator=g)
     eye = torch.tensor([[0.0, -CAMERA_DISTANCE, 0.0]])
-    cams = Cameras.from_blender(look_at(eye, torch.zeros(1, 3), torch.tensor([0.0, 0.0, 1.0])), CAMERA_ANGLE_X, size, size)
+    c2w = look_at(eye, torch.zeros(1, 3), torch.tensor([0.0, 0.0, 1.0]))
+    cams = Cameras.from_blender(c2w, CAMERA_ANGLE_X, size, size)
     params = [t.requires_grad_() for t in (means, quats, scales, opacities, colors)]
     return params, cams.world_to_camera, cams.intrinsics
 
@@ -130,7 +131,8 @@ def main() -> None:
                 if dense is not None:
                     rate = dense["seconds"] / (size * size * n)
                     diff = float((torch.load(cpu_path) - torch.load(dense_path)).abs().max())
-                    dense_s, dense_mem = f"{dense['seconds']:8.2f}", f"{dense['peak_mib']:10.0f} {dense['rise_mib']:6.0f}"
+                    dense_s = f"{dense['seconds']:8.2f}"
+                    dense_mem = f"{dense['peak_mib']:10.0f} {dense['rise_mib']:6.0f}"
                     speedup, diff_s = dense["seconds"] / cpu["seconds"], f"{diff:8.1e}"
                 else:
                     dense_s, dense_mem = f"{'~' + format(estimate, '.0f'):>8}", f"{'-':>10} {'-':>6}"
