@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Before torch loads: busy-waiting OpenMP threads slow torch ~10x when another process holds a core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,25 @@ from implicit_deepfake.io import write_png
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
 CAMERA_ANGLE_X = 0.8
+# The tiny end-to-end runs' data: a 48-px avatar, 8 training views, not swapped; CSV logs, short orbit.
+TINY_AVATAR = [
+    "data.source.image_size=48",
+    "data.source.n_train=8",
+    "data.source.n_val=2",
+    "data.source.n_test=2",
+    "+data.source.mesh_resolution=64",
+    "swap=none",
+    "logger=csv",
+    "evaluate.orbit_frames=4",
+]
+
+
+def compose_train(root: Path, run: str, *overrides: str):
+    """train.yaml with every path under `root`, the run folder root/logs/train/runs/<run>."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *overrides]
+        )
 
 
 def orbit_cameras(n: int, size: int, distance: float = 4.0) -> Cameras:

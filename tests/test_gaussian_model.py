@@ -117,3 +117,21 @@ def test_initialised_cloud_renders_its_colours():
     inside = frames.alpha[0, ..., 0] > 0.5
     assert alpha[0, ..., 0][inside].mean() > 0.9 and alpha[0, ..., 0][~inside].mean() < 0.2
     assert (rgb[0][inside] - frames.rgb[0][inside]).abs().mean() < 0.25
+
+
+def test_densify_strategy_resets_opacities_every_reset_every_steps():
+    from implicit_deepfake.models.densify import DefaultStrategy
+
+    cloud = random_cloud(20)
+    cloud.params["opacities"].data.fill_(3.0)  # sigmoid ~0.95
+    optimizers = {name: torch.optim.Adam([p], lr=0.0) for name, p in cloud.params.items()}
+    strategy = DefaultStrategy(refine_start_iter=1000, reset_every=3, prune_opa=0.005)
+    state = strategy.initialize_state()
+    meta = {"means2d": torch.zeros(1, 20, 2, requires_grad=True), "radii": torch.ones(1, 20, 2, dtype=torch.int32),
+            "width": 8, "height": 8, "n_cameras": 1, "gaussian_ids": None}  # fmt: skip
+    meta["means2d"].sum().backward()
+    for step in (1, 2):
+        strategy.step_post_backward(cloud.params, optimizers, state, step, meta)
+    assert torch.sigmoid(cloud.params["opacities"]).min() > 0.9  # no reset before step 3
+    strategy.step_post_backward(cloud.params, optimizers, state, 3, meta)
+    assert torch.sigmoid(cloud.params["opacities"]).max().item() == pytest.approx(0.01, rel=1e-4)  # 2 x prune_opa

@@ -2,8 +2,8 @@
 
 Per-parameter Adam (one optimizer per tensor, as gsplat's strategies expect), the exponential
 position learning-rate decay to 1% over the run, L1 + D-SSIM loss, one more SH band every
-`sh_degree_interval` steps, and gsplat's `DefaultStrategy` for clone/split/prune/opacity reset
-(it is pure PyTorch and runs on the CPU given our rasterizer's `meta`).
+`sh_degree_interval` steps, and gsplat's `DefaultStrategy` for clone/split/prune/opacity reset (pure PyTorch, it runs on
+the CPU given our rasterizer's `meta`; `models/densify.py` mends its opacity reset).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from gsplat.strategy import DefaultStrategy
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import batch_cameras
 from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.models.densify import DefaultStrategy
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import PARAM_NAMES, GaussianCloud
 
