@@ -1,8 +1,11 @@
 """One LightningDataModule over a (swapped) Blender-format dataset, for every model.
 
 Frames are small (the paper's 100 + 50 + 10 views at 800 px are ~1 GB as float32 at most), so each
-split is loaded once into tensors: RGB composited onto the configured background, alpha, cameras.
-`mode="images"` serves whole images with their cameras (Gaussian splatting).
+split is loaded once into tensors: RGB composited onto the configured background, alpha, cameras,
+and for a NeRFace-format video each frame's expression and face bbox and the static background.
+`mode="images"` serves whole images with their cameras (Gaussian splatting); `mode="rays"` serves
+random batches of rays from all training images (NeRFs), made per batch from the cameras, so no
+split's rays are ever held in memory (NeRFace's own loader precomputes them all: 80 GB).
 """
 
 from __future__ import annotations
@@ -10,33 +13,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from implicit_deepfake.data.blender import load_blender_split
+from implicit_deepfake.data.nerface import is_nerface_split, load_nerface_split
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
 
 
 @dataclass(frozen=True)
 class Frames:
-    """One split in memory: rgb (N, H, W, 3) in [0, 1] on the background, alpha (N, H, W, 1)."""
+    """One split in memory: rgb (N, H, W, 3) in [0, 1] on the background, alpha (N, H, W, 1). A NeRFace
+    video adds expressions (N, D), bboxes (N, 4) [top, bottom, left, right] fractions (None: no
+    frame has one) and background_image (H, W, 3), the static scene behind the head."""
 
     cameras: Cameras
     rgb: Tensor
     alpha: Tensor
     relpaths: list[str]
+    expressions: Tensor | None = None
+    bboxes: Tensor | None = None
+    background_image: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.cameras)
 
 
+def _unit(images: np.ndarray) -> Tensor:
+    return torch.from_numpy(images).float() / 255.0
+
+
 def load_frames(root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1) -> Frames:
-    """Load a split and composite it onto `background` (RGB frames count as fully opaque)."""
+    """Load a split and composite it onto `background` (RGB frames count as fully opaque); a
+    NeRFace-format split (frames with an `expression`) comes with its expressions, bboxes and
+    background image, its frames already on that image."""
+    if is_nerface_split(root, split):
+        video = load_nerface_split(root, split, downscale)
+        rgb = _unit(video.images)
+        bboxes = None if video.bboxes is None else torch.from_numpy(video.bboxes)
+        return Frames(video.cameras, rgb, torch.ones_like(rgb[..., :1]), video.index.relpaths,
+                      torch.from_numpy(video.expressions), bboxes, _unit(video.background))
     loaded = load_blender_split(root, split, downscale)
-    images = torch.from_numpy(loaded.images).float() / 255.0
+    images = _unit(loaded.images)
     rgb = images[..., :3]
     alpha = images[..., 3:] if images.shape[-1] == 4 else torch.ones_like(rgb[..., :1])
     rgb = rgb * alpha + torch.tensor(background, dtype=rgb.dtype) * (1.0 - alpha)
@@ -44,7 +67,8 @@ def load_frames(root: str | Path, split: str, background: tuple[float, float, fl
 
 
 class ImageDataset(Dataset):
-    """Whole images: {"index", "rgb" (H, W, 3), "alpha" (H, W, 1), "world_to_camera" (4, 4), "intrinsics" (3, 3)}."""
+    """Whole images: {"index", "rgb" (H, W, 3), "alpha" (H, W, 1), "world_to_camera" (4, 4), "intrinsics"
+    (3, 3)}, and "expression" (D,) for a NeRFace video."""
 
     def __init__(self, frames: Frames) -> None:
         self.frames = frames
@@ -54,13 +78,16 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         f = self.frames
-        return {
+        item = {
             "index": torch.tensor(i),
             "rgb": f.rgb[i],
             "alpha": f.alpha[i],
             "world_to_camera": f.cameras.world_to_camera[i],
             "intrinsics": f.cameras.intrinsics[i],
         }
+        if f.expressions is not None:
+            item["expression"] = f.expressions[i]
+        return item
 
 
 def batch_cameras(batch: dict[str, Tensor], width: int, height: int) -> Cameras:
@@ -68,11 +95,75 @@ def batch_cameras(batch: dict[str, Tensor], width: int, height: int) -> Cameras:
     return Cameras(batch["world_to_camera"], batch["intrinsics"], width, height)
 
 
-DATASETS = {"images": ImageDataset}
+def bbox_pixels(bboxes: Tensor, width: int, height: int, weight: float, generator: torch.Generator | None = None) -> Tensor:
+    """One random pixel (x, y) per box (R, 4) [top, bottom, left, right] fractions -> (R, 2): a pixel
+    inside its box `weight / (1 - weight)` times as likely as one outside (NeRFace's sampling map:
+    0.9 inside, 0.1 outside). Pixels inside: uniform in the box; outside: uniform in the rest."""
+    top, bottom = (bboxes[:, 0] * height).round().long(), (bboxes[:, 1] * height).round().long()
+    left, right = (bboxes[:, 2] * width).round().long(), (bboxes[:, 3] * width).round().long()
+    inside_area = ((bottom - top) * (right - left)).float()
+    outside_area = width * height - inside_area
+    p_inside = weight * inside_area / (weight * inside_area + (1.0 - weight) * outside_area).clamp_min(1e-12)
+    r = len(bboxes)
+    inside = torch.rand(r, generator=generator) < p_inside
+    u, v = torch.rand(r, 2, generator=generator).unbind(1)
+    x = torch.where(inside, left + (u * (right - left)).long().clamp_max((right - left - 1).clamp_min(0)), 0)
+    y = torch.where(inside, top + (v * (bottom - top)).long().clamp_max((bottom - top - 1).clamp_min(0)), 0)
+    todo = ~inside  # uniform over the frame until the pixel is outside its box
+    while todo.any():
+        index = todo.nonzero()[:, 0]
+        x[index] = torch.randint(width, (len(index),), generator=generator)
+        y[index] = torch.randint(height, (len(index),), generator=generator)
+        todo[index] = (x[index] >= left[index]) & (x[index] < right[index]) & (y[index] >= top[index]) & (y[index] < bottom[index])
+    return torch.stack([x, y], dim=1)
+
+
+class RayDataset(Dataset):
+    """Random batches of `batch_size` rays through pixels of all the frames: {"origins" (B, 3),
+    "directions" (B, 3) unit, "rgb" (B, 3) on the background, "alpha" (B, 1)}; for a NeRFace video
+    also "frame" (B,), "expression" (B, D) and "background" (B, 3) (the background image's pixel),
+    and where the frames have face bboxes a pixel inside one is `bbox_weight / (1 - bbox_weight)`
+    times as likely as one outside.
+
+    One item is one whole batch; an epoch holds as many rays as the frames have pixels. Rays are
+    made per batch from the cameras, so memory stays that of the frames (100 x 800^2 is fine).
+    `generator` draws them (each DDP process needs its own, or all would train on the same rays).
+    """
+
+    def __init__(self, frames: Frames, batch_size: int, bbox_weight: float = 0.9, generator: torch.Generator | None = None) -> None:
+        if not 0.0 < bbox_weight < 1.0:
+            raise DeepfakeError(f"datamodule.bbox_weight must be in (0, 1), got {bbox_weight}.")
+        self.frames, self.batch_size, self.bbox_weight, self.generator = frames, batch_size, bbox_weight, generator
+        self.pixels = frames.rgb.shape[1] * frames.rgb.shape[2]
+
+    def __len__(self) -> int:
+        return -(-len(self.frames) * self.pixels // self.batch_size)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        f = self.frames
+        view = torch.randint(len(f), (self.batch_size,), generator=self.generator)
+        if f.bboxes is None:
+            pixels = pixel_coordinates(torch.randint(self.pixels, (self.batch_size,), generator=self.generator), f.cameras.width)
+        else:
+            pixels = bbox_pixels(f.bboxes[view], f.cameras.width, f.cameras.height, self.bbox_weight, self.generator)
+        origins, directions = pixel_rays(f.cameras, view, pixels)
+        x, y = pixels.unbind(1)
+        batch = {"origins": origins, "directions": directions, "rgb": f.rgb[view, y, x], "alpha": f.alpha[view, y, x]}
+        if f.expressions is not None:
+            batch |= {"frame": view, "expression": f.expressions[view], "background": f.background_image[y, x]}
+        return batch
+
+
+# mode -> the training split's dataset and the loader's batch size (None: the items are batches).
+DATASETS = {
+    "images": lambda dm, frames: (ImageDataset(frames), dm.batch_size),
+    "rays": lambda dm, frames: (RayDataset(frames, dm.batch_size, dm.bbox_weight, dm.rank_generator()), None),
+}
 
 
 class FrameDataModule(pl.LightningDataModule):
-    """train/val/test splits of the dataset at `root` (the swapped frames), batched per `mode`."""
+    """train/val/test splits of the dataset at `root` (the swapped frames), batched per `mode`;
+    bbox_weight: how much rays favour a NeRFace frame's face box (see RayDataset)."""
 
     def __init__(
         self,
@@ -82,6 +173,7 @@ class FrameDataModule(pl.LightningDataModule):
         mode: str = "images",
         batch_size: int = 1,
         num_workers: int = 0,
+        bbox_weight: float = 0.9,
     ) -> None:
         super().__init__()
         if mode not in DATASETS:
@@ -89,7 +181,7 @@ class FrameDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.background = tuple(float(c) for c in background)
         self.downscale, self.mode = downscale, mode
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.bbox_weight = batch_size, num_workers, bbox_weight
         self.splits: dict[str, Frames] = {}
 
     def frames(self, split: str) -> Frames:
@@ -98,15 +190,20 @@ class FrameDataModule(pl.LightningDataModule):
             self.splits[split] = load_frames(self.root, split, self.background, self.downscale)
         return self.splits[split]
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        dataset = DATASETS[self.mode](self.frames(split)) if split == "train" else ImageDataset(self.frames(split))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers)
+    def rank_generator(self) -> torch.Generator:
+        """A random generator seeded by the run's seed and this process's rank (DDP)."""
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return torch.Generator().manual_seed(torch.initial_seed() + rank)
+
+    def _views(self, split: str) -> DataLoader:
+        return DataLoader(ImageDataset(self.frames(split)), batch_size=1, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+        dataset, batch_size = DATASETS[self.mode](self, self.frames("train"))
+        return DataLoader(dataset, batch_size=batch_size, shuffle=batch_size is not None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, batch_size=1)
+        return self._views("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=1)
+        return self._views("test")

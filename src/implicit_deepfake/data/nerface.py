@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from implicit_deepfake.data.blender import SPLITS, SplitIndex, load_blender_split, load_resized, transforms_path
+from implicit_deepfake.data.blender import SPLITS, SplitIndex, load_blender_split, load_resized, read_split_index, transforms_path
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
 
@@ -49,6 +49,11 @@ def _number_list(value: object, length: int | None) -> bool:
         and (length is None or len(value) == length)
         and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
     )
+
+
+def is_nerface_split(root: str | Path, split: str) -> bool:
+    """Whether the split's frames carry NeRFace's `expression` (else it is a Blender-format split)."""
+    return any("expression" in frame for frame in read_split_index(root, split).frames)
 
 
 def read_expressions(index: SplitIndex) -> np.ndarray:

@@ -33,8 +33,9 @@ class SceneModule(pl.LightningModule):
         self._val_pairs: list[Tensor] = []
 
     @abstractmethod
-    def render_views(self, cameras: Cameras) -> Tensor:
-        """RGB (C, H, W, 3) in [0, 1] over `self.background`, without gradients' memory."""
+    def render_views(self, cameras: Cameras, expressions: Tensor | None = None) -> Tensor:
+        """RGB (C, H, W, 3) in [0, 1] over the background, without gradients' memory. expressions
+        (C, D): each view's facial expression, for models of a talking head (others ignore them)."""
 
     @abstractmethod
     def model_stats(self) -> dict[str, int | float]:
@@ -80,7 +81,7 @@ class SceneModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         height, width = batch["rgb"].shape[1:3]
-        pred = self.render_views(batch_cameras(batch, width, height))
+        pred = self.render_views(batch_cameras(batch, width, height), batch.get("expression"))
         pred_chw, target_chw = pred.permute(0, 3, 1, 2), batch["rgb"].permute(0, 3, 1, 2)
         self.val_psnr(pred_chw, target_chw)
         self.val_ssim(pred_chw, target_chw)

@@ -16,6 +16,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import batch_cameras
+from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.models.densify import DefaultStrategy
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
@@ -50,6 +51,9 @@ class LitGaussians(SceneModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if self.trainer.world_size > 1:
+            raise DeepfakeError("model=gaussians cannot train with trainer=ddp: densification reshapes the parameters "
+                                "every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run).")
         if stage == "fit" and self.trainer.ckpt_path is None and len(self.cloud) == 0:
             frames = self.trainer.datamodule.frames("train")
             points, colors = hull_points(frames, self.hparams.init_points, self.hparams.seed)
@@ -103,7 +107,7 @@ class LitGaussians(SceneModule):
         return loss
 
     @torch.no_grad()
-    def render_views(self, cameras: Cameras) -> Tensor:
+    def render_views(self, cameras: Cameras, expressions: Tensor | None = None) -> Tensor:
         return torch.cat(
             [self.cloud.render(cameras[i], self.cloud.sh_degree, self.background)[0] for i in range(len(cameras))]
         )

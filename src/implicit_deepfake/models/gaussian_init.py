@@ -39,7 +39,7 @@ def visible_radius(cameras: Cameras, focus: Tensor) -> float:
     return float(distance * math.sin(half_fov))
 
 
-def _inside_hull(points: Tensor, cameras: Cameras, alpha: Tensor) -> Tensor:
+def inside_hull(points: Tensor, cameras: Cameras, alpha: Tensor) -> Tensor:
     """(P,) True where no view that sees the point has it outside its mask; alpha (M, H, W)."""
     pix, depth = cameras.project(points)
     x, y = pix[..., 0].floor().long(), pix[..., 1].floor().long()
@@ -81,14 +81,14 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     points, colors = [], []
     for chunk in torch.arange(len(pick)).split(_RAY_CHUNK):
         samples = origins[chunk, None] + depths[chunk, :, None] * directions[chunk, None]  # (r, D, 3)
-        inside = _inside_hull(samples.reshape(-1, 3), cameras[carve], alpha[carve]).reshape(len(chunk), -1)
+        inside = inside_hull(samples.reshape(-1, 3), cameras[carve], alpha[carve]).reshape(len(chunk), -1)
         hit = inside.any(1) & ~inside[:, 0]  # rays that start inside the hull have no surface crossing
         first = inside.float().argmax(1)[hit]
         rows = chunk[hit]
         outside, inside_depth = depths[rows, first - 1], depths[rows, first]
         for _ in range(_BISECTIONS):  # the crossing lies between the last outside and first inside sample
             middle = 0.5 * (outside + inside_depth)
-            is_inside = _inside_hull(origins[rows] + middle[:, None] * directions[rows], cameras[carve], alpha[carve])
+            is_inside = inside_hull(origins[rows] + middle[:, None] * directions[rows], cameras[carve], alpha[carve])
             inside_depth, outside = torch.where(is_inside, middle, inside_depth), torch.where(is_inside, outside, middle)
         points.append(origins[rows] + inside_depth[:, None] * directions[rows])
         colors.append(frames.rgb[view[rows], y[rows], x[rows]])
