@@ -12,11 +12,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     from implicit_deepfake.cli import guarded
     from implicit_deepfake.pipeline import train
+    from implicit_deepfake.summary import objective
 
-    guarded(train, cfg)
+    # The value of cfg.optimized_metric, for a sweeper that optimises it (hparams_search=gaussians_optuna).
+    return guarded(lambda c: objective(train(c), c.optimized_metric), cfg)
 
 
 if __name__ == "__main__":

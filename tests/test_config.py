@@ -56,7 +56,7 @@ def test_training_groups_compose_and_instantiate(compose_cfg, tmp_path: Path, tr
 
     cfg = compose_cfg("train", [f"trainer={trainer}", f"logger={logger}", f"model={model}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["trainer"]["accelerator"] == {"cpu": "cpu", "gpu": "gpu"}[trainer]
+    assert resolved["trainer"]["accelerator"] == {"cpu": "cpu", "gpu": "gpu", "ddp": "gpu"}[trainer]
     assert resolved["trainer"]["default_root_dir"] == f"{tmp_path}/run"
     assert set(resolved.get("logger") or {}) == ({logger} if logger != "none" else set())
     assert resolved["datamodule"]["root"] == resolved["swap"]["output_dir"]

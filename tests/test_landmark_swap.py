@@ -184,7 +184,7 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
     config = LandmarkSwapper(blend="poisson", color_transfer=False, landmarker=landmarker).config()
     assert config == {
         "name": "landmark", "blend": "poisson", "color_transfer": False,
-        "erode": 0.02, "feather": 0.04, "min_area_ratio": 0.05,
+        "erode": 0.02, "feather": 0.04, "min_area_ratio": 0.05, "keep_mouth": True,
     }
     with pytest.raises(DeepfakeError, match="swap.blend"):
         LandmarkSwapper(blend="laplacian", landmarker=landmarker)

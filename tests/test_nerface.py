@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,12 +17,12 @@ from implicit_deepfake.data.avatar import build_avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.expressions import EXPRESSION_DIM, ExpressionRig, expression_vector
 from implicit_deepfake.data.nerface import NerfaceSource, load_nerface_split
-from implicit_deepfake.data.synthetic import BASE_PHOTO
+from implicit_deepfake.data.synthetic import BASE_PHOTO, TARGET_PHOTO
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource, head_cameras
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import read_image, write_png
-from implicit_deepfake.swap.landmark import LandmarkSwapper
+from implicit_deepfake.swap.landmark import INNER_LIPS, LandmarkSwapper
 from implicit_deepfake.swap.none import NoSwap
 from implicit_deepfake.swap.runner import run_swap
 from tests.conftest import orbit_cameras
@@ -286,3 +287,26 @@ def test_swap_keeps_nerface_fields_and_background(built4d: Path, tmp_path: Path)
             assert np.array_equal(swapped.expressions, base.expressions) and np.array_equal(swapped.bboxes, base.bboxes)
             changed = np.abs(swapped.images.astype(int) - base.images.astype(int)).mean()
             assert (changed == 0) if swapper.name == "none" else (changed > 1.0), (swapper.name, split, changed)
+
+
+def test_landmark_swap_keeps_the_frames_open_mouth(rigged):
+    """A talking head's open mouth survives the swap (the target photo has none); keep_mouth=False
+    stretches the target's lips over it instead."""
+    avatar, rig = rigged
+    camera = head_cameras(np.zeros((1, 3)), 256, 0.6, 1.9)
+    rgba, _ = render_avatar(rig.apply(avatar, expression_vector(jaw_open=1.0)), camera)
+    frame = np.where(rgba[0, ..., 3:] > 0, rgba[0, ..., :3], 255).astype(np.uint8)
+    landmarker = FaceLandmarker()
+    lips = landmarker.detect(frame).landmarks[list(INNER_LIPS), :2]
+    mouth = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mouth, [np.round(lips - 0.5).astype(np.int32)], 1)
+    mouth = cv2.erode(mouth, np.ones((5, 5), np.uint8)).astype(bool)  # clear of the blend's feathered edge
+    assert mouth.sum() > 100
+    changes = {}
+    for keep in (True, False):
+        swapper = LandmarkSwapper(keep_mouth=keep, landmarker=landmarker)
+        swapper.prepare(read_image(TARGET_PHOTO)[..., :3], {"f.png": frame.shape[:2]})
+        out = swapper.swap(frame, "f.png").astype(float)
+        changes[keep] = (np.abs(out - frame).mean(-1)[mouth].mean(), np.abs(out - frame).mean(-1)[~mouth].mean())
+    assert changes[True][0] < 5.0 and changes[False][0] > 4 * changes[True][0], changes
+    assert changes[True][1] == pytest.approx(changes[False][1], rel=0.1)  # the rest of the face is swapped alike

@@ -24,9 +24,11 @@ from implicit_deepfake.render.video import orbit_cameras, write_video
 
 log = logging.getLogger(__name__)
 ORBIT_FPS = 24
+SEQUENCE_FPS = 12  # a test sequence of a talking head: slow enough to follow the mouth
 
 
-def _uint8(images: torch.Tensor) -> list[np.ndarray]:
+def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
+    """(N, H, W, 3) floats in [0, 1] -> N uint8 images."""
     return list((images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
 
 
@@ -38,12 +40,16 @@ def evaluate_module(
     steps: int,
     loggers: Sequence[Logger] = (),
 ) -> dict:
-    """Render the test split and an orbit; write renders, orbit.mp4 and metrics.json into `run_dir`."""
+    """Render the test split and an orbit; write renders, orbit.mp4 and metrics.json into `run_dir`
+    (and for a talking-head video, test.mp4: the test frames in sequence with their expressions)."""
     module.eval()
     test = datamodule.frames("test")
-    renders = _uint8(module.render_views(test.cameras.to(module.device)))
+    expressions = None if test.expressions is None else test.expressions.to(module.device)
+    renders = uint8_images(module.render_views(test.cameras.to(module.device), expressions))
     for relpath, image in zip(test.relpaths, renders):
         write_png(run_dir / "renders" / relpath, image, source=f"{cfg.model.name} render of {relpath}")
+    if expressions is not None:
+        write_video(run_dir / "test.mp4", renders, fps=SEQUENCE_FPS)
     images = image_metrics(torch.from_numpy(np.stack(renders)).float() / 255.0, test.rgb)
 
     source = instantiate(cfg.data.source)
@@ -53,11 +59,11 @@ def evaluate_module(
         composite(read_image(source.target_photo)),
         instantiate(cfg.identity),
         FaceLandmarker(),
-        references=_uint8(base.rgb),
+        references=uint8_images(base.rgb),
     )
     orbit = orbit_cameras(datamodule.frames("train").cameras, cfg.evaluate.orbit_frames).to(module.device)
     video = run_dir / "orbit.mp4"
-    write_video(video, (_uint8(module.render_views(orbit[i]))[0] for i in range(len(orbit))), fps=ORBIT_FPS)
+    write_video(video, (uint8_images(module.render_views(orbit[i]))[0] for i in range(len(orbit))), fps=ORBIT_FPS)
 
     scores = {
         "test.psnr": images["psnr"],

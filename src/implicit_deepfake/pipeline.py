@@ -8,17 +8,22 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from implicit_deepfake.data.blender import load_blender_split
+from implicit_deepfake.edit import edit_expressions
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.evaluation import evaluate_module
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import atomic_path, composite, read_image, synthetic_metadata, write_json
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
+from implicit_deepfake.summary import summarize
 from implicit_deepfake.swap.runner import run_swap
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,17 @@ def _loggers(cfg: DictConfig) -> list[Logger]:
     return loggers
 
 
+def check_ddp_launch(trainer: pl.Trainer, multirun: bool) -> None:
+    """Lightning starts DDP's extra processes by re-running the command line: in a multirun each
+    of them would start the whole sweep again."""
+    if multirun and isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        raise DeepfakeError(
+            "trainer=ddp in a local multirun (-m or hparams_search=...): Lightning would re-run the whole sweep "
+            "in each extra process. Sweep on Slurm (hydra/launcher=slurm hydra.launcher.tasks_per_node=<GPUs "
+            "per job>), where Slurm starts the processes, or run trainer=ddp one run at a time."
+        )
+
+
 def train(cfg: DictConfig) -> dict:
     """The whole chain: data, swap (both cached), training (resumable), evaluation -> metrics dict."""
     swap_stage(cfg)
@@ -84,11 +100,14 @@ def train(cfg: DictConfig) -> dict:
     loggers = _loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    check_ddp_launch(trainer, HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
     write_run_info(run_dir, cfg, status="trained", steps=trainer.global_step)
     metrics = evaluate_module(module, datamodule, cfg, run_dir, trainer.global_step, loggers)
     for logger in loggers:
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # else the next job of a multirun would log into this W&B run
     return metrics
 
 
@@ -101,7 +120,8 @@ def _run_config(ckpt: Path) -> tuple[DictConfig, Path]:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder."""
+    """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder; with
+    `edit.expressions_from`, re-render its test frames with other expressions instead (edits/<name>/)."""
     if cfg.ckpt == "last":
         previous = latest_run(Path(cfg.paths.log_dir) / "train", {})
         if previous is None:
@@ -114,13 +134,24 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     run_cfg, run_dir = _run_config(ckpt)
     module_class = get_class(run_cfg.model.module._target_)
     module = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    datamodule = instantiate(run_cfg.datamodule)
+    source = cfg.get("edit", {}).get("expressions_from")
+    if source is not None:
+        return edit_expressions(module, datamodule, source, run_dir / "edits" / _edit_name(source))
     steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-    return evaluate_module(module, instantiate(run_cfg.datamodule), run_cfg, run_dir, steps)
+    return evaluate_module(module, datamodule, run_cfg, run_dir, steps)
+
+
+def _edit_name(source: int | str) -> str:
+    """The folder name of an edit: `frame_<n>` or the expression file's stem."""
+    return f"frame_{source}" if isinstance(source, int) else f"file_{Path(source).stem}"
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
     """A trained run (`cfg.ckpt`), or without one the swapped dataset's `cfg.split` frames
-    (their face metrics) -> metrics.json."""
+    (their face metrics) -> metrics.json; or a sweep's summary (`cfg.summary`: its folder)."""
+    if cfg.get("summary"):
+        return summarize(cfg.summary)
     if cfg.get("ckpt"):
         return evaluate_checkpoint(cfg)
     source, swapped = swap_stage(cfg)

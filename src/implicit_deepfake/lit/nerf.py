@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.datamodule import Frames
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.models.gaussian_init import inside_hull, visible_radius
@@ -56,7 +57,12 @@ class LitNeRF(SceneModule):
             center = frames.cameras.look_at_point()
             self.box_center.copy_(center)
             self.box_radius.fill_(visible_radius(frames.cameras, center) * self.hparams.box_scale)
-            self.model.carve(lambda x: inside_hull(self.box_center + self.box_radius * x, frames.cameras, frames.alpha[..., 0]))
+            masks = self.carving_masks(frames)
+            self.model.carve(lambda x: inside_hull(self.box_center + self.box_radius * x, frames.cameras, masks))
+
+    def carving_masks(self, frames: Frames) -> Tensor:
+        """(N, H, W) masks of the training frames whose visual hull may hold matter: their alpha."""
+        return frames.alpha[..., 0]
 
     def param_groups(self) -> list[dict]:
         """The optimizer's parameter groups: the model's, by `lr` prefix."""

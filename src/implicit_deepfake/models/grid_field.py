@@ -98,10 +98,13 @@ class GridField(nn.Module):
 
 
 class ConditionedGridField(nn.Module):
-    """NeRFace's conditioning on a grid field: a feature grid of the head in head coordinates and a
-    small MLP that reads the interpolated features together with the frame's condition (expression
-    and latent code), so an expression can move and recolour the surface (open the mouth). The
-    condition's share of the first layer is computed once per ray (`embed`) instead of per sample.
+    """NeRFace's conditioning on a grid field, with the head's features in head coordinates. The
+    condition (expression and latent code) acts twice: as blend weights of `blendshapes` grids of
+    `blendshape_features` channels (at a coarser `blendshape_resolution`), whose blend joins the
+    head's features, so an expression changes the features where it moves the face (a mouth
+    opens), like a linear blendshape rig; and as a term of the first layer of the small MLP that
+    reads the features. Both come from one linear
+    `embed` of the condition, computed once per ray instead of per sample.
     Density: softplus of the MLP's first output (shifted to start at `initial_density`); colour: a
     `hidden // 2` layer on the trunk and the encoded view direction."""
 
@@ -110,15 +113,20 @@ class ConditionedGridField(nn.Module):
         condition_dims: int,
         resolution: int = 96,
         features: int = 16,
-        hidden: int = 64,
+        blendshapes: int = 4,
+        blendshape_features: int = 4,
+        blendshape_resolution: int = 32,
+        hidden: int = 32,
         layers: int = 2,
         dir_freqs: int = 2,
         initial_density: float = 0.1,
     ) -> None:
         super().__init__()
+        self.hidden, self.blendshapes, self.blendshape_features = hidden, blendshapes, blendshape_features
         self.feature_grid = VoxelGrid(resolution, features, init_std=0.1)
-        self.embed = nn.Linear(condition_dims, hidden)  # condition (R, C) -> its first-layer term (R, hidden)
-        self.feature_in = nn.Linear(features, hidden, bias=False)
+        self.blendshape_grid = VoxelGrid(blendshape_resolution, blendshapes * blendshape_features)  # zero at first
+        self.embed = nn.Linear(condition_dims, hidden + blendshapes)  # condition (R, C) -> (R, hidden + blendshapes)
+        self.feature_in = nn.Linear(features + blendshape_features, hidden, bias=False)
         self.trunk = nn.Sequential(*[m for _ in range(layers - 1) for m in (nn.Linear(hidden, hidden), nn.ReLU())])
         self.density_out = nn.Linear(hidden, 1)
         self.dir_freqs = dir_freqs
@@ -128,15 +136,18 @@ class ConditionedGridField(nn.Module):
         self.shift = math.log(math.expm1(initial_density))
 
     def _trunk(self, x: Tensor, code: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.trunk(torch.relu(self.feature_in(self.feature_grid(x)) + code))
+        first_layer, weights = code[:, : self.hidden], code[:, self.hidden :]
+        shapes = self.blendshape_grid(x).view(-1, self.blendshapes, self.blendshape_features)
+        features = torch.cat([self.feature_grid(x), torch.bmm(weights[:, None], shapes)[:, 0]], dim=1)
+        h = self.trunk(torch.relu(self.feature_in(features) + first_layer))
         return nn.functional.softplus(self.density_out(h)[:, 0] + self.shift), h
 
     def density(self, x: Tensor, code: Tensor) -> Tensor:
-        """Points (M, 3) in the box, their rays' `embed`ded conditions (M, hidden) -> density (M,) >= 0."""
+        """Points (M, 3) in the box, their rays' `embed`ded conditions (M, hidden + blendshapes) -> density (M,) >= 0."""
         return self._trunk(x, code)[0]
 
     def forward(self, x: Tensor, d: Tensor, code: Tensor) -> tuple[Tensor, Tensor]:
-        """Points (M, 3), unit view directions (M, 3), embedded conditions (M, hidden) -> density (M,), rgb (M, 3)."""
+        """Points (M, 3), unit view directions (M, 3), embedded conditions (M, hidden + blendshapes) -> density (M,), rgb (M, 3)."""
         sigma, h = self._trunk(x, code)
         return sigma, torch.sigmoid(self.color(torch.cat([h, positional_encoding(d, self.dir_freqs)], dim=1)))
 

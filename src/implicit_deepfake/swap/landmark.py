@@ -8,7 +8,9 @@ folds over itself. One `cv2.remap` then pulls the target's pixels through those 
 warped face is colour-matched to the frame in LAB and blended in with a feathered alpha, or
 with Poisson (cv2.seamlessClone). Feathering is the default: Poisson pulls the colours on the
 mask's edge (hair, glasses, a hat brim, the white background beside a turned cheek) into the
-face, and scored worse on dlib identity distance in every setting tried.
+face, and scored worse on dlib identity distance in every setting tried. An open mouth in the
+frame (inside its inner lips) stays the frame's, as learned swappers keep the driving frame's
+expression: the target photo has no pixels for it, and the warp would only stretch its lips.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
 
 _BLENDS = ("poisson", "feather")
+# mediapipe face-mesh landmarks around the inner edge of the lips, in order.
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -123,6 +127,7 @@ class LandmarkSwapper(FaceSwapper):
     feather: Gaussian sigma of the alpha edge, same unit.
     min_area_ratio: frame triangles smaller than this fraction of their target area (at the
     frame's face size) are treated as edge-on and left out.
+    keep_mouth: keep the frame's pixels inside its inner lips (an open mouth).
     """
 
     name = "landmark"
@@ -134,6 +139,7 @@ class LandmarkSwapper(FaceSwapper):
         erode: float = 0.02,
         feather: float = 0.04,
         min_area_ratio: float = 0.05,
+        keep_mouth: bool = True,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
         if blend not in _BLENDS:
@@ -143,6 +149,7 @@ class LandmarkSwapper(FaceSwapper):
         self.erode = erode
         self.feather = feather
         self.min_area_ratio = min_area_ratio
+        self.keep_mouth = keep_mouth
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
 
@@ -154,6 +161,7 @@ class LandmarkSwapper(FaceSwapper):
             "erode": self.erode,
             "feather": self.feather,
             "min_area_ratio": self.min_area_ratio,
+            "keep_mouth": self.keep_mouth,
         }
 
     def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]]) -> None:
@@ -191,6 +199,9 @@ class LandmarkSwapper(FaceSwapper):
             target, target_xy, face.landmarks, self._triangles, frame.shape[:2], self.min_area_ratio
         )
         mask = np.where((warped[..., 3] > 127) & covered, 255, 0).astype(np.uint8)
+        if self.keep_mouth:
+            mouth = np.round((face.landmarks[list(INNER_LIPS), :2] - 0.5) * 16).astype(np.int32)
+            cv2.fillPoly(mask, [mouth], 0, lineType=cv2.LINE_8, shift=4)
         return self._blend(np.ascontiguousarray(warped[..., :3]), frame, mask)
 
     def _blend(self, warped: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,122 @@
+"""`model=nerface`: the expression-conditioned dynamic NeRF of NeRFace (Gafni et al., CVPR 2021).
+
+LitNeRF's training and rendering with NeRFace's three changes: every ray is conditioned on its
+frame's expression vector and a learned per-frame latent code (32-d, L2-regularised, as theirs),
+rays end on the dataset's static background image instead of a colour, and rays come from the
+DataModule's bbox-weighted sampling (`datamodule.bbox_weight`). Views outside the training frames
+(validation, test, edits, the orbit) use the mean latent code; a view without an expression takes
+the training frames' mean expression. The frames have no alpha: the occupancy grid is carved to
+the visual hull of their foreground against the background image instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor, nn
+
+from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.datamodule import Frames
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.lit.nerf import LitNeRF
+
+# A pixel is foreground where a channel differs from the background image by more than this.
+_FOREGROUND_THRESHOLD = 0.06
+_FOREGROUND_GROWTH = 2  # pixels the foreground masks are grown by, for a safe margin
+
+
+def foreground_masks(rgb: Tensor, background: Tensor) -> Tensor:
+    """(N, H, W) float masks of what differs from the static background image (H, W, 3) in frames
+    (N, H, W, 3): background subtraction, holes filled (head colours that happen to match the
+    background), grown by _FOREGROUND_GROWTH pixels."""
+    differs = ((rgb - background).abs().amax(-1) > _FOREGROUND_THRESHOLD).numpy()
+    filled = torch.from_numpy(np.stack([ndimage.binary_fill_holes(mask) for mask in differs])).float()
+    grow = _FOREGROUND_GROWTH
+    return nn.functional.max_pool2d(filled[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
+
+
+# Buffers and parameters whose size comes from the dataset: sized in setup, or from a checkpoint.
+_DATA_SIZED = ("latents", "train_expressions", "background_image")
+
+
+class LitNeRFace(LitNeRF):
+    """expression_dims: the dataset's expression length (NeRFace: 76); latent_dims: per-frame latent
+    code length; latent_lr: its learning rate; latent_weight: weight of the codes' L2 norm in the
+    loss. The model's field must take condition_dims = expression_dims + latent_dims."""
+
+    def __init__(
+        self,
+        model: dict,
+        optimizer: dict,
+        lr: dict[str, float],
+        expression_dims: int = 76,
+        latent_dims: int = 32,
+        latent_lr: float = 1e-3,
+        latent_weight: float = 5e-4,
+        **kwargs,
+    ) -> None:
+        super().__init__(model, optimizer, lr, **kwargs)
+        self.latents = nn.Parameter(torch.zeros(0, latent_dims))
+        self.register_buffer("train_expressions", torch.zeros(0, expression_dims))
+        self.register_buffer("background_image", torch.ones(1, 1, 3))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule
+        frames = datamodule.frames("train")
+        if frames.expressions is None or frames.background_image is None:
+            raise DeepfakeError(
+                "model=nerface needs a NeRFace-format dataset (per-frame `expression` and a static background "
+                f"image): use data=synthetic4d or data=nerface; {datamodule.root} has neither."
+            )
+        if frames.expressions.shape[1] != self.hparams.expression_dims:
+            raise DeepfakeError(
+                f"{datamodule.root}: expressions have {frames.expressions.shape[1]} values, the model was configured "
+                f"for {self.hparams.expression_dims}: set model.module.expression_dims={frames.expressions.shape[1]}."
+            )
+        self.latents = nn.Parameter(torch.zeros(len(frames), self.hparams.latent_dims, device=self.device))
+        self.train_expressions = frames.expressions.to(self.device)
+        self.background_image = frames.background_image.to(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        self.latents = nn.Parameter(torch.zeros_like(state["latents"]))
+        self.train_expressions = torch.zeros_like(state["train_expressions"])
+        self.background_image = torch.zeros_like(state["background_image"])
+
+    def carving_masks(self, frames: Frames) -> Tensor:
+        """The frames are opaque (alpha 1): their foreground against the background image instead."""
+        return foreground_masks(frames.rgb, frames.background_image)
+
+    def param_groups(self) -> list[dict]:
+        return [*super().param_groups(), {"params": [self.latents], "lr": self.hparams.latent_lr}]
+
+    def conditions(self, expressions: Tensor, latents: Tensor) -> Tensor:
+        """(R, D) expressions and (R, L) latent codes -> the field's condition (R, D + L)."""
+        return torch.cat([expressions, latents], dim=1)
+
+    def training_rays(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        return batch["rgb"], batch["background"], self.conditions(batch["expression"], self.latents[batch["frame"]])
+
+    def training_conditions(self) -> Tensor | None:
+        return self.conditions(self.train_expressions, self.latents.detach())
+
+    def regularization(self) -> Tensor:
+        return self.hparams.latent_weight * self.latents.norm(dim=1).mean()
+
+    def background_for(self, cameras: Cameras) -> Tensor:
+        """The background image at the cameras' size (H, W, 3): resized when they render smaller or larger."""
+        image = self.background_image
+        if image.shape[:2] != (cameras.height, cameras.width):
+            resized = nn.functional.interpolate(image.permute(2, 0, 1)[None], (cameras.height, cameras.width), mode="area")
+            image = resized[0].permute(1, 2, 0)
+        return image
+
+    def view_rays(self, cameras: Cameras, view: int, flat: Tensor, expressions: Tensor | None) -> tuple[Tensor, Tensor]:
+        expression = self.train_expressions.mean(0) if expressions is None else expressions[view]
+        condition = self.conditions(expression.expand(len(flat), -1), self.latents.mean(0).expand(len(flat), -1))
+        return self.background_for(cameras).reshape(-1, 3)[flat], condition
