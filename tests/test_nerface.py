@@ -20,9 +20,9 @@ from implicit_deepfake.data.nerface import NerfaceSource, load_nerface_split
 from implicit_deepfake.data.synthetic import BASE_PHOTO, TARGET_PHOTO
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource, head_cameras
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces import INNER_LIPS, FaceLandmarker
 from implicit_deepfake.io import read_image, write_png
-from implicit_deepfake.swap.landmark import INNER_LIPS, LandmarkSwapper
+from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.none import NoSwap
 from implicit_deepfake.swap.runner import run_swap
 from tests.conftest import orbit_cameras

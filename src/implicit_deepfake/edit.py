@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -21,7 +20,7 @@ from torch import Tensor
 from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.evaluation import SEQUENCE_FPS, uint8_images
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces import FaceLandmarker, lip_indices
 from implicit_deepfake.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.render.video import write_video
@@ -72,16 +71,9 @@ def load_expressions(source: int | str, train_expressions: Tensor) -> Tensor:
     return torch.from_numpy(vectors).to(train_expressions)
 
 
-@lru_cache(maxsize=1)
-def _lip_indices() -> np.ndarray:
-    import mediapipe as mp
-
-    return np.unique(np.array(list(mp.solutions.face_mesh.FACEMESH_LIPS)))
-
-
 def mouth_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """(H, W) bool: the lips' convex hull (landmarks (468, 2+) in pixels), grown by _MOUTH_GROWTH."""
-    lips = landmarks[_lip_indices(), :2]
+    lips = landmarks[lip_indices(), :2]
     center = lips.mean(0)
     hull = cv2.convexHull(((lips - center) * _MOUTH_GROWTH + center).round().astype(np.int32))
     mask = np.zeros(shape, np.uint8)
@@ -95,9 +87,16 @@ def mouth_change(original: np.ndarray, changed: np.ndarray, mask: np.ndarray) ->
     return {"mouth": float(diff[mask].mean()), "outside": float(diff[~mask].mean())}
 
 
-def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: int | str, out_dir: Path) -> dict:
+def edit_dir(run_dir: Path, source: int | str) -> Path:
+    """Where an edit of a run goes: <run_dir>/edits/frame_<n> or edits/file_<the file's stem>."""
+    return run_dir / "edits" / (f"frame_{source}" if isinstance(source, int) else f"file_{Path(source).stem}")
+
+
+def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: int | str, run_dir: Path) -> dict:
     """Render the test frames with their own and with `source`'s expressions (test frame i takes
-    the i-th, cycling) -> out_dir/{frames/*.png, edit.mp4, edit.json}; returns edit.json's content."""
+    the i-th, cycling) -> edit_dir(run_dir, source)/{frames/*.png, edit.mp4, edit.json}; returns
+    edit.json's content."""
+    out_dir = edit_dir(run_dir, source)
     if not hasattr(module, "train_expressions"):
         raise DeepfakeError("edit.expressions_from needs an expression-conditioned run (model=nerface or nerface_paper).")
     module.eval()
@@ -109,12 +108,13 @@ def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: i
     changed = uint8_images(module.render_views(cameras, changed_expressions))
 
     landmarker, frames, pairs = FaceLandmarker(), [], []
-    for i, (relpath, before, after) in enumerate(zip(test.relpaths, originals, changed)):
+    targets = uint8_images(test.rgb)  # the sharp frames the renders are aligned to
+    for relpath, target, before, after in zip(test.relpaths, targets, originals, changed):
         pair = np.concatenate([before, after], axis=1)
         pairs.append(pair)
         name = Path(relpath).with_suffix(".png").name
         write_png(out_dir / "frames" / name, pair, source=f"original | expressions_from={source}, test frame {relpath}")
-        face = landmarker.detect(uint8_images(test.rgb[i : i + 1])[0])  # the sharp frame the renders are aligned to
+        face = landmarker.detect(target)
         row = {"frame": relpath}
         if face is not None:
             row |= mouth_change(before, after, mouth_mask(face.landmarks, before.shape[:2]))

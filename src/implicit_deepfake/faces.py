@@ -16,6 +16,8 @@ from implicit_deepfake.errors import DeepfakeError
 # Mesh indices of the 5 keypoints insightface aligns with, in its order (image left to right):
 # eye centres, nose tip, mouth corners.
 _KPS5 = ((33, 133), (362, 263), (1,), (61,), (291,))
+# Mesh indices around the inner edge of the lips, in order (the outline of an open mouth).
+INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ class FaceLandmarker:
                 f"{source}: no face found. Use a photo with one clearly visible, roughly frontal face."
             )
         return face
+
+
+@lru_cache(maxsize=1)
+def lip_indices() -> np.ndarray:
+    """Mesh indices of mediapipe's FACEMESH_LIPS (outer and inner edges of both lips), sorted."""
+    import mediapipe as mp
+
+    return np.unique(np.array(list(mp.solutions.face_mesh.FACEMESH_LIPS)))
 
 
 @lru_cache(maxsize=1)

@@ -137,14 +137,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     datamodule = instantiate(run_cfg.datamodule)
     source = cfg.get("edit", {}).get("expressions_from")
     if source is not None:
-        return edit_expressions(module, datamodule, source, run_dir / "edits" / _edit_name(source))
+        return edit_expressions(module, datamodule, source, run_dir)
     steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
     return evaluate_module(module, datamodule, run_cfg, run_dir, steps)
-
-
-def _edit_name(source: int | str) -> str:
-    """The folder name of an edit: `frame_<n>` or the expression file's stem."""
-    return f"frame_{source}" if isinstance(source, int) else f"file_{Path(source).stem}"
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:

@@ -36,10 +36,6 @@ def foreground_masks(rgb: Tensor, background: Tensor) -> Tensor:
     return nn.functional.max_pool2d(filled[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
 
 
-# Buffers and parameters whose size comes from the dataset: sized in setup, or from a checkpoint.
-_DATA_SIZED = ("latents", "train_expressions", "background_image")
-
-
 class LitNeRFace(LitNeRF):
     """expression_dims: the dataset's expression length (NeRFace: 76); latent_dims: per-frame latent
     code length; latent_lr: its learning rate; latent_weight: weight of the codes' L2 norm in the

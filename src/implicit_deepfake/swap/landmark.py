@@ -22,12 +22,10 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
+from implicit_deepfake.faces import INNER_LIPS, FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
 
 _BLENDS = ("poisson", "feather")
-# mediapipe face-mesh landmarks around the inner edge of the lips, in order.
-INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
