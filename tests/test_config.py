@@ -24,7 +24,7 @@ GROUPS = {
 def test_every_config_composes_and_resolves(compose_cfg, tmp_path: Path, config_name: str, data: str, swap: str):
     cfg = compose_cfg(config_name, [f"data={data}", f"swap={swap}", "swap.frames_dir=/frames"] if swap == "external" else [f"data={data}", f"swap={swap}"])
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["swap"]["output_dir"] == f"{tmp_path}/data/swapped/{data}__{swap}"
+    assert resolved["swap"]["output_dir"] == f"{tmp_path}/data/swapped/{data}__{swap}__famous"
     assert resolved["data"]["source"]["root"] == f"{tmp_path}/data/{data}"
     assert resolved["swap"]["swapper"]["_target_"].startswith("implicit_deepfake.swap.")
 

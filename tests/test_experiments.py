@@ -75,7 +75,7 @@ def test_experiment_composes_into_its_preset(tmp_path: Path, experiment: str):
     assert cfg.swap.name == "landmark" and cfg.hydra.mode is None  # one run, not a sweep
     assert cfg.group == experiment and cfg.logger.wandb.group == experiment
     assert list(cfg.logger.wandb.tags) == [cfg.model.name, cfg.data.name, "landmark"]
-    assert cfg.swap.output_dir == f"{tmp_path}/data/swapped/{cfg.data.name}__landmark"
+    assert cfg.swap.output_dir == f"{tmp_path}/data/swapped/{cfg.data.name}__landmark__famous"
     module = instantiate(cfg.model.module)
     assert type(module).__module__.startswith("implicit_deepfake.lit.") and module.hparams["seed"] == 0
 
@@ -110,7 +110,7 @@ def test_each_ablation_job_composes(tmp_path: Path, experiment: str, swap: str, 
 def test_ablation_takes_externally_swapped_frames(tmp_path: Path, swap: str):
     """The README's command: experiment=fast_gaussians,fast_nerf swap=landmark,none,external ++swap.frames_dir=..."""
     cfg = compose_train(tmp_path, "hparams_search=ablation", "experiment=fast_nerf", f"swap={swap}", "++swap.frames_dir=/ghost")
-    assert cfg.swap.name == swap and cfg.swap.output_dir == f"{tmp_path}/data/swapped/synthetic__{swap}"
+    assert cfg.swap.name == swap and cfg.swap.output_dir == f"{tmp_path}/data/swapped/synthetic__{swap}__famous"
     assert cfg.swap.swapper.get("frames_dir") == ("/ghost" if swap == "external" else None)
 
 

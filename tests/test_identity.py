@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import cv2
+import insightface
 import matplotlib
 import numpy as np
 import pytest
@@ -17,10 +18,14 @@ from implicit_deepfake.metrics.identity_dlib import DlibEmbedder, dlib_model_pat
 
 
 def load_photo(name: str) -> np.ndarray:
-    """'grace_hopper' (600x512) or 'astronaut' (512x512) as HxWx3 uint8 RGB."""
+    """Real photos shipped in wheels, as HxWx3 uint8 RGB: 'grace_hopper' (600x512), 'astronaut'
+    (512x512), 'tom_hanks' (112x112, grey) and 't1' (1280x886, six people around a table)."""
+    insightface_images = os.path.join(os.path.dirname(insightface.__file__), "data", "images")
     path = {
         "grace_hopper": os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg"),
         "astronaut": os.path.join(os.path.dirname(skimage.__file__), "data", "astronaut.png"),
+        "tom_hanks": os.path.join(insightface_images, "Tom_Hanks_54745.png"),
+        "t1": os.path.join(insightface_images, "t1.jpg"),
     }[name]
     return np.asarray(Image.open(path).convert("RGB"))
 

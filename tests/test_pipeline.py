@@ -80,7 +80,7 @@ def test_target_photo_without_a_face_is_a_clear_error(swapped_run, tmp_path):
     from implicit_deepfake.swap.runner import run_swap
 
     out = tmp_path / "out"
-    with pytest.raises(DeepfakeError, match=rf"{faceless}: target photo: no face found"):
+    with pytest.raises(DeepfakeError, match=rf"{faceless}: no face found in the target photo"):
         run_swap(source.root, faceless, out, LandmarkSwapper(), progress=False)
     assert not out.exists()
 

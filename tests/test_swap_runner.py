@@ -21,14 +21,15 @@ class InvertSwapper(FaceSwapper):
     """Inverts colours; "no face" in the frames named in `faceless`; raises after `fail_after` swaps."""
 
     name = "invert"
+    uses_landmarks = False  # a stand-in: it finds its own "faces"
 
     def __init__(self, faceless: tuple[str, ...] = (), fail_after: int | None = None) -> None:
         self.faceless, self.fail_after, self.calls = faceless, fail_after, 0
 
-    def prepare(self, target, frames):
+    def prepare(self, target, frames, face=None):
         self.sizes = dict(frames)
 
-    def swap(self, frame, relpath):
+    def swap(self, frame, relpath, face=None):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("killed")
         self.calls += 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from implicit_deepfake import __version__
 from implicit_deepfake.errors import DeepfakeError
@@ -97,6 +97,49 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DeepfakeError(
             f"{path}: cannot read this image ({err}). Replace it with a valid PNG or JPG."
         ) from err
+
+
+def read_photo(path: str | Path, max_side: int = 4096) -> np.ndarray:
+    """Read a user's photo as HxWx3 uint8 RGB, upright and at most `max_side` px on its long side.
+
+    Photos come from phones and scanners, not from our pipeline: EXIF orientation, grey or 16-bit
+    scans, palettes, CMYK and transparency are all normalised here; huge photos are decoded reduced.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DeepfakeError(f"{path}: photo not found. Check the path (a PNG or JPG of the person).")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if max(width, height) > max_side:  # JPEG decodes at 1/2..1/8 scale; other formats ignore this
+                scale = max_side / max(width, height)
+                im.draft(None, (max(1, int(np.ceil(width * scale))), max(1, int(np.ceil(height * scale)))))
+            im.load()
+            photo = _to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError as err:
+        raise DeepfakeError(
+            f"{path}: too many pixels to open safely ({err}). Downscale the photo (e.g. to {max_side} px on "
+            "its long side) and try again."
+        ) from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DeepfakeError(f"{path}: cannot read this photo ({err}). Replace it with a valid PNG or JPG.") from err
+    if max(photo.size) > max_side:
+        scale = max_side / max(photo.size)
+        size = (max(1, round(photo.width * scale)), max(1, round(photo.height * scale)))
+        photo = photo.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(photo)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; 16-bit grey keeps its full range, transparency becomes white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16") or grey.max() > 255:  # "I" holds 8- or 16-bit data (e.g. from 16-bit TIFFs)
+            grey = grey / 257.0
+        return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        return Image.fromarray(composite(np.asarray(im.convert("RGBA"))))
+    return im.convert("RGB")
 
 
 def image_text(path: str | Path) -> dict[str, str]:

@@ -18,13 +18,14 @@ from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 from implicit_deepfake.data.blender import load_blender_split
 from implicit_deepfake.edit import edit_expressions
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import evaluate_module
+from implicit_deepfake.evaluation import evaluate_module, test_yaws
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import atomic_path, composite, read_image, synthetic_metadata, write_json
+from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
 from implicit_deepfake.swap.runner import run_swap
+from implicit_deepfake.swap.target import target_image, target_photo
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,15 @@ def swap_stage(cfg: DictConfig) -> tuple[object, Path]:
     source = prepare_source(cfg)
     manifest = run_swap(
         source.root,
-        source.target_photo,
+        target_photo(cfg, source),
         cfg.swap.output_dir,
         swapper=instantiate(cfg.swap.swapper),
         embedder=instantiate(cfg.identity),
         on_no_face=cfg.swap.on_no_face,
         background=tuple(cfg.data.background),
         progress=cfg.progress,
+        target_face=cfg.get("target_face", 0),
+        track=OmegaConf.to_container(cfg.swap.track) if cfg.swap.get("track") else None,
     )
     log.info("swapped dataset: %s (%s)", cfg.swap.output_dir, manifest["summary"])
     return source, Path(cfg.swap.output_dir)
@@ -151,14 +154,16 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
         return evaluate_checkpoint(cfg)
     source, swapped = swap_stage(cfg)
     background = tuple(cfg.data.background)
-    images = [composite(im, background) for im in load_blender_split(swapped, cfg.split).images]
+    split = load_blender_split(swapped, cfg.split)
+    images = [composite(im, background) for im in split.images]
     base = [composite(im, background) for im in load_blender_split(source.root, cfg.split).images]
     report = face_metrics(
         images,
-        composite(read_image(source.target_photo)),
+        target_image(cfg, source),
         instantiate(cfg.identity),
         FaceLandmarker(),
         references=base,
+        yaws_deg=test_yaws(swapped, split.cameras),
     )
     metrics = {
         **{f"{cfg.split}.{k}": v for k, v in report.items()},

@@ -8,10 +8,15 @@ import numpy as np
 
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder
+from implicit_deepfake.metrics.swap_quality import expression_error, pose_error_deg, yaw_bucket_report
 
 
 def _mean(values: list[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 4) if values else None
 
 
 def face_metrics(
@@ -20,28 +25,38 @@ def face_metrics(
     embedder: FaceEmbedder,
     landmarker: FaceLandmarker,
     references: Sequence[np.ndarray] | None = None,
-) -> dict[str, float | int | None]:
+    yaws_deg: Sequence[float] | None = None,
+) -> dict:
     """images, references: HxWx3 uint8 (references[i] is the base frame of the same view).
 
     Returns the face detection rate, the mean identity distance of the images to the target photo
-    and, with references, to the base frames; distances average over images where a face is found.
+    and, with references, to the base frames (distances average over images where a face is found),
+    and the median head-pose and expression errors against the references (the swap-quality columns).
+    With `yaws_deg` (each view's head yaw), the same distances per yaw bucket (0-30, 30-60, 60-90).
     """
     target_embedding = embedder.embed(target)
-    detected, to_target, to_base = 0, [], []
+    detected, to_target, to_base, pose, expression = 0, [], [], [], []
     for i, image in enumerate(images):
-        detected += landmarker.detect(image) is not None
+        face = landmarker.detect(image)
+        detected += face is not None
+        reference_face = landmarker.detect(references[i]) if references is not None and face is not None else None
+        if reference_face is not None:
+            pose.append(pose_error_deg(face.landmarks, reference_face.landmarks, image.shape[:2]))
+            expression.append(expression_error(face.landmarks, reference_face.landmarks))
         embedding = embedder.embed(image)
-        if embedding is None:
-            continue
-        if target_embedding is not None:
-            to_target.append(embedder.distance(embedding, target_embedding))
-        reference = embedder.embed(references[i]) if references is not None else None
-        if reference is not None:
-            to_base.append(embedder.distance(embedding, reference))
-    return {
+        reference = embedder.embed(references[i]) if references is not None and embedding is not None else None
+        to_target.append(None if embedding is None or target_embedding is None
+                         else embedder.distance(embedding, target_embedding))
+        to_base.append(None if reference is None else embedder.distance(embedding, reference))
+    report = {
         "images": len(images),
         "face_detection_rate": round(detected / max(len(images), 1), 4),
-        "identity_distance_to_target": _mean(to_target),
-        "identity_distance_to_base": _mean(to_base),
+        "identity_distance_to_target": _mean([d for d in to_target if d is not None]),
+        "identity_distance_to_base": _mean([d for d in to_base if d is not None]),
         "identity_backend": embedder.name,
+        "pose_error_deg_median": _median(pose),
+        "expression_error_median": _median(expression),
     }
+    if yaws_deg is not None:
+        report["identity_by_yaw"] = yaw_bucket_report(yaws_deg, to_target, to_base)
+    return report

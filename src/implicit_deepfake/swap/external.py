@@ -15,6 +15,7 @@ from PIL import Image
 
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import composite, read_image, sha256_file
+from implicit_deepfake.faces import Face
 from implicit_deepfake.swap.base import FaceSwapper
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -22,6 +23,7 @@ _SUFFIXES = (".png", ".jpg", ".jpeg")
 
 class ExternalSwapper(FaceSwapper):
     name = "external"
+    uses_landmarks = False
 
     def __init__(self, frames_dir: str) -> None:
         self.frames_dir = Path(frames_dir)
@@ -31,7 +33,7 @@ class ExternalSwapper(FaceSwapper):
         stem = (self.frames_dir / relpath).with_suffix("")
         return next((stem.with_suffix(s) for s in _SUFFIXES if stem.with_suffix(s).is_file()), None)
 
-    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]]) -> None:
+    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
         if not self.frames_dir.is_dir():
             raise DeepfakeError(
                 f"swap.frames_dir={self.frames_dir} does not exist. Point it at the folder of frames your "
@@ -54,7 +56,7 @@ class ExternalSwapper(FaceSwapper):
                 )
         self._files = found
 
-    def swap(self, frame: np.ndarray, relpath: str) -> np.ndarray:
+    def swap(self, frame: np.ndarray, relpath: str, face: Face | None = None) -> np.ndarray:
         return composite(read_image(self._files[relpath]))
 
     def config(self) -> dict:

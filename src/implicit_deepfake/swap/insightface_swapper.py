@@ -13,7 +13,7 @@ from insightface.app.common import Face as InsightFace
 from insightface.model_zoo import ArcFaceONNX
 from insightface.model_zoo.inswapper import INSwapper
 
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces import Face, FaceLandmarker
 from implicit_deepfake.insightface_models import embed_face, insightface_face, load_model, require_model_files
 from implicit_deepfake.io import sha256_file
 from implicit_deepfake.swap.base import FaceSwapper
@@ -52,14 +52,14 @@ class InsightFaceSwapper(FaceSwapper):
         self._landmarker = FaceLandmarker()
         self._identity: InsightFace | None = None
 
-    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]]) -> None:
-        face = self._landmarker.detect_required(target, "target photo")
+    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
+        face = face or self._landmarker.detect_required(target, "target photo")
         self._identity = embed_face(self._arcface, target, face)
 
-    def swap(self, frame: np.ndarray, relpath: str) -> np.ndarray | None:
+    def swap(self, frame: np.ndarray, relpath: str, face: Face | None = None) -> np.ndarray | None:
         if self._identity is None:
             raise RuntimeError("InsightFaceSwapper.swap called before prepare")
-        face = self._landmarker.detect(frame)
+        face = face or self._landmarker.detect(frame)
         if face is None:
             return None
         # INSwapper.get(img, face to replace, face giving the identity): BGR in, BGR out (cv2).

@@ -15,27 +15,42 @@ expression: the target photo has no pixels for it, and the warp would only stret
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import INNER_LIPS, FaceLandmarker, face_oval_indices
+from implicit_deepfake.faces import INNER_LIPS, Face, FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
+from implicit_deepfake.swap.compositing import (
+    ColourTransfer,
+    blend_levels,
+    face_size,
+    pyramid_blend,
+    silhouette_alpha,
+    skin_weight,
+    to_lab,
+)
 
-_BLENDS = ("poisson", "feather")
+_BLENDS = ("pyramid", "feather", "poisson")
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
     """xy: (468, 2) mesh landmarks of a roughly frontal face -> (T, 3) Delaunay triangles whose
-    centroid lies inside the face oval (Delaunay also fills the hull's gaps beside the oval)."""
+    centroid lies inside the face oval (Delaunay also fills the hull's gaps beside the oval), all
+    counter-clockwise (positive signed area in y-down pixels): the orientation of a triangle that
+    faces the camera, in any view of the face."""
     triangles = Delaunay(xy).simplices
     oval = xy[face_oval_indices()].astype(np.float32)
     centroids = xy[triangles].mean(1)
     inside = [cv2.pointPolygonTest(oval, (float(x), float(y)), False) >= 0 for x, y in centroids]
-    return triangles[np.array(inside)]
+    triangles = triangles[np.array(inside)]
+    flip = _signed_areas(xy, triangles) < 0
+    triangles[flip] = triangles[flip][:, ::-1]
+    return triangles
 
 
 def _signed_areas(xy: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -88,23 +103,6 @@ def warp_triangles(
     return warped.reshape(*shape, -1), index >= 0
 
 
-def _match_colour(face: np.ndarray, frame: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Reinhard transfer: give `face` the frame's LAB mean/std, both measured where `inside`.
-
-    face, frame: HxWx3 uint8; inside: HxW bool. Returns HxWx3 uint8."""
-    if inside.sum() < 4:
-        return face
-    face_lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    frame_lab = cv2.cvtColor(frame.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    mu_face, sd_face = face_lab[inside].mean(0), face_lab[inside].std(0) + 1e-3
-    mu_frame, sd_frame = frame_lab[inside].mean(0), frame_lab[inside].std(0) + 1e-3
-    # Bounded gain: a near-flat frame face (a plain render) must not flatten or blow up the target.
-    gain = np.clip(sd_frame / sd_face, 0.5, 2.0)
-    matched = (face_lab - mu_face) * gain + mu_frame
-    rgb = cv2.cvtColor(matched.astype(np.float32), cv2.COLOR_LAB2RGB)
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
 def _poisson(face: np.ndarray, frame: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:
     """cv2.seamlessClone of `face` into `frame` under the binary uint8 `mask` (all HxW).
 
@@ -117,14 +115,34 @@ def _poisson(face: np.ndarray, frame: np.ndarray, mask: np.ndarray, pad: int) ->
     return out[pad:-pad, pad:-pad]
 
 
+def _fill(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
+    """`image` (HxWxC uint8) with the pixels where `holes` (HxW bool) inpainted from around them."""
+    if not holes.any():
+        return image
+    mask = holes.astype(np.uint8)
+    return np.dstack([cv2.inpaint(np.ascontiguousarray(image[..., c]), mask, 3, cv2.INPAINT_TELEA)
+                      for c in range(image.shape[-1])])
+
+
+@dataclass(frozen=True)
+class _Warped:
+    """A target face warped into one frame: rgb (HxWx3 uint8, holes filled), alpha (HxW float32 blend
+    weight: silhouette x skin x not-mouth) and the face size in the frame."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    size: float
+
+
 class LandmarkSwapper(FaceSwapper):
     """Piecewise-affine landmark warp of the target face, colour-matched and blended into frames.
 
-    blend: "feather" (alpha only) or "poisson" (cv2.seamlessClone, then the feathered alpha).
-    erode: mask erosion, as a fraction of the face size (square root of the mask area);
-    feather: Gaussian sigma of the alpha edge, same unit.
-    min_area_ratio: frame triangles smaller than this fraction of their target area (at the
-    frame's face size) are treated as edge-on and left out.
+    blend: "pyramid" (multi-band), "feather" (the alpha alone) or "poisson" (cv2.seamlessClone
+    under the alpha's core, then the alpha). feather: width of the alpha's ramp inside the face
+    silhouette, as a fraction of the face size. skin: leave out the target's pixels that are not
+    skin (hair, glasses, background; `compositing.skin_weight`). min_area_ratio: frame triangles
+    smaller than this fraction of their target area (at the frame's face size) are edge-on and left
+    out of the warp (their pixels are inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth).
     """
 
@@ -132,10 +150,10 @@ class LandmarkSwapper(FaceSwapper):
 
     def __init__(
         self,
-        blend: str = "feather",
+        blend: str = "pyramid",
         color_transfer: bool = True,
-        erode: float = 0.02,
-        feather: float = 0.04,
+        feather: float = 0.08,
+        skin: bool = True,
         min_area_ratio: float = 0.05,
         keep_mouth: bool = True,
         landmarker: FaceLandmarker | None = None,
@@ -144,79 +162,114 @@ class LandmarkSwapper(FaceSwapper):
             raise DeepfakeError(f"swap.blend must be one of {_BLENDS}, got {blend!r}")
         self.blend = blend
         self.color_transfer = color_transfer
-        self.erode = erode
         self.feather = feather
+        self.skin = skin
         self.min_area_ratio = min_area_ratio
         self.keep_mouth = keep_mouth
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
+        self._colour: ColourTransfer | None = None
 
     def config(self) -> dict:
         return {
             "name": self.name,
             "blend": self.blend,
             "color_transfer": self.color_transfer,
-            "erode": self.erode,
             "feather": self.feather,
+            "skin": self.skin,
             "min_area_ratio": self.min_area_ratio,
             "keep_mouth": self.keep_mouth,
         }
 
-    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]]) -> None:
-        face = self.landmarker.detect_required(target, "target photo")
+    def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
+        face = face or self.landmarker.detect_required(target, "target photo")
         # Keep only a crop around the face: it is resized for every frame.
         x0, y0, x1, y1 = face.bbox
         margin = 0.1 * max(x1 - x0, y1 - y0)
         left, top = int(max(0, x0 - margin)), int(max(0, y0 - margin))
         right = int(min(target.shape[1], x1 + margin + 1))
         bottom = int(min(target.shape[0], y1 + margin + 1))
-        crop = target[top:bottom, left:right]
+        crop = np.ascontiguousarray(target[top:bottom, left:right])
         self._target_xy = face.landmarks[:, :2] - np.array([left, top], np.float32)
         self._target_extent = np.ptp(self._target_xy, 0)  # (2,) face width, height
         self._triangles = face_triangles(self._target_xy)
-        oval = self._target_xy[face_oval_indices()]
-        # The face-oval mask rides along as a 4th channel, so one remap warps image and mask.
-        oval_mask = np.zeros(crop.shape[:2], np.uint8)
-        cv2.fillPoly(oval_mask, [np.round(oval - 0.5).astype(np.int32)], 255)
-        self._target = np.dstack([crop, oval_mask])
+        # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both.
+        keep = np.zeros(crop.shape[:2], np.uint8)
+        cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], 255)
+        if self.skin:
+            keep = np.round(keep * skin_weight(crop, self._target_xy)).astype(np.uint8)
+        self._target = np.dstack([crop, keep])
+        self._colour = None
 
-    def swap(self, frame: np.ndarray, relpath: str) -> np.ndarray | None:
+    def calibrate(self, samples: Sequence[tuple[np.ndarray, Face]]) -> None:
+        """One colour transfer for every frame, fitted on `samples` (frame, its face) pooled: the views
+        of one head or the frames of one video then get the same colours, not one fit each."""
+        if not self.color_transfer or not samples:
+            return
+        pooled = [self._colour_samples(frame, self._warp(frame, face)) for frame, face in samples]
+        pooled = [p for p in pooled if p is not None]
+        if pooled:
+            self._colour = ColourTransfer.fit(*(np.concatenate(part) for part in zip(*pooled)))
+
+    def swap(self, frame: np.ndarray, relpath: str, face: Face | None = None) -> np.ndarray | None:
         if self._target is None:
             raise RuntimeError("LandmarkSwapper.swap called before prepare")
-        face = self.landmarker.detect(frame)
+        face = face or self.landmarker.detect(frame)
         if face is None:
             return None
+        warped = self._warp(frame, face)
+        if warped.alpha.max() < 0.5:
+            return None
+        rgb = warped.rgb
+        if self.color_transfer:
+            colour = self._colour
+            if colour is None:
+                samples = self._colour_samples(frame, warped)
+                colour = ColourTransfer.fit(*samples) if samples is not None else None
+            rgb = colour.apply(rgb) if colour is not None else rgb
+        return self._blend(rgb, frame, warped)
+
+    def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.
+        size = face_size(face.landmarks)
         scale = min(1.0, float(np.max(np.ptp(face.landmarks[:, :2], 0) / self._target_extent)))
         target = self._target
         if scale < 1.0:
-            size = (max(1, round(target.shape[1] * scale)), max(1, round(target.shape[0] * scale)))
-            target = cv2.resize(target, size, interpolation=cv2.INTER_AREA)
+            shape = (max(1, round(target.shape[1] * scale)), max(1, round(target.shape[0] * scale)))
+            target = cv2.resize(target, shape, interpolation=cv2.INTER_AREA)
         target_xy = self._target_xy * (np.array(target.shape[1::-1]) / self._target.shape[1::-1])
         warped, covered = warp_triangles(
             target, target_xy, face.landmarks, self._triangles, frame.shape[:2], self.min_area_ratio
         )
-        mask = np.where((warped[..., 3] > 127) & covered, 255, 0).astype(np.uint8)
-        if self.keep_mouth:
-            mouth = np.round((face.landmarks[list(INNER_LIPS), :2] - 0.5) * 16).astype(np.int32)
-            cv2.fillPoly(mask, [mouth], 0, lineType=cv2.LINE_8, shift=4)
-        return self._blend(np.ascontiguousarray(warped[..., :3]), frame, mask)
+        mouth = face.landmarks[list(INNER_LIPS), :2] if self.keep_mouth else None
+        alpha = silhouette_alpha(face.landmarks, self._triangles, frame.shape[:2], self.feather, mouth)
+        warped = _fill(warped, (alpha > 0) & ~covered)
+        return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), size)
 
-    def _blend(self, warped: np.ndarray, frame: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
-        """Colour-match `warped` and blend it into `frame` (HxWx3 uint8) inside the eroded,
-        feathered `mask` (HxW uint8, 255 = visible face); None when no face pixel is left."""
-        size = float(np.sqrt((mask > 0).sum()))
-        radius = max(1, int(round(self.erode * size)))
-        inner = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-        if inner.max() == 0:
+    @staticmethod
+    def _colour_samples(frame: np.ndarray, warped: _Warped) -> tuple[np.ndarray, np.ndarray] | None:
+        """LAB pixels of the warped face and of the frame where the face is surely blended in."""
+        core = warped.alpha > 0.5
+        if core.sum() < 4:
             return None
-        if self.color_transfer:
-            warped = _match_colour(warped, frame, inner > 0)
-        # Outside the mask the warp holds no face; the frame there keeps the feathered edge from
-        # fading into the target's hair or the remap's border fill.
-        warped = np.where(mask[..., None] > 0, warped, frame)
-        if self.blend == "poisson":
-            warped = _poisson(warped, frame, inner, pad=radius + 2)
-        alpha = cv2.GaussianBlur(inner.astype(np.float32) / 255.0, (0, 0), max(0.5, self.feather * size))
-        out = alpha[..., None] * warped.astype(np.float32) + (1.0 - alpha[..., None]) * frame
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return to_lab(warped.rgb)[core], to_lab(frame)[core]
+
+    def _blend(self, face: np.ndarray, frame: np.ndarray, warped: _Warped) -> np.ndarray:
+        """`face` (HxWx3 uint8) into `frame` under the warp's alpha, inside a box around the face (the
+        rest of the frame is returned untouched)."""
+        levels = blend_levels(warped.size)
+        ys, xs = np.nonzero(warped.alpha > 0)
+        pad = 5 * 2**levels
+        top, left = max(0, ys.min() - pad), max(0, xs.min() - pad)
+        bottom, right = min(frame.shape[0], ys.max() + pad + 1), min(frame.shape[1], xs.max() + pad + 1)
+        box = (slice(top, bottom), slice(left, right))
+        alpha, fg, bg = warped.alpha[box], face[box], frame[box]
+        if self.blend == "pyramid":
+            out = pyramid_blend(fg, bg, alpha, levels)
+        else:
+            if self.blend == "poisson":
+                fg = _poisson(fg, bg, np.where(alpha > 0.5, 255, 0).astype(np.uint8), pad=4)
+            out = alpha[..., None] * fg.astype(np.float32) + (1.0 - alpha[..., None]) * bg
+        result = frame.copy()
+        result[box] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return result

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from implicit_deepfake import __version__
 from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index, write_split_index
+from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.nerface import find_background
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import (
@@ -27,17 +29,23 @@ from implicit_deepfake.io import (
     composite,
     read_image,
     read_json,
+    read_photo,
     sha256_file,
     sha256_json,
     synthetic_metadata,
     write_json,
     write_png,
 )
+from implicit_deepfake.faces import Face, FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder, identity_distance
 from implicit_deepfake.swap.base import FaceSwapper
+from implicit_deepfake.swap.report import frame_quality, multiview_consistency, summary
+from implicit_deepfake.swap.target import load_target
+from implicit_deepfake.swap.tracking import FaceTrack, TrackedFrame, track_faces
 
 log = logging.getLogger(__name__)
 ON_NO_FACE = ("keep", "drop", "error")
+LANDMARKS_CACHE = "landmarks.npz"  # the base frames' detected landmarks, by frame hash
 
 
 @dataclass(frozen=True)
@@ -98,20 +106,48 @@ def _is_done(record: dict | None, input_hash: str, out_dir: Path) -> bool:
     return out.is_file() and sha256_file(out) == record["output_sha256"]
 
 
-def _summary(records: list[dict]) -> dict:
-    def mean(key: str, status: str) -> float | None:
-        values = [r[key] for r in records if r["status"] == status and r[key] is not None]
-        return round(float(np.mean(values)), 4) if values else None
+def _cameras(indexes: Sequence[SplitIndex], size: tuple[int, int]) -> Cameras:
+    """Every frame's camera, in the order of `_frames`."""
+    height, width = size
+    parts = [index.camera.cameras(index.camera_to_world_gl, width, height) for index in indexes]
+    return Cameras(torch.cat([c.world_to_camera for c in parts]), torch.cat([c.intrinsics for c in parts]), width, height)
 
-    counts = {s: sum(r["status"] == s for r in records) for s in ("swapped", "no_face", "kept")}
-    changed = "swapped" if counts["swapped"] else "kept"
-    return {
-        "frames": len(records),
-        **counts,
-        "dropped": sum(r["output"] is None for r in records),
-        "mean_identity_distance_before": mean("identity_distance_before", changed),
-        "mean_identity_distance_after": mean("identity_distance_after", changed),
-    }
+
+def _detect_frames(frames: Sequence[_Frame], hashes: Sequence[str], background: Sequence[float],
+                   landmarker: FaceLandmarker, cache: Path) -> list[np.ndarray | None]:
+    """Each base frame's detected landmarks (468, 3) or None, cached in `cache` (an .npz of plain
+    arrays, read without pickle) by the frame's hash, so a resumed swap does not detect again."""
+    known: dict[tuple[str, str], np.ndarray] = {}
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                known = dict(zip(zip(data["sources"].tolist(), data["hashes"].tolist()), data["landmarks"]))
+        except (OSError, ValueError, KeyError):
+            log.warning("%s is unreadable: detecting the faces again", cache)
+    landmarks = []
+    for frame, digest in zip(frames, hashes):
+        found = known.get((frame.relpath, digest))
+        if found is None:
+            face = landmarker.detect(composite(read_image(frame.source), background))
+            found = np.full((468, 3), np.nan, np.float32) if face is None else face.landmarks
+        landmarks.append(found)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, sources=np.array([f.relpath for f in frames]), hashes=np.array(list(hashes)),
+                     landmarks=np.stack(landmarks))
+    return [None if np.isnan(lm).any() else lm for lm in landmarks]
+
+
+def _calibration_samples(frames: Sequence[_Frame], track: FaceTrack, background: Sequence[float],
+                         count: int = 12) -> list[tuple[np.ndarray, Face]]:
+    """(frame, face) of up to `count` frames with a face, the most visible (multiview) or evenly
+    spread (a video), for the swapper's one colour transfer."""
+    found = [i for i, t in enumerate(track.frames) if t.face is not None]
+    if track.mode == "multiview":
+        found = sorted(found, key=lambda i: -track.frames[i].visible)[:count]
+    else:
+        found = [found[i] for i in np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)] if found else []
+    return [(composite(read_image(frames[i].source), background), track.frames[i].face) for i in found]
 
 
 def run_swap(
@@ -123,27 +159,53 @@ def run_swap(
     on_no_face: str = "keep",
     background: Sequence[float] = (1.0, 1.0, 1.0),
     progress: bool = True,
+    target_face: int = 0,
+    track: Mapping | None = None,
+    landmarker: FaceLandmarker | None = None,
 ) -> dict:
-    """Swap every frame of `source_root` (Blender format) into `output_dir`; returns the manifest."""
+    """Swap every frame of `source_root` (Blender or NeRFace format) into `output_dir`; returns the
+    manifest. target_face: which face of the target photo (0 = largest); track: `track_faces`
+    options (mode, min_visible, smooth_sigma)."""
     if on_no_face not in ON_NO_FACE:
         raise DeepfakeError(f"swap.on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}.")
     source_root, out_dir, target_photo = Path(source_root), Path(output_dir), Path(target_photo)
+    track_options = {"mode": "auto", "min_visible": 0.2, "smooth_sigma": 1.0, **(track or {})}
     indexes = [read_split_index(source_root, split) for split in SPLITS]
     frames = _frames(indexes)
     sizes = _check_sizes(frames)
-    target = composite(read_image(target_photo))
+    landmarker = landmarker or FaceLandmarker()
+    if swapper.uses_landmarks:
+        target = load_target(target_photo, target_face, landmarker)
+        target_rgb, target_landmarks = target.crop()
+        target_record = target.record()
+    else:  # frames swapped elsewhere (or not at all): the photo only serves the identity measure
+        target_rgb, target_landmarks = read_photo(target_photo), None
+        target_record = {"path": str(target_photo), "sha256": sha256_file(target_photo)}
     try:
-        swapper.prepare(target, sizes)
+        swapper.prepare(target_rgb, sizes, target_landmarks)
     except DeepfakeError as err:  # name the photo: backends see only its pixels
         raise DeepfakeError(f"{target_photo}: {err}") from err
-    identity = _Identity(embedder, target)
+    identity = _Identity(embedder, target_rgb)
+
+    hashes = [sha256_file(f.source) for f in frames]
+    cameras = _cameras(indexes, sizes[frames[0].relpath])
+    detections = _detect_frames(frames, hashes, background, landmarker, out_dir / LANDMARKS_CACHE) \
+        if swapper.changes_frames else [None] * len(frames)
+    runs = np.split(np.arange(len(frames)), np.cumsum([len(i.frames) for i in indexes])[:-1])
+    video = any("expression" in f.entry for f in frames)
+    faces = track_faces(detections, cameras, runs, video=video, **track_options)
+    if swapper.uses_landmarks:
+        swapper.calibrate(_calibration_samples(frames, faces, background))
 
     config = {
         "swapper": swapper.config(),
-        "target_sha256": sha256_file(target_photo),
+        "target_sha256": target_record["sha256"],
+        "target_face": target_face,
         "identity_backend": embedder.name if embedder else None,
         "on_no_face": on_no_face,
         "background": list(background),
+        "track": track_options,
+        "track_sha256": faces.fingerprint() if swapper.uses_landmarks else None,
         "version": __version__,
     }
     manifest_path = out_dir / "manifest.json"
@@ -158,6 +220,8 @@ def run_swap(
         "metadata": synthetic_metadata(),
         "source_root": str(source_root),
         "target_photo": str(target_photo),
+        "target": target_record,
+        "faces": faces.record(),
         "config": config,
         "fingerprint": fingerprint,
         "complete": False,
@@ -165,43 +229,73 @@ def run_swap(
     }
     records = manifest["frames"]
     skipped = 0
-    for frame in tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress):
-        input_hash = sha256_file(frame.source)
-        if _is_done(done.get(frame.relpath), input_hash, out_dir):
+    for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
+        if _is_done(done.get(frame.relpath), hashes[i], out_dir):
             records.append(done[frame.relpath])
             skipped += 1
             continue
-        base = read_image(frame.source)
-        rgb = composite(base, background)
-        swapped = swapper.swap(rgb, frame.relpath)
-        status = "swapped" if swapper.changes_frames else "kept"
-        if swapped is None:
-            status = "no_face"
-            if on_no_face == "error":
-                raise DeepfakeError(
-                    f"{frame.source}: no face found by the '{swapper.name}' swapper. "
-                    "Set swap.on_no_face=keep (use the base frame) or drop (leave it out)."
-                )
-            swapped = rgb if on_no_face == "keep" else None
-        record = {
-            "split": frame.split,
-            "source": frame.relpath,
-            "output": None,
-            "status": status,
-            "backend": swapper.name,
-            "input_sha256": input_hash,
-            "output_sha256": None,
-            "identity_distance_before": identity.distance(rgb),
-            "identity_distance_after": identity.distance(swapped),
-        }
-        if swapped is not None:
-            out = out_dir / frame.output_relpath
-            alpha = [base[..., 3:]] if base.shape[-1] == 4 else []
-            write_png(out, np.concatenate([swapped, *alpha], axis=-1), SwapBackend=swapper.name, Source=frame.relpath)
-            record.update(output=frame.output_relpath, output_sha256=sha256_file(out))
-        records.append(record)
+        records.append(_swap_frame(frame, hashes[i], faces.frames[i], detections[i], swapper, identity,
+                                   on_no_face, background, landmarker, out_dir))
         write_json(manifest_path, manifest)
 
+    _write_indexes(indexes, frames, records, out_dir)
+    _copy_side_files(source_root, target_photo, out_dir)
+    manifest["summary"] = summary(records)
+    if faces.mesh is not None and manifest["summary"]["swapped"]:
+        manifest["summary"]["multiview_colour_difference"] = _consistency(frames, faces, cameras, records,
+                                                                          background, out_dir)
+    manifest["complete"] = True
+    write_json(manifest_path, manifest)
+    log.info("swap: %d frames (%d already done) -> %s; %s", len(frames), skipped, out_dir, manifest["summary"])
+    return manifest
+
+
+def _swap_frame(frame: _Frame, input_hash: str, tracked: TrackedFrame, detected: np.ndarray | None,
+                swapper: FaceSwapper, identity: _Identity, on_no_face: str, background: Sequence[float],
+                landmarker: FaceLandmarker, out_dir: Path) -> dict:
+    """Swap one frame, write it (alpha from the base frame) and return its manifest record."""
+    base = read_image(frame.source)
+    rgb = composite(base, background)
+    status = "swapped" if swapper.changes_frames else "kept"
+    if swapper.uses_landmarks and tracked.status == "hidden":
+        swapped, status = rgb, "hidden"  # the back of the head: nothing of the face to swap
+    elif swapper.uses_landmarks and tracked.face is None:
+        swapped = None
+    else:
+        swapped = swapper.swap(rgb, frame.relpath, tracked.face if swapper.uses_landmarks else None)
+    if swapped is None:
+        status = "no_face"
+        if on_no_face == "error":
+            raise DeepfakeError(
+                f"{frame.source}: no face found by the '{swapper.name}' swapper. "
+                "Set swap.on_no_face=keep (use the base frame) or drop (leave it out)."
+            )
+        swapped = rgb if on_no_face == "keep" else None
+    record = {
+        "split": frame.split,
+        "source": frame.relpath,
+        "output": None,
+        "status": status,
+        "backend": swapper.name,
+        "input_sha256": input_hash,
+        "output_sha256": None,
+        "visible": tracked.visible,
+        "identity_distance_before": identity.distance(rgb),
+        "identity_distance_after": identity.distance(swapped),
+    }
+    if status == "swapped":
+        after = landmarker.detect(swapped)
+        record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))
+    if swapped is not None:
+        out = out_dir / frame.output_relpath
+        alpha = [base[..., 3:]] if base.shape[-1] == 4 else []
+        write_png(out, np.concatenate([swapped, *alpha], axis=-1), SwapBackend=swapper.name, Source=frame.relpath)
+        record.update(output=frame.output_relpath, output_sha256=sha256_file(out))
+    return record
+
+
+def _write_indexes(indexes: Sequence[SplitIndex], frames: Sequence[_Frame], records: Sequence[dict], out_dir: Path) -> None:
+    """The swapped dataset's transforms jsons: the base entries of the frames that were written."""
     for index in indexes:
         kept = {r["source"]: r for r in records if r["split"] == index.split and r["output"]}
         entries = [
@@ -212,14 +306,25 @@ def run_swap(
         if not entries:
             raise DeepfakeError(f"Split '{index.split}': every frame was dropped (no face found). Nothing to train on.")
         write_split_index(out_dir, index.split, index.camera.camera_angle_x, entries, index.camera.intrinsics)
-    background = find_background(source_root)
+
+
+def _copy_side_files(source_root: Path, target_photo: Path, out_dir: Path) -> None:
+    """The target photo, and a NeRFace dataset's static background (the empty scene, not swapped)."""
     copies = [(target_photo, out_dir / f"famous{target_photo.suffix.lower()}")]
-    if background is not None:  # NeRFace format: the empty scene behind the head, not swapped
+    background = find_background(source_root)
+    if background is not None:
         copies.append((background, out_dir / background.relative_to(source_root)))
     for source, destination in copies:
         with atomic_path(destination) as tmp:
             shutil.copyfile(source, tmp)
-    manifest.update(complete=True, summary=_summary(records))
-    write_json(manifest_path, manifest)
-    log.info("swap: %d frames (%d already done) -> %s; %s", len(frames), skipped, out_dir, manifest["summary"])
-    return manifest
+
+
+def _consistency(frames: Sequence[_Frame], faces: FaceTrack, cameras: Cameras, records: Sequence[dict],
+                 background: Sequence[float], out_dir: Path) -> dict:
+    views = [i for i, r in enumerate(records) if r["status"] == "swapped"]
+
+    def load(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return (composite(read_image(frames[i].source), background),
+                composite(read_image(out_dir / records[i]["output"]), background))
+
+    return multiview_consistency(faces.mesh, faces.triangles, cameras, views, load)
