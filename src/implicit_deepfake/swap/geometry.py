@@ -29,8 +29,8 @@ _CHIN, _FOREHEAD, _NOSE_TIP = 152, 10, 1
 class FaceMesh3D:
     """The triangulated landmarks and how well they explain the views they came from.
 
-    points: (468, 3) world; used / rejected: indices of the views that voted / were rejected as
-    outliers; errors: (N,) median reprojection error in pixels of each view with a detection (nan
+    points: (468, 3) world; used / rejected: indices of the views that voted for them / were rejected
+    as outliers; errors: (N,) median reprojection error in pixels of each view with a detection (nan
     elsewhere)."""
 
     points: np.ndarray
@@ -179,6 +179,7 @@ def triangulate_face(
     floor = min_error_px * max(cameras.width, cameras.height) / 128.0
     active = np.ones(len(seen), bool)
     for _ in range(iterations):
+        voted = active
         points = triangulate(projections, xy, weights * active[:, None])
         # Points no view sees twice after re-weighting fall back to the unweighted estimate.
         missing = ~np.isfinite(points).all(1)
@@ -198,8 +199,8 @@ def triangulate_face(
         weights = (visible & (errors <= point_limit)).astype(np.float64)
     all_errors = np.full(len(detected), np.nan)
     all_errors[seen] = view_error
-    return FaceMesh3D(points, [seen[i] for i in np.flatnonzero(active)],
-                      [seen[i] for i in np.flatnonzero(~active)], all_errors)
+    return FaceMesh3D(points, [seen[i] for i in np.flatnonzero(voted)],
+                      [seen[i] for i in np.flatnonzero(~voted)], all_errors)
 
 
 def smooth_tracks(detected: list[np.ndarray | None], sigma: float, max_gap: int = 2) -> list[np.ndarray | None]:
