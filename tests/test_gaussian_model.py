@@ -35,7 +35,8 @@ def sphere_frames(n: int = 8, size: int = 48) -> Frames:
     alpha = (miss2 < RADIUS**2).float()[..., None]
     hit = origins + (along - (RADIUS**2 - miss2).clamp_min(0).sqrt())[..., None] * directions
     rgb = sphere_colour(hit) * alpha + (1 - alpha)
-    return Frames(cameras, rgb.contiguous(), alpha, [f"train/r_{i}.png" for i in range(n)])
+    as_uint8 = lambda x: (x * 255).round().to(torch.uint8).contiguous()  # noqa: E731
+    return Frames(cameras, as_uint8(rgb), as_uint8(alpha), [f"train/r_{i}.png" for i in range(n)])
 
 
 def test_cameras_focus_and_scale():
@@ -62,7 +63,7 @@ def test_hull_points_lie_on_the_silhouettes_surface_with_pixel_colours():
 
 def test_hull_points_without_alpha_fill_the_visible_ball():
     frames = sphere_frames()
-    opaque = Frames(frames.cameras, frames.rgb, torch.ones_like(frames.alpha), frames.relpaths)
+    opaque = Frames(frames.cameras, frames.rgb8, None, frames.relpaths)
     points, _ = hull_points(opaque, 500, seed=0)
     distance = 4.0 * math.sqrt(1 + 0.5**2 / 16)
     assert points.norm(dim=1).max() <= distance * math.sin(0.4) + 1e-4

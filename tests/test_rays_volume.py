@@ -152,8 +152,8 @@ def test_positional_encoding_and_nerf_pytorch_network_size():
 
 def test_ray_batches_carry_the_pixels_they_pass_through():
     cameras = orbit_cameras(2, 8)
-    rgb = torch.rand(2, 8, 8, 3)
-    alpha = torch.rand(2, 8, 8, 1)
+    rgb = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    alpha = torch.randint(0, 256, (2, 8, 8, 1), dtype=torch.uint8)
     dataset = RayDataset(Frames(cameras, rgb, alpha, ["a", "b"]), batch_size=50)
     assert len(dataset) == 3  # 128 pixels in batches of 50
     batch = dataset[0]
@@ -164,4 +164,4 @@ def test_ray_batches_carry_the_pixels_they_pass_through():
         view = int(torch.argmin((cameras.centers - batch["origins"][i]).norm(dim=1)))
         pix, _ = cameras[view].project(point)
         x, y = (pix[0, 0] - 0.5).round().long().tolist()
-        assert batch["rgb"][i].tolist() == rgb[view, y, x].tolist() and batch["alpha"][i].tolist() == alpha[view, y, x].tolist()
+        assert torch.equal(batch["rgb"][i], rgb[view, y, x] / 255.0) and torch.equal(batch["alpha"][i], alpha[view, y, x] / 255.0)

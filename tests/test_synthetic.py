@@ -132,7 +132,7 @@ def test_second_prepare_reuses_the_cache_and_a_new_config_rebuilds(tmp_path: Pat
     changed.prepare()
     assert json.loads(stamp.read_text())["config"]["seed"] == 1
     assert load_blender_split(root, "test").images.shape == (2, 32, 32, 4)
-    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]  # no staging folder left (the lock stays)
 
 
 def test_a_failed_build_leaves_the_previous_dataset_in_place(tmp_path: Path, monkeypatch):
@@ -148,7 +148,7 @@ def test_a_failed_build_leaves_the_previous_dataset_in_place(tmp_path: Path, mon
         SyntheticAvatarSource(str(root), **{**small, "seed": 5}).prepare()
     assert (root / "avatar.json").read_text() == stamp
     assert load_blender_split(root, "train").images.shape == (1, 32, 32, 4)
-    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]
 
 
 def test_refuses_to_replace_a_folder_it_did_not_build(tmp_path: Path):

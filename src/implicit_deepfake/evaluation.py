@@ -63,7 +63,7 @@ def evaluate_module(
     images = image_metrics(torch.from_numpy(np.stack(renders)).float() / 255.0, test.rgb)
 
     source = instantiate(cfg.data.source)
-    base = load_frames(source.root, "test", datamodule.background, datamodule.downscale)
+    base = load_frames(source.root, "test", datamodule.background, datamodule.downscale, cache=False)
     faces = face_metrics(
         renders,
         target_image(cfg, source),

@@ -7,23 +7,26 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
 from implicit_deepfake.data.blender import load_blender_split
+from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.edit import edit_expressions
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.evaluation import evaluate_module, test_yaws
 from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
+from implicit_deepfake.trust import check_buildable, load_checkpoint
 from implicit_deepfake.swap.runner import run_swap
 from implicit_deepfake.swap.target import target_image, target_photo
 
@@ -104,7 +107,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     check_ddp_launch(trainer, HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     write_run_info(run_dir, cfg, status="trained", steps=trainer.global_step)
     metrics = evaluate_module(module, datamodule, cfg, run_dir, trainer.global_step, loggers)
     for logger in loggers:
@@ -135,14 +138,19 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         if not ckpt.is_file():
             raise DeepfakeError(f"ckpt={ckpt}: no such checkpoint file.")
     run_cfg, run_dir = _run_config(ckpt)
-    module_class = get_class(run_cfg.model.module._target_)
-    module = module_class.load_from_checkpoint(ckpt, map_location="cpu", weights_only=False)
+    # Someone else's run folder: build only this package's classes, read the checkpoint as data.
+    check_buildable(run_cfg, run_dir / "config.yaml", {
+        "model.module": SceneModule, "datamodule": FrameDataModule, "data.source": object, "identity": FaceEmbedder,
+    })
+    checkpoint = load_checkpoint(ckpt)
+    module = instantiate(run_cfg.model.module)
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
     datamodule = instantiate(run_cfg.datamodule)
     source = cfg.get("edit", {}).get("expressions_from")
     if source is not None:
         return edit_expressions(module, datamodule, source, run_dir)
-    steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-    return evaluate_module(module, datamodule, run_cfg, run_dir, steps)
+    return evaluate_module(module, datamodule, run_cfg, run_dir, int(checkpoint.get("global_step", 0)))
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:

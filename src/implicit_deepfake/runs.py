@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from implicit_deepfake.config import target_key
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import read_json, write_json
 
@@ -13,8 +14,9 @@ LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 def run_key(cfg: DictConfig) -> dict[str, str]:
-    """What must match for a run to continue another: the data, the swap and the model."""
-    return {"data": cfg.data.name, "swap": cfg.swap.name, "model": cfg.model.name}
+    """What must match for a run to continue another: the data, the swap, the target and the model."""
+    target = target_key(cfg.get("target"), cfg.get("target_face", 0))
+    return {"data": cfg.data.name, "swap": cfg.swap.name, "target": target, "model": cfg.model.name}
 
 
 def write_run_info(run_dir: Path, cfg: DictConfig, **extra: object) -> None:

@@ -1,8 +1,9 @@
 """One LightningDataModule over a (swapped) Blender-format dataset, for every model.
 
-Frames are small (the paper's 100 + 50 + 10 views at 800 px are ~1 GB as float32 at most), so each
-split is loaded once into tensors: RGB composited onto the configured background, alpha, cameras,
-and for a NeRFace-format video each frame's expression and face bbox and the static background.
+Each split is decoded once into uint8 arrays on disk and memory-mapped (`frame_cache.py`): RGB
+composited onto the configured background, alpha, cameras, and for a NeRFace-format video each
+frame's expression and face bbox and the static background; batches convert to floats as they are
+read, so a 5,500-frame video costs its pages, not 17 GB of floats.
 `mode="images"` serves whole images with their cameras (Gaussian splatting); `mode="rays"` serves
 random batches of rays from all training images (NeRFs), made per batch from the cameras, so no
 split's rays are ever held in memory (NeRFace's own loader precomputes them all: 80 GB).
@@ -16,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from implicit_deepfake.data.blender import load_blender_split
-from implicit_deepfake.data.nerface import is_nerface_split, load_nerface_split
+from implicit_deepfake.data.blender import read_split_index
+from implicit_deepfake.data.frame_cache import cached_frames, decode_frames
+from implicit_deepfake.data.nerface import is_nerface_split, read_background, read_bboxes, read_expressions
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
@@ -28,13 +31,14 @@ from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
 
 @dataclass(frozen=True)
 class Frames:
-    """One split in memory: rgb (N, H, W, 3) in [0, 1] on the background, alpha (N, H, W, 1). A NeRFace
-    video adds expressions (N, D), bboxes (N, 4) [top, bottom, left, right] fractions (None: no
-    frame has one) and background_image (H, W, 3), the static scene behind the head."""
+    """One split: rgb8 (N, H, W, 3) uint8 on the background and alpha8 (N, H, W, 1) uint8 (None:
+    opaque frames), memory-mapped for the training data and read per batch. A NeRFace video adds
+    expressions (N, D), bboxes (N, 4) [top, bottom, left, right] fractions (None: no frame has one)
+    and background_image (H, W, 3) in [0, 1], the static scene behind the head."""
 
     cameras: Cameras
-    rgb: Tensor
-    alpha: Tensor
+    rgb8: Tensor
+    alpha8: Tensor | None
     relpaths: list[str]
     expressions: Tensor | None = None
     bboxes: Tensor | None = None
@@ -43,27 +47,59 @@ class Frames:
     def __len__(self) -> int:
         return len(self.cameras)
 
+    def colors(self, *index: Tensor | int) -> Tensor:
+        """Pixels (or whole frames) at `index` into (N, H, W) as floats in [0, 1], (..., 3)."""
+        return self.rgb8[index].float() / 255.0
 
-def _unit(images: np.ndarray) -> Tensor:
-    return torch.from_numpy(images).float() / 255.0
+    def opacities(self, *index: Tensor | int) -> Tensor:
+        """Alpha at `index` into (N, H, W) as floats in [0, 1], (..., 1)."""
+        if self.alpha8 is None:
+            return torch.ones((*self.rgb8[index].shape[:-1], 1))
+        return self.alpha8[index].float() / 255.0
+
+    @property
+    def rgb(self) -> Tensor:
+        """(N, H, W, 3) floats of the whole split: for the small splits (val, test)."""
+        return self.colors(slice(None))
+
+    @property
+    def alpha(self) -> Tensor:
+        """(N, H, W, 1) floats of the whole split: for the small splits, or a few views' masks."""
+        return self.opacities(slice(None))
 
 
-def load_frames(root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1) -> Frames:
-    """Load a split and composite it onto `background` (RGB frames count as fully opaque); a
-    NeRFace-format split (frames with an `expression`) comes with its expressions, bboxes and
-    background image, its frames already on that image."""
-    if is_nerface_split(root, split):
-        video = load_nerface_split(root, split, downscale)
-        rgb = _unit(video.images)
-        bboxes = None if video.bboxes is None else torch.from_numpy(video.bboxes)
-        return Frames(video.cameras, rgb, torch.ones_like(rgb[..., :1]), video.index.relpaths,
-                      torch.from_numpy(video.expressions), bboxes, _unit(video.background))
-    loaded = load_blender_split(root, split, downscale)
-    images = _unit(loaded.images)
-    rgb = images[..., :3]
-    alpha = images[..., 3:] if images.shape[-1] == 4 else torch.ones_like(rgb[..., :1])
-    rgb = rgb * alpha + torch.tensor(background, dtype=rgb.dtype) * (1.0 - alpha)
-    return Frames(loaded.cameras, rgb, alpha, loaded.index.relpaths)
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a frame as stored, read from its header."""
+    with Image.open(path) as image:
+        return image.size
+
+
+def load_frames(root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1,
+                cache: bool = True) -> Frames:
+    """Load a split composited onto `background` (RGB frames count as fully opaque); a NeRFace-format
+    split (frames with an `expression`) comes with its expressions, bboxes and background image,
+    its frames composited on that image. cache: decode into `<root>/.frames` once and memory-map
+    (a folder this tool wrote, such as a swap cache); False: decode into memory (a small split of
+    someone else's folder)."""
+    if not isinstance(downscale, int) or downscale < 1:
+        raise DeepfakeError(f"data.downscale must be a positive integer, got {downscale!r}.")
+    index = read_split_index(root, split)
+    width, height = _image_size(index.image_paths[0])
+    cameras = index.camera.cameras(index.camera_to_world_gl, width, height).scaled(1 / downscale)
+    video = is_nerface_split(root, split)
+    shape = (cameras.height, cameras.width)
+    backdrop = read_background(root, downscale, shape).astype(np.float32) if video else \
+        np.asarray(background, np.float32) * 255.0
+    if cache:
+        rgb, alpha = cached_frames(Path(root), split, index.image_paths, backdrop, downscale)
+    else:
+        rgb, alpha = decode_frames(index.image_paths, backdrop, downscale)
+    rgb8, alpha8 = torch.from_numpy(rgb), None if alpha is None or video else torch.from_numpy(alpha)
+    if not video:
+        return Frames(cameras, rgb8, alpha8, index.relpaths)
+    bboxes = read_bboxes(index)
+    return Frames(cameras, rgb8, None, index.relpaths, torch.from_numpy(read_expressions(index)),
+                  None if bboxes is None else torch.from_numpy(bboxes), torch.from_numpy(backdrop / 255.0))
 
 
 class ImageDataset(Dataset):
@@ -80,8 +116,8 @@ class ImageDataset(Dataset):
         f = self.frames
         item = {
             "index": torch.tensor(i),
-            "rgb": f.rgb[i],
-            "alpha": f.alpha[i],
+            "rgb": f.colors(i),
+            "alpha": f.opacities(i),
             "world_to_camera": f.cameras.world_to_camera[i],
             "intrinsics": f.cameras.intrinsics[i],
         }
@@ -134,7 +170,7 @@ class RayDataset(Dataset):
         if not 0.0 < bbox_weight < 1.0:
             raise DeepfakeError(f"datamodule.bbox_weight must be in (0, 1), got {bbox_weight}.")
         self.frames, self.batch_size, self.bbox_weight, self.generator = frames, batch_size, bbox_weight, generator
-        self.pixels = frames.rgb.shape[1] * frames.rgb.shape[2]
+        self.pixels = frames.cameras.width * frames.cameras.height
 
     def __len__(self) -> int:
         return -(-len(self.frames) * self.pixels // self.batch_size)
@@ -148,7 +184,7 @@ class RayDataset(Dataset):
             pixels = bbox_pixels(f.bboxes[view], f.cameras.width, f.cameras.height, self.bbox_weight, self.generator)
         origins, directions = pixel_rays(f.cameras, view, pixels)
         x, y = pixels.unbind(1)
-        batch = {"origins": origins, "directions": directions, "rgb": f.rgb[view, y, x], "alpha": f.alpha[view, y, x]}
+        batch = {"origins": origins, "directions": directions, "rgb": f.colors(view, y, x), "alpha": f.opacities(view, y, x)}
         if f.expressions is not None:
             batch |= {"frame": view, "expression": f.expressions[view], "background": f.background_image[y, x]}
         return batch

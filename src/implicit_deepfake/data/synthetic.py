@@ -29,7 +29,7 @@ from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import atomic_path, read_image, read_json, sha256_file, sha256_json, write_json, write_png
+from implicit_deepfake.io import atomic_path, exclusive, read_image, read_json, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
 BUILDER_VERSION = 2
@@ -101,9 +101,14 @@ class SyntheticAvatarSource:
             return False
 
     def prepare(self) -> Path:
-        """The dataset root, built first if missing or built with another config."""
+        """The dataset root, built first if missing or built with another config (one job at a time:
+        a parallel job waits for the build, then uses it)."""
         if self.is_built():
             return self.root
+        with exclusive(self.root, "the dataset"):
+            return self.root if self.is_built() else self._build_here()
+
+    def _build_here(self) -> Path:
         if self.root.is_dir() and any(self.root.iterdir()) and not (self.root / _STAMP).is_file():
             raise DeepfakeError(
                 f"{self.root} exists and is not a synthetic avatar dataset (no {_STAMP}); building would replace it. "

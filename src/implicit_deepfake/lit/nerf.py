@@ -25,6 +25,10 @@ def mse_to_psnr(mse: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse)
 
 
+# Views the occupancy grid is carved against (evenly spread over the training frames).
+CARVING_VIEWS = 64
+
+
 class LitNeRF(SceneModule):
     """model: Hydra config of a `RayModel`; optimizer: a `_partial_` optimizer config; lr: learning
     rate per parameter-name prefix of the model (e.g. {"coarse": 5e-4, "fine": 5e-4}), each decayed
@@ -57,12 +61,15 @@ class LitNeRF(SceneModule):
             center = frames.cameras.look_at_point()
             self.box_center.copy_(center)
             self.box_radius.fill_(visible_radius(frames.cameras, center) * self.hparams.box_scale)
-            masks = self.carving_masks(frames)
-            self.model.carve(lambda x: inside_hull(self.box_center + self.box_radius * x, frames.cameras, masks))
+            # A spread subset of the views carves nearly the same hull; a 5,500-frame video's masks
+            # would not fit in memory.
+            views = torch.linspace(0, len(frames) - 1, min(len(frames), CARVING_VIEWS)).round().long()
+            masks, cameras = self.carving_masks(frames, views), frames.cameras[views]
+            self.model.carve(lambda x: inside_hull(self.box_center + self.box_radius * x, cameras, masks))
 
-    def carving_masks(self, frames: Frames) -> Tensor:
-        """(N, H, W) masks of the training frames whose visual hull may hold matter: their alpha."""
-        return frames.alpha[..., 0]
+    def carving_masks(self, frames: Frames, views: Tensor) -> Tensor:
+        """(V, H, W) masks of training frames `views` whose visual hull may hold matter: their alpha."""
+        return frames.opacities(views)[..., 0]
 
     def param_groups(self) -> list[dict]:
         """The optimizer's parameter groups: the model's, by `lr` prefix."""

@@ -84,9 +84,9 @@ class LitNeRFace(LitNeRF):
         self.train_expressions = torch.zeros_like(state["train_expressions"])
         self.background_image = torch.zeros_like(state["background_image"])
 
-    def carving_masks(self, frames: Frames) -> Tensor:
+    def carving_masks(self, frames: Frames, views: Tensor) -> Tensor:
         """The frames are opaque (alpha 1): their foreground against the background image instead."""
-        return foreground_masks(frames.rgb, frames.background_image)
+        return foreground_masks(frames.colors(views), frames.background_image)
 
     def param_groups(self) -> list[dict]:
         return [*super().param_groups(), {"params": [self.latents], "lr": self.hparams.latent_lr}]

@@ -91,7 +91,7 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
             is_inside = inside_hull(origins[rows] + middle[:, None] * directions[rows], cameras[carve], alpha[carve])
             inside_depth, outside = torch.where(is_inside, middle, inside_depth), torch.where(is_inside, outside, middle)
         points.append(origins[rows] + inside_depth[:, None] * directions[rows])
-        colors.append(frames.rgb[view[rows], y[rows], x[rows]])
+        colors.append(frames.colors(view[rows], y[rows], x[rows]))
     points, colors = torch.cat(points)[:n], torch.cat(colors)[:n]
     if len(points) < n:  # masks that no view agrees on: fill up at random
         extra_points, extra_colors = _random_ball(n - len(points), focus, radius, generator)

@@ -2,8 +2,8 @@
 
 Output: `<output_dir>/` with the base layout (`<split>/r_<i>.png`, `transforms_<split>.json` with
 every field kept), `famous.jpg`, a NeRFace dataset's static background, and `manifest.json`. Each
-frame is written atomically and recorded in the manifest right after, so a killed run resumes
-where it stopped; a changed swapper, target, identity backend or base frame invalidates exactly
+frame is written atomically, and the manifest every MANIFEST_EVERY frames and when the run stops,
+so a stopped run resumes where it stopped (a killed one, where it last wrote the manifest); a changed swapper, target, identity backend or base frame invalidates exactly
 what it affects.
 """
 
@@ -27,6 +27,7 @@ from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import (
     atomic_path,
     composite,
+    exclusive,
     read_image,
     read_json,
     read_photo,
@@ -45,6 +46,9 @@ from implicit_deepfake.swap.tracking import FaceTrack, TrackedFrame, track_faces
 
 log = logging.getLogger(__name__)
 ON_NO_FACE = ("keep", "drop", "error")
+# The manifest is rewritten after this many swapped frames (and at the end), not after each one:
+# rewriting it whole per frame is quadratic in a 5,500-frame video.
+MANIFEST_EVERY = 25
 LANDMARKS_CACHE = "landmarks.npz"  # the base frames' detected landmarks, by frame hash
 
 
@@ -150,7 +154,16 @@ def _calibration_samples(frames: Sequence[_Frame], track: FaceTrack, background:
     return [(composite(read_image(frames[i].source), background), track.frames[i].face) for i in found]
 
 
-def run_swap(
+def run_swap(source_root: str | Path, target_photo: str | Path, output_dir: str | Path, swapper: FaceSwapper,
+             embedder: FaceEmbedder | None = None, **options) -> dict:
+    """Swap every frame of `source_root` (Blender or NeRFace format) into `output_dir`; returns the
+    manifest. One job at a time per cache: another job swapping into it waits, then reuses its work.
+    embedder: the identity backend of the manifest's distances (None: none); options: see `_run_swap`."""
+    with exclusive(output_dir, "the swapped frames"):
+        return _run_swap(source_root, target_photo, output_dir, swapper, embedder, **options)
+
+
+def _run_swap(
     source_root: str | Path,
     target_photo: str | Path,
     output_dir: str | Path,
@@ -163,9 +176,8 @@ def run_swap(
     track: Mapping | None = None,
     landmarker: FaceLandmarker | None = None,
 ) -> dict:
-    """Swap every frame of `source_root` (Blender or NeRFace format) into `output_dir`; returns the
-    manifest. target_face: which face of the target photo (0 = largest); track: `track_faces`
-    options (mode, min_visible, smooth_sigma)."""
+    """target_face: which face of the target photo (0 = largest); track: `track_faces` options
+    (mode, min_visible, smooth_sigma); on_no_face: one of ON_NO_FACE."""
     if on_no_face not in ON_NO_FACE:
         raise DeepfakeError(f"swap.on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}.")
     source_root, out_dir, target_photo = Path(source_root), Path(output_dir), Path(target_photo)
@@ -229,14 +241,19 @@ def run_swap(
     }
     records = manifest["frames"]
     skipped = 0
-    for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
-        if _is_done(done.get(frame.relpath), hashes[i], out_dir):
-            records.append(done[frame.relpath])
-            skipped += 1
-            continue
-        records.append(_swap_frame(frame, hashes[i], faces.frames[i], detections[i], swapper, identity,
-                                   on_no_face, background, landmarker, out_dir))
+    try:
+        for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
+            if _is_done(done.get(frame.relpath), hashes[i], out_dir):
+                records.append(done[frame.relpath])
+                skipped += 1
+                continue
+            records.append(_swap_frame(frame, hashes[i], faces.frames[i], detections[i], swapper, identity,
+                                       on_no_face, background, landmarker, out_dir))
+            if (len(records) - skipped) % MANIFEST_EVERY == 0:  # a killed run redoes at most these frames
+                write_json(manifest_path, manifest)
+    except BaseException:  # stopped (Ctrl-C, an error): keep what is done for the resume
         write_json(manifest_path, manifest)
+        raise
 
     _write_indexes(indexes, frames, records, out_dir)
     _copy_side_files(source_root, target_photo, out_dir)
