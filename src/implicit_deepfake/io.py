@@ -163,6 +163,18 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image from its header alone; a clear error if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise DeepfakeError(f"{path}: image not found.")
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DeepfakeError(f"{path}: cannot read this image ({err}). Replace it with a valid PNG or JPG.") from err
+
+
 def image_text(path: str | Path) -> dict[str, str]:
     """The PNG text chunks of an image (empty for formats without them)."""
     with Image.open(path) as im:

@@ -11,21 +11,21 @@ split's rays are ever held in memory (NeRFace's own loader precomputes them all:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from implicit_deepfake.data.blender import read_split_index
-from implicit_deepfake.data.frame_cache import cached_frames, decode_frames
+from implicit_deepfake.data.frame_cache import PixelReader, cached_frames, decode_frames
 from implicit_deepfake.data.nerface import is_nerface_split, read_background, read_bboxes, read_expressions
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import image_size
 from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
 
 
@@ -43,19 +43,27 @@ class Frames:
     expressions: Tensor | None = None
     bboxes: Tensor | None = None
     background_image: Tensor | None = None
+    # Readers of scattered pixels of memory-mapped rgb8 / alpha8 (see frame_cache.PixelReader).
+    readers: tuple[PixelReader | None, PixelReader | None] = field(default=(None, None), repr=False)
 
     def __len__(self) -> int:
         return len(self.cameras)
 
-    def colors(self, *index: Tensor | int) -> Tensor:
+    def colors(self, *index: Tensor | int | slice) -> Tensor:
         """Pixels (or whole frames) at `index` into (N, H, W) as floats in [0, 1], (..., 3)."""
-        return self.rgb8[index].float() / 255.0
+        return self._read(self.rgb8, self.readers[0], index)
 
-    def opacities(self, *index: Tensor | int) -> Tensor:
+    def opacities(self, *index: Tensor | int | slice) -> Tensor:
         """Alpha at `index` into (N, H, W) as floats in [0, 1], (..., 1)."""
         if self.alpha8 is None:
-            return torch.ones((*self.rgb8[index].shape[:-1], 1))
-        return self.alpha8[index].float() / 255.0
+            return torch.ones(1).expand(self.rgb8.shape[:3])[index][..., None]  # expand: no memory
+        return self._read(self.alpha8, self.readers[1], index)
+
+    @staticmethod
+    def _read(array: Tensor, reader: PixelReader | None, index: tuple) -> Tensor:
+        if reader is not None and len(index) == 3 and all(isinstance(i, Tensor) for i in index):
+            return torch.from_numpy(reader(*(i.numpy() for i in index)).copy()).float() / 255.0
+        return array[index].float() / 255.0
 
     @property
     def rgb(self) -> Tensor:
@@ -68,12 +76,6 @@ class Frames:
         return self.opacities(slice(None))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a frame as stored, read from its header."""
-    with Image.open(path) as image:
-        return image.size
-
-
 def load_frames(root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1,
                 cache: bool = True) -> Frames:
     """Load a split composited onto `background` (RGB frames count as fully opaque); a NeRFace-format
@@ -84,7 +86,7 @@ def load_frames(root: str | Path, split: str, background: tuple[float, float, fl
     if not isinstance(downscale, int) or downscale < 1:
         raise DeepfakeError(f"data.downscale must be a positive integer, got {downscale!r}.")
     index = read_split_index(root, split)
-    width, height = _image_size(index.image_paths[0])
+    height, width = image_size(index.image_paths[0])
     cameras = index.camera.cameras(index.camera_to_world_gl, width, height).scaled(1 / downscale)
     video = is_nerface_split(root, split)
     shape = (cameras.height, cameras.width)
@@ -96,10 +98,15 @@ def load_frames(root: str | Path, split: str, background: tuple[float, float, fl
         rgb, alpha = decode_frames(index.image_paths, backdrop, downscale)
     rgb8, alpha8 = torch.from_numpy(rgb), None if alpha is None or video else torch.from_numpy(alpha)
     if not video:
-        return Frames(cameras, rgb8, alpha8, index.relpaths)
+        return Frames(cameras, rgb8, alpha8, index.relpaths, readers=(_reader(rgb), _reader(alpha)))
     bboxes = read_bboxes(index)
     return Frames(cameras, rgb8, None, index.relpaths, torch.from_numpy(read_expressions(index)),
-                  None if bboxes is None else torch.from_numpy(bboxes), torch.from_numpy(backdrop / 255.0))
+                  None if bboxes is None else torch.from_numpy(bboxes), torch.from_numpy(backdrop / 255.0),
+                  readers=(_reader(rgb), None))
+
+
+def _reader(array: np.ndarray | None) -> PixelReader | None:
+    return PixelReader(array) if isinstance(array, np.memmap) else None
 
 
 class ImageDataset(Dataset):

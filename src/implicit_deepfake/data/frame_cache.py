@@ -2,7 +2,8 @@
 
 A NeRFace video has ~5,500 frames of 512x512: 4.3 GB as uint8 RGB, 17 GB as float32. Held as
 floats they do not fit a laptop (NeRFace's own loader needs 80 GB); decoded once into
-`<root>/.frames/<split>-<key>.{rgb,alpha}.npy` and memory-mapped, they cost the pages a step reads.
+`<root>/.frames/<split>-<key>.{rgb,alpha}.npy` and memory-mapped (whole frames) or read pixel by
+pixel (`PixelReader`: a ray batch's scattered pixels), they cost what a step reads.
 The cache is keyed by the frames' paths, sizes and modification times, the background and the
 downscale factor, built under a file lock (parallel jobs wait, then map it) and renamed into place
 whole, so a killed build leaves nothing half-written.
@@ -10,6 +11,8 @@ whole, so a killed build leaves nothing half-written.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from itertools import chain
@@ -24,9 +27,10 @@ from implicit_deepfake.io import atomic_path, exclusive, sha256_json
 CACHE_DIR = ".frames"
 
 
-def _key(paths: Sequence[Path], background: object, downscale: int) -> str:
+def _key(paths: Sequence[Path], background: np.ndarray, downscale: int) -> str:
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    return sha256_json({"frames": stats, "background": background, "downscale": downscale})[:16]
+    backdrop = hashlib.sha256(np.ascontiguousarray(background, np.float32).tobytes()).hexdigest()
+    return sha256_json({"frames": stats, "background": backdrop, "downscale": downscale})[:16]
 
 
 def _composite(image: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -86,7 +90,7 @@ def cached_frames(root: Path, split: str, paths: Sequence[Path], background: np.
     RGB, opaque), memory-mapped copy-on-write from the split's cache (built first if missing).
 
     background: (3,) or (H, W, 3) float32 in [0, 255], at the downscaled size."""
-    base = Path(root) / CACHE_DIR / f"{split}-{_key(paths, background.tolist(), downscale)}"
+    base = Path(root) / CACHE_DIR / f"{split}-{_key(paths, background, downscale)}"
     rgb_path, alpha_path, done = (base.with_name(base.name + s) for s in (".rgb.npy", ".alpha.npy", ".done"))
     if not done.is_file():
         with exclusive(base, f"the decoded {split} frames"):
@@ -100,3 +104,27 @@ def cached_frames(root: Path, split: str, paths: Sequence[Path], background: np.
     rgb = np.load(rgb_path, mmap_mode="c")
     alpha = np.load(alpha_path, mmap_mode="c") if done.read_text().strip() == "alpha" else None
     return rgb, alpha
+
+
+class PixelReader:
+    """Scattered pixels of a memory-mapped cache array, read with `os.pread` instead of through the map.
+
+    Ray batches read a few thousand pixels spread over every frame; through the map, each read maps
+    its page's neighbourhood, and after a few dozen batches the whole file (4.3 GB for 5,500 frames
+    of 512x512) counts in the process's memory. Read directly, memory stays one batch's."""
+
+    def __init__(self, array: np.memmap) -> None:
+        self.path, self.offset, self.shape = str(array.filename), array.offset, array.shape
+        self._fd: int | None = None
+
+    def __getstate__(self) -> dict:  # a DataLoader worker opens its own file
+        return {**self.__dict__, "_fd": None}
+
+    def __call__(self, view: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """(B,) frame, row, column indices -> (B, C) uint8 pixels."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        _, height, width, channels = self.shape
+        offsets = self.offset + ((view.astype(np.int64) * height + y) * width + x) * channels
+        data = b"".join(os.pread(self._fd, channels, int(offset)) for offset in offsets)
+        return np.frombuffer(data, np.uint8).reshape(len(offsets), channels)

@@ -28,6 +28,7 @@ from implicit_deepfake.io import (
     atomic_path,
     composite,
     exclusive,
+    image_size,
     read_image,
     read_json,
     read_photo,
@@ -49,6 +50,9 @@ ON_NO_FACE = ("keep", "drop", "error")
 # The manifest is rewritten after this many swapped frames (and at the end), not after each one:
 # rewriting it whole per frame is quadratic in a 5,500-frame video.
 MANIFEST_EVERY = 25
+# Identity and quality figures cost more than the swap itself: a long video measures this many of
+# its frames, evenly spread (every frame of a dataset of up to this many).
+MEASURED_FRAMES = 300
 LANDMARKS_CACHE = "landmarks.npz"  # the base frames' detected landmarks, by frame hash
 
 
@@ -73,8 +77,8 @@ def _frames(indexes: Sequence[SplitIndex]) -> list[_Frame]:
 
 
 def _check_sizes(frames: Sequence[_Frame]) -> dict[str, tuple[int, int]]:
-    """Read every base frame once up front, so a corrupt or odd-sized one fails before any write."""
-    sizes = {f.relpath: read_image(f.source).shape[:2] for f in frames}
+    """Every base frame's size from its header, so an unreadable or odd-sized one fails before any write."""
+    sizes = {f.relpath: image_size(f.source) for f in frames}
     first = frames[0]
     for frame in frames:
         if sizes[frame.relpath] != sizes[first.relpath]:
@@ -135,10 +139,9 @@ def _detect_frames(frames: Sequence[_Frame], hashes: Sequence[str], background: 
             face = landmarker.detect(composite(read_image(frame.source), background))
             found = np.full((468, 3), np.nan, np.float32) if face is None else face.landmarks
         landmarks.append(found)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, sources=np.array([f.relpath for f in frames]), hashes=np.array(list(hashes)),
-                     landmarks=np.stack(landmarks))
+    with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, sources=np.array([frame.relpath for frame in frames]), hashes=np.array(list(hashes)),
+                 landmarks=np.stack(landmarks))
     return [None if np.isnan(lm).any() else lm for lm in landmarks]
 
 
@@ -241,6 +244,7 @@ def _run_swap(
     }
     records = manifest["frames"]
     skipped = 0
+    stride = -(-len(frames) // MEASURED_FRAMES)  # which frames get identity and quality figures
     try:
         for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
             if _is_done(done.get(frame.relpath), hashes[i], out_dir):
@@ -248,7 +252,7 @@ def _run_swap(
                 skipped += 1
                 continue
             records.append(_swap_frame(frame, hashes[i], faces.frames[i], detections[i], swapper, identity,
-                                       on_no_face, background, landmarker, out_dir))
+                                       on_no_face, background, landmarker, out_dir, measure=i % stride == 0))
             if (len(records) - skipped) % MANIFEST_EVERY == 0:  # a killed run redoes at most these frames
                 write_json(manifest_path, manifest)
     except BaseException:  # stopped (Ctrl-C, an error): keep what is done for the resume
@@ -269,8 +273,9 @@ def _run_swap(
 
 def _swap_frame(frame: _Frame, input_hash: str, tracked: TrackedFrame, detected: np.ndarray | None,
                 swapper: FaceSwapper, identity: _Identity, on_no_face: str, background: Sequence[float],
-                landmarker: FaceLandmarker, out_dir: Path) -> dict:
-    """Swap one frame, write it (alpha from the base frame) and return its manifest record."""
+                landmarker: FaceLandmarker, out_dir: Path, measure: bool) -> dict:
+    """Swap one frame, write it (alpha from the base frame) and return its manifest record, with its
+    identity and quality figures when `measure`."""
     base = read_image(frame.source)
     rgb = composite(base, background)
     status = "swapped" if swapper.changes_frames else "kept"
@@ -297,10 +302,12 @@ def _swap_frame(frame: _Frame, input_hash: str, tracked: TrackedFrame, detected:
         "input_sha256": input_hash,
         "output_sha256": None,
         "visible": tracked.visible,
-        "identity_distance_before": identity.distance(rgb),
-        "identity_distance_after": identity.distance(swapped),
+        "identity_distance_before": identity.distance(rgb) if measure else None,
     }
-    if status == "swapped":
+    # A frame left as it was is as far from the target after as before.
+    record["identity_distance_after"] = record["identity_distance_before"] if swapped is rgb or not measure \
+        else identity.distance(swapped)
+    if status == "swapped" and measure:
         after = landmarker.detect(swapped)
         record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))
     if swapped is not None:
