@@ -4,12 +4,12 @@ The target's landmarks are Delaunay-triangulated once. For a frame, every triang
 affine map from its frame position back to the target; triangles that are back-facing or
 collapsed in the frame (a turned head) are dropped, and the rest are rasterised far-to-near by
 landmark depth into a triangle-index map, so the near side of the face wins where the mesh
-folds over itself. One `cv2.remap` then pulls the target's pixels through those maps; the
-warped face is colour-matched to the frame in LAB and blended in with a feathered alpha, or
-with Poisson (cv2.seamlessClone). Feathering is the default: Poisson pulls the colours on the
-mask's edge (hair, glasses, a hat brim, the white background beside a turned cheek) into the
-face, and scored worse on dlib identity distance in every setting tried. An open mouth in the
-frame (inside its inner lips) stays the frame's, as learned swappers keep the driving frame's
+folds over itself. One `cv2.remap` then pulls the target's pixels through those maps. The frame's
+landmarks come from the runner (one mesh for every view, or a smoothed video track) or from the
+frame itself. Compositing (`compositing.py`): the target's non-skin pixels left out, a blend mask
+from the mesh's silhouette feathered by distance, one LAB colour transfer for the whole dataset
+(`calibrate`) and a multi-band blend (or a plain feather, or Poisson). An open mouth in the frame
+(inside its inner lips) stays the frame's, as learned swappers keep the driving frame's
 expression: the target photo has no pixels for it, and the warp would only stretch its lips.
 """
 
