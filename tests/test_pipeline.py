@@ -126,3 +126,17 @@ def test_target_argument_picks_a_face_of_a_group_photo_with_its_own_cache(swappe
     assert manifest["target"]["path"] == str(GROUP)
     assert manifest["target"]["faces_found"] == 6 and manifest["target"]["index"] == 2
     assert manifest["summary"]["swapped"] == 10
+
+
+def test_two_worker_processes_swap_the_same_frames_as_one(swapped_run, tmp_path):
+    cfg, source, swapped, _ = swapped_run
+    assert cfg.swap.workers is None  # the shared run swapped with one process per core: two here
+    from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+    from implicit_deepfake.swap.landmark import LandmarkSwapper
+    from implicit_deepfake.swap.runner import run_swap
+
+    manifest = run_swap(source.root, source.target_photo, tmp_path / "one", LandmarkSwapper(), DlibEmbedder(),
+                        progress=False, workers=1)
+    one = json.loads((swapped / "manifest.json").read_text())
+    assert [r["output_sha256"] for r in manifest["frames"]] == [r["output_sha256"] for r in one["frames"]]
+    assert manifest["summary"] == one["summary"]

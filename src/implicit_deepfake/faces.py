@@ -82,6 +82,7 @@ class FaceLandmarker:
         import mediapipe as mp
 
         self._confidence = min_detection_confidence
+        self._args = (min_detection_confidence, max_faces)
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True,
             max_num_faces=max_faces,
@@ -91,6 +92,10 @@ class FaceLandmarker:
         # built on first detect_all: each mediapipe graph costs time and memory
         self._detector: FaceDetection | None = None
         self._crop_mesh: FaceMesh | None = None
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its settings (a swap worker process builds its own mediapipe graphs)."""
+        return type(self), self._args
 
     def detect(self, rgb: np.ndarray) -> Face | None:
         """rgb: HxWx3 uint8."""

@@ -56,6 +56,7 @@ def swap_stage(cfg: DictConfig) -> tuple[object, Path]:
         progress=cfg.progress,
         target_face=cfg.get("target_face", 0),
         track=OmegaConf.to_container(cfg.swap.track) if cfg.swap.get("track") else None,
+        workers=cfg.swap.get("workers"),
     )
     log.info("swapped dataset: %s (%s)", cfg.swap.output_dir, manifest["summary"])
     return source, Path(cfg.swap.output_dir)

@@ -61,6 +61,10 @@ class DlibEmbedder(FaceEmbedder):
         self._recognizer = dlib.face_recognition_model_v1(dlib_model_path(_RECOGNITION))
         self._landmarker = landmarker or FaceLandmarker()
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its settings (a swap worker process loads its own dlib models)."""
+        return type(self), (self.shape_predictor, self.num_jitters, self._landmarker)
+
     def embed(self, rgb: np.ndarray) -> np.ndarray | None:
         """rgb: HxWx3 uint8 -> (128,) float32 descriptor, or None without a face."""
         import dlib

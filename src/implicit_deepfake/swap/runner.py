@@ -10,9 +10,13 @@ what it affects.
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import current_process, get_context
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +182,11 @@ def _run_swap(
     target_face: int = 0,
     track: Mapping | None = None,
     landmarker: FaceLandmarker | None = None,
+    workers: int | None = 1,
 ) -> dict:
     """target_face: which face of the target photo (0 = largest); track: `track_faces` options
-    (mode, min_visible, smooth_sigma); on_no_face: one of ON_NO_FACE."""
+    (mode, min_visible, smooth_sigma); on_no_face: one of ON_NO_FACE; workers: processes that swap
+    frames at once (None: one per core), with the same output as one."""
     if on_no_face not in ON_NO_FACE:
         raise DeepfakeError(f"swap.on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}.")
     source_root, out_dir, target_photo = Path(source_root), Path(output_dir), Path(target_photo)
@@ -245,14 +251,18 @@ def _run_swap(
     records = manifest["frames"]
     skipped = 0
     stride = -(-len(frames) // MEASURED_FRAMES)  # which frames get identity and quality figures
+    todo = [i for i, frame in enumerate(frames) if not _is_done(done.get(frame.relpath), hashes[i], out_dir)]
+    context = _SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir)
+    swapped = _swap_all(context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0)
+                                  for i in todo], workers)
+    todo = set(todo)
     try:
         for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
-            if _is_done(done.get(frame.relpath), hashes[i], out_dir):
+            if i not in todo:
                 records.append(done[frame.relpath])
                 skipped += 1
                 continue
-            records.append(_swap_frame(frame, hashes[i], faces.frames[i], detections[i], swapper, identity,
-                                       on_no_face, background, landmarker, out_dir, measure=i % stride == 0))
+            records.append(next(swapped))
             if (len(records) - skipped) % MANIFEST_EVERY == 0:  # a killed run redoes at most these frames
                 write_json(manifest_path, manifest)
     except BaseException:  # stopped (Ctrl-C, an error): keep what is done for the resume
@@ -271,11 +281,58 @@ def _run_swap(
     return manifest
 
 
+@dataclass(frozen=True)
+class _SwapContext:
+    """What swapping one frame needs besides the frame: sent once to each worker process."""
+
+    swapper: FaceSwapper
+    identity: _Identity
+    on_no_face: str
+    background: tuple[float, ...]
+    landmarker: FaceLandmarker
+    out_dir: Path
+
+
+_WORKER: _SwapContext | None = None  # a worker process's context (set by _start_worker)
+
+
+def _start_worker(context: _SwapContext) -> None:
+    global _WORKER
+    _WORKER = context
+
+
+def _swap_in_worker(task: tuple) -> dict:
+    return _swap_frame(*task, _WORKER)
+
+
+def _swap_all(context: _SwapContext, tasks: list[tuple], workers: int | None) -> Iterator[dict]:
+    """The records of `tasks` (`_swap_frame`'s arguments), in order, from `workers` processes (None:
+    one per core); in this process when one is asked for, in a sweep's job process, or when the
+    backend cannot be sent to another process (e.g. onnxruntime sessions)."""
+    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    if workers > 1 and current_process().name != "MainProcess":
+        workers = 1  # a job of a parallel sweep: the sweep's processes already share the cores
+    if workers > 1:
+        try:
+            pickle.dumps(context)
+        except (TypeError, AttributeError, pickle.PicklingError) as err:
+            log.info("swap.workers: the %s backend cannot run in worker processes (%s): one process swaps",
+                     context.swapper.name, err)
+            workers = 1
+    if workers <= 1:
+        yield from (_swap_frame(*task, context) for task in tasks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
+                             initargs=(context,)) as pool:
+        yield from pool.map(_swap_in_worker, tasks, chunksize=4)
+
+
 def _swap_frame(frame: _Frame, input_hash: str, tracked: TrackedFrame, detected: np.ndarray | None,
-                swapper: FaceSwapper, identity: _Identity, on_no_face: str, background: Sequence[float],
-                landmarker: FaceLandmarker, out_dir: Path, measure: bool) -> dict:
+                measure: bool, context: _SwapContext) -> dict:
     """Swap one frame, write it (alpha from the base frame) and return its manifest record, with its
     identity and quality figures when `measure`."""
+    swapper, identity, on_no_face = context.swapper, context.identity, context.on_no_face
+    background, landmarker, out_dir = context.background, context.landmarker, context.out_dir
     base = read_image(frame.source)
     rgb = composite(base, background)
     status = "swapped" if swapper.changes_frames else "kept"
