@@ -13,17 +13,7 @@ from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import ColourTransfer, pyramid_blend, silhouette_alpha, skin_weight, to_lab
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import yaw_landmarks
-
-
-@pytest.fixture(scope="module")
-def landmarker() -> FaceLandmarker:
-    return FaceLandmarker()
-
-
-@pytest.fixture(scope="module")
-def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
-    return DlibEmbedder(landmarker=landmarker)
+from tests.test_landmark_swap import embedder, landmarker, yaw_landmarks  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")
