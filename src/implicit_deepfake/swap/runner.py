@@ -10,13 +10,8 @@ what it affects.
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from multiprocessing import current_process, get_context
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +35,14 @@ from implicit_deepfake.io import (
     sha256_json,
     synthetic_metadata,
     write_json,
-    write_png,
 )
 from implicit_deepfake.faces import Face, FaceLandmarker
-from implicit_deepfake.metrics.identity import FaceEmbedder, identity_distance
+from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.swap.base import FaceSwapper
-from implicit_deepfake.swap.report import frame_quality, multiview_consistency, summary
+from implicit_deepfake.swap.frames import Frame, Identity, SwapContext, swap_all
+from implicit_deepfake.swap.report import multiview_consistency, summary
 from implicit_deepfake.swap.target import load_target
-from implicit_deepfake.swap.tracking import FaceTrack, TrackedFrame, track_faces
+from implicit_deepfake.swap.tracking import FaceTrack, track_faces
 
 log = logging.getLogger(__name__)
 ON_NO_FACE = ("keep", "drop", "error")
@@ -60,27 +55,15 @@ MEASURED_FRAMES = 300
 LANDMARKS_CACHE = "landmarks.npz"  # the base frames' detected landmarks, by frame hash
 
 
-@dataclass(frozen=True)
-class _Frame:
-    split: str
-    entry: dict  # the frame's transforms json entry
-    source: Path
-    relpath: str  # of the source, relative to the dataset root
-
-    @property
-    def output_relpath(self) -> str:
-        return Path(self.relpath).with_suffix(".png").as_posix()
-
-
-def _frames(indexes: Sequence[SplitIndex]) -> list[_Frame]:
+def _frames(indexes: Sequence[SplitIndex]) -> list[Frame]:
     return [
-        _Frame(idx.split, entry, path, rel)
+        Frame(idx.split, entry, path, rel)
         for idx in indexes
         for entry, path, rel in zip(idx.frames, idx.image_paths, idx.relpaths)
     ]
 
 
-def _check_sizes(frames: Sequence[_Frame]) -> dict[str, tuple[int, int]]:
+def _check_sizes(frames: Sequence[Frame]) -> dict[str, tuple[int, int]]:
     """Every base frame's size from its header, so an unreadable or odd-sized one fails before any write."""
     sizes = {f.relpath: image_size(f.source) for f in frames}
     first = frames[0]
@@ -91,22 +74,6 @@ def _check_sizes(frames: Sequence[_Frame]) -> dict[str, tuple[int, int]]:
                 f"{sizes[first.relpath][::-1]}; all frames of a dataset must have the same size."
             )
     return sizes
-
-
-class _Identity:
-    """Identity distance of frames to the target photo (None without an embedder or a face)."""
-
-    def __init__(self, embedder: FaceEmbedder | None, target: np.ndarray) -> None:
-        self.embedder = embedder
-        self.target = embedder.embed(target) if embedder else None
-        if embedder and self.target is None:
-            log.warning("identity backend %s found no face in the target photo: distances are null", embedder.name)
-
-    def distance(self, rgb: np.ndarray | None) -> float | None:
-        if self.target is None or rgb is None:
-            return None
-        distance = identity_distance(self.embedder, rgb, self.target)
-        return None if distance is None else round(float(distance), 4)
 
 
 def _is_done(record: dict | None, input_hash: str, out_dir: Path) -> bool:
@@ -125,7 +92,7 @@ def _cameras(indexes: Sequence[SplitIndex], size: tuple[int, int]) -> Cameras:
     return Cameras(torch.cat([c.world_to_camera for c in parts]), torch.cat([c.intrinsics for c in parts]), width, height)
 
 
-def _detect_frames(frames: Sequence[_Frame], hashes: Sequence[str], background: Sequence[float],
+def _detect_frames(frames: Sequence[Frame], hashes: Sequence[str], background: Sequence[float],
                    landmarker: FaceLandmarker, cache: Path) -> list[np.ndarray | None]:
     """Each base frame's detected landmarks (468, 3) or None, cached in `cache` (an .npz of plain
     arrays, read without pickle) by the frame's hash, so a resumed swap does not detect again."""
@@ -149,7 +116,7 @@ def _detect_frames(frames: Sequence[_Frame], hashes: Sequence[str], background: 
     return [None if np.isnan(lm).any() else lm for lm in landmarks]
 
 
-def _calibration_samples(frames: Sequence[_Frame], track: FaceTrack, background: Sequence[float],
+def _calibration_samples(frames: Sequence[Frame], track: FaceTrack, background: Sequence[float],
                          count: int = 12) -> list[tuple[np.ndarray, Face]]:
     """(frame, face) of up to `count` frames with a face, the most visible (multiview) or evenly
     spread (a video), for the swapper's one colour transfer."""
@@ -206,7 +173,7 @@ def _run_swap(
         swapper.prepare(target_rgb, sizes, target_landmarks)
     except DeepfakeError as err:  # name the photo: backends see only its pixels
         raise DeepfakeError(f"{target_photo}: {err}") from err
-    identity = _Identity(embedder, target_rgb)
+    identity = Identity(embedder, target_rgb)
 
     hashes = [sha256_file(f.source) for f in frames]
     cameras = _cameras(indexes, sizes[frames[0].relpath])
@@ -252,8 +219,8 @@ def _run_swap(
     skipped = 0
     stride = -(-len(frames) // MEASURED_FRAMES)  # which frames get identity and quality figures
     todo = [i for i, frame in enumerate(frames) if not _is_done(done.get(frame.relpath), hashes[i], out_dir)]
-    context = _SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir)
-    swapped = _swap_all(context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0)
+    context = SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir)
+    swapped = swap_all(context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0)
                                   for i in todo], workers)
     todo = set(todo)
     try:
@@ -281,101 +248,7 @@ def _run_swap(
     return manifest
 
 
-@dataclass(frozen=True)
-class _SwapContext:
-    """What swapping one frame needs besides the frame: sent once to each worker process."""
-
-    swapper: FaceSwapper
-    identity: _Identity
-    on_no_face: str
-    background: tuple[float, ...]
-    landmarker: FaceLandmarker
-    out_dir: Path
-
-
-_WORKER: _SwapContext | None = None  # a worker process's context (set by _start_worker)
-
-
-def _start_worker(context: _SwapContext) -> None:
-    global _WORKER
-    _WORKER = context
-
-
-def _swap_in_worker(task: tuple) -> dict:
-    return _swap_frame(*task, _WORKER)
-
-
-def _swap_all(context: _SwapContext, tasks: list[tuple], workers: int | None) -> Iterator[dict]:
-    """The records of `tasks` (`_swap_frame`'s arguments), in order, from `workers` processes (None:
-    one per core); in this process when one is asked for, in a sweep's job process, or when the
-    backend cannot be sent to another process (e.g. onnxruntime sessions)."""
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
-    if workers > 1 and current_process().name != "MainProcess":
-        workers = 1  # a job of a parallel sweep: the sweep's processes already share the cores
-    if workers > 1:
-        try:
-            pickle.dumps(context)
-        except (TypeError, AttributeError, pickle.PicklingError) as err:
-            log.info("swap.workers: the %s backend cannot run in worker processes (%s): one process swaps",
-                     context.swapper.name, err)
-            workers = 1
-    if workers <= 1:
-        yield from (_swap_frame(*task, context) for task in tasks)
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(context,)) as pool:
-        yield from pool.map(_swap_in_worker, tasks, chunksize=4)
-
-
-def _swap_frame(frame: _Frame, input_hash: str, tracked: TrackedFrame, detected: np.ndarray | None,
-                measure: bool, context: _SwapContext) -> dict:
-    """Swap one frame, write it (alpha from the base frame) and return its manifest record, with its
-    identity and quality figures when `measure`."""
-    swapper, identity, on_no_face = context.swapper, context.identity, context.on_no_face
-    background, landmarker, out_dir = context.background, context.landmarker, context.out_dir
-    base = read_image(frame.source)
-    rgb = composite(base, background)
-    status = "swapped" if swapper.changes_frames else "kept"
-    if swapper.uses_landmarks and tracked.status == "hidden":
-        swapped, status = rgb, "hidden"  # the back of the head: nothing of the face to swap
-    elif swapper.uses_landmarks and tracked.face is None:
-        swapped = None
-    else:
-        swapped = swapper.swap(rgb, frame.relpath, tracked.face if swapper.uses_landmarks else None)
-    if swapped is None:
-        status = "no_face"
-        if on_no_face == "error":
-            raise DeepfakeError(
-                f"{frame.source}: no face found by the '{swapper.name}' swapper. "
-                "Set swap.on_no_face=keep (use the base frame) or drop (leave it out)."
-            )
-        swapped = rgb if on_no_face == "keep" else None
-    record = {
-        "split": frame.split,
-        "source": frame.relpath,
-        "output": None,
-        "status": status,
-        "backend": swapper.name,
-        "input_sha256": input_hash,
-        "output_sha256": None,
-        "visible": tracked.visible,
-        "identity_distance_before": identity.distance(rgb) if measure else None,
-    }
-    # A frame left as it was is as far from the target after as before.
-    record["identity_distance_after"] = record["identity_distance_before"] if swapped is rgb or not measure \
-        else identity.distance(swapped)
-    if status == "swapped" and measure:
-        after = landmarker.detect(swapped)
-        record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))
-    if swapped is not None:
-        out = out_dir / frame.output_relpath
-        alpha = [base[..., 3:]] if base.shape[-1] == 4 else []
-        write_png(out, np.concatenate([swapped, *alpha], axis=-1), SwapBackend=swapper.name, Source=frame.relpath)
-        record.update(output=frame.output_relpath, output_sha256=sha256_file(out))
-    return record
-
-
-def _write_indexes(indexes: Sequence[SplitIndex], frames: Sequence[_Frame], records: Sequence[dict], out_dir: Path) -> None:
+def _write_indexes(indexes: Sequence[SplitIndex], frames: Sequence[Frame], records: Sequence[dict], out_dir: Path) -> None:
     """The swapped dataset's transforms jsons: the base entries of the frames that were written."""
     for index in indexes:
         kept = {r["source"]: r for r in records if r["split"] == index.split and r["output"]}
@@ -400,7 +273,7 @@ def _copy_side_files(source_root: Path, target_photo: Path, out_dir: Path) -> No
             shutil.copyfile(source, tmp)
 
 
-def _consistency(frames: Sequence[_Frame], faces: FaceTrack, cameras: Cameras, records: Sequence[dict],
+def _consistency(frames: Sequence[Frame], faces: FaceTrack, cameras: Cameras, records: Sequence[dict],
                  background: Sequence[float], out_dir: Path) -> dict:
     views = [i for i, r in enumerate(records) if r["status"] == "swapped"]
 
