@@ -2,18 +2,12 @@
 
 A textured 3D head (`avatar.py`) made from matplotlib's public-domain grace_hopper.jpg, rendered
 from views around the front of the head into the Blender format; the target photo famous.jpg is
-scikit-image's astronaut.png. The build goes to a temporary sibling folder that replaces the
-dataset folder whole, so a killed build leaves no half dataset; `avatar.json` holds the config and
-its fingerprint, and a changed config (or builder version, or source photo) rebuilds.
+scikit-image's astronaut.png. Built and cached by `CachedDataset` (cached.py): `avatar.json` holds
+the config and its fingerprint, and a changed config (or builder version, or source photo) rebuilds.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 
 import matplotlib
@@ -26,18 +20,16 @@ from tqdm import tqdm
 
 from implicit_deepfake.data.avatar import Avatar, build_avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, write_split_index
+from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import atomic_path, exclusive, read_image, read_json, sha256_file, sha256_json, write_json, write_png
+from implicit_deepfake.io import atomic_path, read_image, sha256_file, write_png
 
-log = logging.getLogger(__name__)
 BUILDER_VERSION = 2
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
 DISTANCE = 1.9  # the 1-unit head fills ~70% of a 0.69 rad field of view, with room above at +30 deg
-_STAMP = "avatar.json"
 
 
 def sample_views(n: int, seed: int, azimuth_deg: float, elevation_deg: tuple[float, float]) -> np.ndarray:
@@ -57,10 +49,12 @@ def view_cameras(views_deg: np.ndarray, image_size: int, camera_angle_x: float, 
     return Cameras.from_blender(c2w, camera_angle_x, image_size, image_size)
 
 
-class SyntheticAvatarSource:
+class SyntheticAvatarSource(CachedDataset):
     """The built default dataset under `root`; `prepare()` builds it when missing or stale."""
 
     name = "synthetic"
+    kind = "synthetic avatar"
+    stamp = "avatar.json"
 
     def __init__(
         self,
@@ -89,62 +83,14 @@ class SyntheticAvatarSource:
     def target_photo(self) -> Path:
         return self.root / "famous.jpg"
 
-    @property
-    def fingerprint(self) -> str:
-        return sha256_json(self.config)
-
-    def is_built(self) -> bool:
-        stamp = self.root / _STAMP
-        try:
-            return stamp.is_file() and read_json(stamp).get("fingerprint") == self.fingerprint
-        except (DeepfakeError, AttributeError):  # an unreadable stamp means: build again
-            return False
-
-    def prepare(self) -> Path:
-        """The dataset root, built first if missing or built with another config (one job at a time:
-        a parallel job waits for the build, then uses it)."""
-        if self.is_built():
-            return self.root
-        with exclusive(self.root, "the dataset"):
-            return self.root if self.is_built() else self._build_here()
-
-    def _build_here(self) -> Path:
-        if self.root.is_dir() and any(self.root.iterdir()) and not (self.root / _STAMP).is_file():
-            raise DeepfakeError(
-                f"{self.root} exists and is not a synthetic avatar dataset (no {_STAMP}); building would replace it. "
-                "Set data.source.root to an empty or new folder, or delete this one."
-            )
-        log.info("Building the synthetic avatar dataset (%s) in %s", self.config, self.root)
-        start = time.perf_counter()
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.parent.glob(f".{self.root.name}.building.*"):  # left by a killed build
-            shutil.rmtree(stale, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.building.", dir=self.root.parent))
-        try:
-            self._build(staging)
-            if self.root.exists():
-                retired = staging.with_name(staging.name + ".old")
-                os.replace(self.root, retired)
-                os.replace(staging, self.root)
-                shutil.rmtree(retired)
-            else:
-                os.replace(staging, self.root)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("Built %s in %.1f s", self.root, time.perf_counter() - start)
-        return self.root
-
     def _build(self, out: Path) -> None:
         photo = read_image(BASE_PHOTO)[..., :3]
         avatar = build_avatar(photo, FaceLandmarker().detect_required(photo, str(BASE_PHOTO)), self.config["mesh_resolution"])
         self._render(avatar, out)
         with atomic_path(out / "famous.jpg") as tmp:
             Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
-        write_json(out / _STAMP, {
-            "config": self.config, "fingerprint": self.fingerprint,
-            "base_photo": "matplotlib sample_data/grace_hopper.jpg (public domain)",
-            "target_photo": "scikit-image data/astronaut.png (public domain, NASA)",
-        })
+        self.write_stamp(out, base_photo="matplotlib sample_data/grace_hopper.jpg (public domain)",
+                         target_photo="scikit-image data/astronaut.png (public domain, NASA)")
 
     def _render(self, avatar: Avatar, out: Path) -> None:
         """Write the frames and transforms jsons of `avatar` into `out` (subclasses: other datasets)."""
