@@ -22,7 +22,7 @@ from implicit_deepfake.data.avatar import Avatar
 from implicit_deepfake.data.nerface import EXPRESSION_DIM
 
 EXPRESSION_NAMES = ("jaw_open", "smile", "brow_raise")
-_RANGES = np.array([[0.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
+EXPRESSION_RANGES = np.array([[0.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]])
 # mediapipe face-mesh landmarks
 _MOUTH_LEFT, _MOUTH_RIGHT, _LIPS_INNER = 61, 291, (13, 14)
 _BROWS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))  # upper edge of each brow
@@ -90,7 +90,7 @@ class ExpressionRig:
 
     def apply(self, avatar: Avatar, expression: np.ndarray | Tensor) -> Avatar:
         """The avatar with `expression` (D >= 3,) applied (components clipped to their ranges)."""
-        weights = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], _RANGES[:, 0], _RANGES[:, 1])
+        weights = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], EXPRESSION_RANGES[:, 0], EXPRESSION_RANGES[:, 1])
         weights = torch.as_tensor(weights, dtype=torch.float32)
         vertices = avatar.vertices + torch.einsum("k,kvc->vc", weights, self.offsets)
         # Blend the colour toward the mouth's inside: (1 - d) * photo/base mix + d * inside, written

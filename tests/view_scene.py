@@ -1,0 +1,88 @@
+"""A small Gaussians "head" built directly (no training) and a headless Chromium for the viewer tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.lit.gaussians import LitGaussians
+from tests.conftest import orbit_cameras
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless and offline: no background requests, no updates, WebGL in software (no GPU needed).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+]  # fmt: skip
+needs_chromium = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason=f"no {CHROMIUM}: install Debian's chromium (apt-get install -y chromium)"
+)
+HEAD_RADII = (0.6, 0.6, 0.8)  # an upright ellipsoid at the origin, world z up (the ring cameras' up)
+BACKGROUND = (1.0, 1.0, 1.0)
+
+
+def head_module(n: int = 4000, seed: int = 0) -> LitGaussians:
+    """A LitGaussians holding an opaque, reddish-brown ellipsoid shell of n Gaussians at the origin."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=1)
+    points = directions * torch.tensor(HEAD_RADII)
+    colors = torch.tensor([0.75, 0.45, 0.35]) + 0.1 * torch.rand(n, 3, generator=generator)
+    module = LitGaussians(sh_degree=1)
+    module.cloud.initialize(points, colors.clamp(0, 1), torch.full((n,), 0.05), opacity=0.95)
+    module.background = torch.tensor(BACKGROUND)
+    return module.eval()
+
+
+def ring_cameras(size: int = 64) -> Cameras:
+    return orbit_cameras(8, size)
+
+
+def head_box(world_to_camera: np.ndarray, fov_y_deg: float, width: int, height: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) pixel box of the head's ellipsoid seen by an OpenCV camera of that vertical field of view."""
+    theta, phi = np.meshgrid(np.linspace(0, np.pi, 32), np.linspace(0, 2 * np.pi, 64))
+    points = np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], -1).reshape(-1, 3)
+    cam = (world_to_camera[:3, :3] @ (points * HEAD_RADII).T).T + world_to_camera[:3, 3]
+    focal = 0.5 * height / np.tan(np.radians(fov_y_deg) / 2)
+    x = focal * cam[:, 0] / cam[:, 2] + width / 2
+    y = focal * cam[:, 1] / cam[:, 2] + height / 2
+    return int(x.min()), int(y.min()), int(np.ceil(x.max())), int(np.ceil(y.max()))
+
+
+def look_at_world_to_camera(position, look_at, up) -> np.ndarray:
+    """World-to-camera 4x4 (OpenCV axes) of a camera at `position` looking at `look_at`."""
+    forward = np.asarray(look_at, float) - np.asarray(position, float)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    rotation = np.stack([right, down, forward])
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = rotation, -rotation @ np.asarray(position, float)
+    return w2c
+
+
+def drawn_fraction(image: np.ndarray, box: tuple[int, int, int, int], background: tuple[float, ...]) -> float:
+    """The fraction of pixels inside `box` (shrunk to its middle half) that differ from `background`."""
+    x0, y0, x1, y1 = box
+    dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
+    inside = image[y0 + dy : y1 - dy, x0 + dx : x1 - dx, :3].astype(int)
+    return float((np.abs(inside - np.array(background) * 255).max(-1) > 30).mean())
+
+
+@contextmanager
+def chromium_page(width: int = 640, height: int = 480) -> Iterator[object]:
+    """A Playwright page in Debian's Chromium (never a downloaded browser)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
