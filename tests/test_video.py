@@ -10,7 +10,7 @@ import torch
 from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import SYNTHETIC_NOTICE
-from implicit_deepfake.render.video import orbit_cameras, write_video
+from implicit_deepfake.render.video import orbit_cameras, view_range, write_video
 from tests.conftest import orbit_cameras as ring_cameras
 
 
@@ -39,7 +39,7 @@ def _assert_orbit(orbit: Cameras, target: torch.Tensor, up: torch.Tensor, distan
 
 def test_orbit_of_z_up_ring_keeps_target_distance_and_elevation():
     cameras = ring_cameras(5, 32)  # a 70-degree arc around the origin, 0.5 above it, z up
-    orbit = orbit_cameras(cameras, 12)
+    orbit = orbit_cameras(cameras, 12, turn="full")
     assert len(orbit) == 12 and (orbit.width, orbit.height) == (32, 32)
     torch.testing.assert_close(orbit.intrinsics, cameras.intrinsics[:1].expand(12, 3, 3))
     _assert_orbit(orbit, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]), math.hypot(4.0, 0.5), 0.5)
@@ -56,11 +56,52 @@ def test_orbit_of_y_up_partial_views_around_an_off_centre_target():
     )
     c2w = look_at(target + 3.0 * direction, target.expand(5, 3), up)
     cameras = Cameras.from_blender(c2w, 0.7, 40, 30)
-    orbit = orbit_cameras(cameras, 8, elevation_deg=20.0)
+    orbit = orbit_cameras(cameras, 8, elevation_deg=20.0, turn="full")
     assert (orbit.width, orbit.height) == (40, 30)
     _assert_orbit(orbit, target, up, 3.0, 3.0 * math.sin(math.radians(20.0)))
     mean_elevation = float(elevation.mean())
-    _assert_orbit(orbit_cameras(cameras, 8), target, up, 3.0, 3.0 * math.sin(mean_elevation))
+    _assert_orbit(orbit_cameras(cameras, 8, turn="full"), target, up, 3.0, 3.0 * math.sin(mean_elevation))
+
+    # By default the orbit stays within the views' azimuth and elevation ranges and reaches their ends.
+    seen = view_range(cameras)
+    assert not seen.all_around
+    np.testing.assert_allclose(seen.azimuth_deg[1] - seen.azimuth_deg[0], math.degrees(0.6 + 0.5), atol=0.01)
+    np.testing.assert_allclose(seen.elevation_deg, (math.degrees(-0.2), math.degrees(0.5)), atol=0.01)
+    arc = orbit_cameras(cameras, 16)
+    offsets = arc.centers - target
+    torch.testing.assert_close(offsets.norm(dim=1), torch.full((16,), 3.0), atol=1e-4, rtol=0)
+    pix, _ = arc.project(target[None])
+    torch.testing.assert_close(pix[:, 0], arc.intrinsics[:, :2, 2], atol=1e-3, rtol=0)
+    start = torch.tensor([math.sin(float(azimuth.mean())), 0.0, math.cos(float(azimuth.mean()))])
+    yaw = (_azimuths_deg(offsets, up, start) + 180.0) % 360.0 - 180.0
+    np.testing.assert_allclose(yaw.max() - yaw.min(), math.degrees(1.1), atol=0.05)  # frames 4 and 12: the ends
+    pitch = np.degrees(np.arcsin((offsets @ up / 3.0).numpy()))
+    np.testing.assert_allclose((pitch.min(), pitch.max()), seen.elevation_deg, atol=0.05)
+
+
+def test_orbit_of_front_cameras_swings_over_their_arc_and_loops():
+    cameras = ring_cameras(5, 32)  # azimuth -0.6..0.6 rad around -y, all 0.5 above the origin
+    seen = view_range(cameras)
+    np.testing.assert_allclose(seen.azimuth_deg, (-math.degrees(0.6), math.degrees(0.6)), atol=0.01)
+    np.testing.assert_allclose(seen.elevation_deg, [math.degrees(math.atan2(0.5, 4.0))] * 2, atol=0.01)
+    assert not seen.all_around
+    orbit = orbit_cameras(cameras, 24)
+    up, front = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, -1.0, 0.0])
+    yaw = (_azimuths_deg(orbit.centers, up, front) + 180.0) % 360.0 - 180.0
+    np.testing.assert_allclose((yaw.min(), yaw.max()), (-math.degrees(0.6), math.degrees(0.6)), atol=0.05)
+    assert abs(yaw[0]) < 1e-3  # starts in the middle of the arc, so the loop closes smoothly
+    np.testing.assert_allclose(np.diff(np.append(yaw, yaw[0])).sum(), 0.0, atol=1e-6)
+    torch.testing.assert_close(orbit.centers[:, 2], torch.full((24,), 0.5), atol=1e-4, rtol=0)
+
+
+def test_orbit_of_cameras_all_around_is_a_full_turn():
+    angles = torch.arange(12) * (2 * math.pi / 12) + 0.1
+    eye = torch.stack([4.0 * torch.sin(angles), -4.0 * torch.cos(angles), torch.full((12,), 1.0)], 1)
+    cameras = Cameras.from_blender(look_at(eye, torch.zeros(12, 3), torch.tensor([0.0, 0.0, 1.0])), 0.8, 32, 32)
+    assert view_range(cameras).all_around
+    _assert_orbit(orbit_cameras(cameras, 10), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]), math.hypot(4.0, 1.0), 1.0)
+    with pytest.raises(DeepfakeError, match="evaluate.orbit='half'"):
+        orbit_cameras(cameras, 10, turn="half")
 
 
 def test_orbit_rejects_cameras_that_all_look_the_same_way():

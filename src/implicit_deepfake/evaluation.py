@@ -1,5 +1,6 @@
 """Evaluate a trained scene model, whatever it is: test-view renders and their image and face
-metrics, an orbit video, `metrics.json`, and the same figures to the run's loggers."""
+metrics, an orbit video, the contact sheet `summary.png`, `metrics.json`, and the same figures to
+the run's loggers."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from implicit_deepfake.data.datamodule import FrameDataModule, load_frames
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import read_json, synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
-from implicit_deepfake.lit.logging import log_images, log_video
+from implicit_deepfake.contact_sheet import SheetView, write_contact_sheet
+from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
@@ -64,17 +66,30 @@ def evaluate_module(
 
     source = instantiate(cfg.data.source)
     base = load_frames(source.root, "test", datamodule.background, datamodule.downscale, cache=False)
+    target = target_image(cfg, source)
     faces = face_metrics(
         renders,
-        target_image(cfg, source),
+        target,
         instantiate(cfg.identity),
         FaceLandmarker(),
         references=uint8_images(base.rgb),
         yaws_deg=test_yaws(Path(datamodule.root), test.cameras),
     )
-    orbit = orbit_cameras(datamodule.frames("train").cameras, cfg.evaluate.orbit_frames).to(module.device)
+    train_cameras = datamodule.frames("train").cameras
+    turn = cfg.evaluate.get("orbit", "auto")  # configs of older runs have no evaluate.orbit
+    orbit = orbit_cameras(train_cameras, cfg.evaluate.orbit_frames, turn=turn).to(module.device)
     video = run_dir / "orbit.mp4"
     write_video(video, (uint8_images(module.render_views(orbit[i]))[0] for i in range(len(orbit))), fps=ORBIT_FPS)
+
+    to_target = faces.pop("identity_distance_to_target_per_image")
+    sheet = run_dir / "summary.png"
+    views = [
+        SheetView(Path(relpath).name, b, s, r, per_image["psnr"], d)
+        for relpath, b, s, r, per_image, d in zip(
+            test.relpaths, uint8_images(base.rgb), uint8_images(test.rgb), renders, images["per_image"], to_target
+        )
+    ]
+    contact = write_contact_sheet(sheet, views, target, _headline(cfg, images, faces, steps))
 
     scores = {
         "test.psnr": images["psnr"],
@@ -92,15 +107,35 @@ def evaluate_module(
         "swap": cfg.swap.name,
         "model": cfg.model.name,
         "orbit_video": str(video),
+        "contact_sheet": str(sheet),
+        "per_view": [
+            {"view": relpath, "psnr": round(v.psnr, 4), "identity_distance_to_target": v.identity_distance}
+            for relpath, v in zip(test.relpaths, views)
+        ],
         **module.export(run_dir),
         "synthetic": synthetic_metadata(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(run_dir / "metrics.json", metrics)
     numeric = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for logger in loggers:
-        logger.log_metrics(numeric, step=steps)
+    log_scalars(loggers, numeric, steps)
     log_images(loggers, "test/renders", renders, steps)
     log_video(loggers, "test/orbit", video, steps)
-    log.info("metrics (%s): %s", run_dir / "metrics.json", {k: v for k, v in scores.items() if v is not None})
+    log_images(loggers, "test/contact_sheet", [contact.image], steps)
+    # The LPIPS reason is a paragraph of instructions: metrics.json holds it, the log line does not.
+    shown = {k: v for k, v in scores.items() if v is not None and k != "test.lpips_reason"}
+    log.info("metrics (%s): %s", run_dir / "metrics.json", shown)
     return metrics
+
+
+def _headline(cfg: DictConfig, images: dict, faces: dict, steps: int) -> list[str]:
+    """The contact sheet's title lines: what ran, and its test means."""
+    to_target, to_base = faces["identity_distance_to_target"], faces["identity_distance_to_base"]
+    identity = "n/a" if to_target is None else f"{to_target:.3f}"
+    base = "" if to_base is None else f" (to the base frames {to_base:.3f})"
+    return [
+        f"{cfg.model.name} on {cfg.data.name}, swap={cfg.swap.name}, {steps} steps",
+        f"test PSNR {images['psnr']:.2f} dB   SSIM {images['ssim']:.3f}",
+        f"identity distance to the target photo {identity}{base}",
+        f"face found in {faces['face_detection_rate']:.0%} of the renders",
+    ]

@@ -1,6 +1,7 @@
-"""Images and videos to whichever loggers a run has (W&B, TensorBoard; CSV takes scalars only).
+"""Scalars, images and videos to whichever loggers a run has (W&B, TensorBoard; CSV takes scalars only).
 
 Lightning's loggers share `log_metrics` but not media, so media go through this one registry.
+Logged keys are grouped the W&B / TensorBoard way, `test/psnr`; metrics.json keeps `test.psnr`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ def _wandb_video(logger: WandbLogger, key: str, path: Path, step: int) -> None:
 
 IMAGE_LOGGERS = {WandbLogger: _wandb_images, TensorBoardLogger: _tensorboard_images}
 VIDEO_LOGGERS = {WandbLogger: _wandb_video}
+
+
+def logger_key(key: str) -> str:
+    """metrics.json's `test.psnr` -> `test/psnr`: the section before the first dot becomes the panel group."""
+    return key.replace(".", "/", 1)
+
+
+def log_scalars(loggers: Sequence[Logger], scalars: dict[str, float], step: int) -> None:
+    """Numbers keyed as in metrics.json, to every logger under their grouped keys."""
+    grouped = {logger_key(k): v for k, v in scalars.items()}
+    for logger in loggers:
+        logger.log_metrics(grouped, step=step)
 
 
 def log_images(loggers: Sequence[Logger], key: str, images: Sequence[np.ndarray], step: int) -> None:

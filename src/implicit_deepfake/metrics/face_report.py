@@ -32,6 +32,7 @@ def face_metrics(
     Returns the face detection rate, the mean identity distance of the images to the target photo
     and, with references, to the base frames (distances average over images where a face is found),
     and the median head-pose and expression errors against the references (the swap-quality columns).
+    Also each image's distance to the target, in order.
     With `yaws_deg` (each view's head yaw), the same distances per yaw bucket (0-30, 30-60, 60-90).
     """
     target_embedding = embedder.embed(target)
@@ -56,6 +57,8 @@ def face_metrics(
         "identity_backend": embedder.name,
         "pose_error_deg_median": _median(pose),
         "expression_error_median": _median(expression),
+        # Each image's distance to the target (None: no face), for the run's contact sheet.
+        "identity_distance_to_target_per_image": [None if d is None else round(float(d), 4) for d in to_target],
     }
     if yaws_deg is not None:
         report["identity_by_yaw"] = yaw_bucket_report(yaws_deg, to_target, to_base)
