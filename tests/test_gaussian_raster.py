@@ -1,8 +1,13 @@
-"""The CPU Gaussian rasterizer against the dense reference, hand-computed renders and gsplat's DefaultStrategy."""
+"""The CPU Gaussian rasterizers against the dense reference, hand-computed renders and gsplat's DefaultStrategy.
+
+Every test that renders runs once per CPU rasterizer (`rasterize` fixture): the compiled "numba"
+one and the PyTorch reference "torch".
+"""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -25,6 +30,12 @@ IDENTITY_VIEW = torch.eye(4, dtype=F64)[None]
 AXIS_K = torch.tensor([[[FOCAL, 0.0, 16.5], [0.0, FOCAL, 12.5], [0.0, 0.0, 1.0]]], dtype=F64)
 
 
+@pytest.fixture(params=["numba", "torch"])
+def rasterize(request):
+    """`rasterize_gaussians` with one of the CPU rasterizers."""
+    return partial(rasterize_gaussians, rasterizer=request.param)
+
+
 def ring_cameras(n: int, width: int = WIDTH, height: int = HEIGHT) -> tuple[Tensor, Tensor]:
     """n cameras at distance 2.5 from the origin with different poses -> viewmats (n, 4, 4), Ks (n, 3, 3)."""
     angles = torch.linspace(-0.5, 0.5, n) if n > 1 else torch.zeros(1)
@@ -44,9 +55,11 @@ def random_scene(n: int, seed: int, color_shape: tuple[int | None, ...] = (None,
     return [t.requires_grad_() for t in (means, quats, scales, opacities, colors)]
 
 
-def renders_and_grads(rasterize, params: list[Tensor], viewmats: Tensor, Ks: Tensor, **options):
+def renders_and_grads(
+    rasterize, params: list[Tensor], viewmats: Tensor, Ks: Tensor, width: int = WIDTH, height: int = HEIGHT, **options
+):
     """(render, alphas) and the gradients of params under a fixed random weighting of every output channel."""
-    render, alphas = rasterize(*params, viewmats, Ks, WIDTH, HEIGHT, **options)[:2]
+    render, alphas = rasterize(*params, viewmats, Ks, width, height, **options)[:2]
     g = torch.Generator().manual_seed(123)
     loss = (torch.rand(render.shape, generator=g, dtype=F64) * render).sum()
     loss = loss + (torch.rand(alphas.shape, generator=g, dtype=F64) * alphas).sum()
@@ -54,8 +67,8 @@ def renders_and_grads(rasterize, params: list[Tensor], viewmats: Tensor, Ks: Ten
     return render.detach(), alphas.detach(), grads
 
 
-def assert_matches_dense(params: list[Tensor], viewmats: Tensor, Ks: Tensor, **options) -> None:
-    render, alphas, grads = renders_and_grads(rasterize_gaussians, params, viewmats, Ks, **options)
+def assert_matches_dense(rasterize, params: list[Tensor], viewmats: Tensor, Ks: Tensor, **options) -> None:
+    render, alphas, grads = renders_and_grads(rasterize, params, viewmats, Ks, **options)
     ref_render, ref_alphas, ref_grads = renders_and_grads(rasterize_dense, params, viewmats, Ks, **options)
     assert alphas.max() > 0.9 and (alphas > 0).float().mean() > 0.3  # a real scene, not an empty image
     torch.testing.assert_close(render, ref_render, rtol=0, atol=1e-9)
@@ -88,32 +101,78 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_dense_reference(case: str):
+def test_matches_dense_reference(rasterize, case: str):
     options, color_shape = CASES[case]
     viewmats, Ks = ring_cameras(2)
     params = random_scene(150, seed=len(case), color_shape=color_shape)
     if "sh_degree" in options:  # SH coefficients of a plausible size: DC around grey, small higher bands
         with torch.no_grad():
             params[4].sub_(0.5).mul_(0.8)
-    assert_matches_dense(params, viewmats, Ks, **options)
+    assert_matches_dense(rasterize, params, viewmats, Ks, **options)
 
 
-def test_matches_dense_reference_where_pixels_terminate():
+def test_matches_dense_reference_where_pixels_terminate(rasterize):
     # Near-opaque Gaussians: many pixels stop early (T would fall to <= 1e-4) and some alphas clamp at 0.999.
     viewmats, Ks = ring_cameras(2)
     params = random_scene(300, seed=4)
     params[3] = (1.0 - 0.01 * torch.rand(300, generator=torch.Generator().manual_seed(4), dtype=F64)).requires_grad_()
-    assert_matches_dense(params, viewmats, Ks)
+    assert_matches_dense(rasterize, params, viewmats, Ks)
 
 
-def test_per_camera_sh_matches_dense_reference():
+def test_per_camera_sh_matches_dense_reference(rasterize):
     viewmats, Ks = ring_cameras(2)
     params = random_scene(120, seed=7)
     params[4] = (torch.rand(2, 120, 9, 3, dtype=F64) - 0.5).requires_grad_()
-    assert_matches_dense(params, viewmats, Ks, sh_degree=2)
+    assert_matches_dense(rasterize, params, viewmats, Ks, sh_degree=2)
 
 
-def test_culled_gaussians_get_zero_radii_and_finite_zero_gradients():
+def test_matches_dense_reference_across_tiles_and_cameras(rasterize):
+    # 53x37 is no multiple of the compiled kernel's 16-px tiles: Gaussians straddle tile edges and partial tiles.
+    width, height = 53, 37
+    viewmats, Ks = ring_cameras(3, width, height)
+    params = random_scene(200, seed=21)
+    render, alphas, grads = renders_and_grads(rasterize, params, viewmats, Ks, width=width, height=height)
+    ref_render, ref_alphas, ref_grads = renders_and_grads(rasterize_dense, params, viewmats, Ks, width=width,
+                                                          height=height)  # fmt: skip
+    assert (alphas > 0.5).float().mean() > 0.3
+    torch.testing.assert_close(render, ref_render, rtol=0, atol=1e-9)
+    torch.testing.assert_close(alphas, ref_alphas, rtol=0, atol=1e-9)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-6, atol=1e-9 * float(ref.abs().max()))
+
+
+def test_compiled_rasterizer_matches_the_torch_one_in_float32_on_any_thread_count():
+    # The training set-up: float32, SH degree 3, a background, absgrad; one and two threads split the tiles differently.
+    viewmats, Ks = (t.float() for t in ring_cameras(2, 64, 48))
+    params = [t.detach().float().requires_grad_() for t in random_scene(3000, seed=8, color_shape=(None, 16, 3))]
+    with torch.no_grad():
+        params[2].mul_(0.5)
+        params[4].sub_(0.5).mul_(0.8)
+    options = {"sh_degree": 3, "backgrounds": torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.2, 0.4]]), "absgrad": True}
+    results = {}
+    threads = torch.get_num_threads()
+    for name, n_threads in (("torch", threads), ("numba", 1), ("numba", 2)):
+        torch.set_num_threads(n_threads)
+        try:
+            render, alphas, meta = rasterize_gaussians(*params, viewmats, Ks, 64, 48, rasterizer=name, **options)
+            meta["means2d"].retain_grad()
+            loss = (torch.rand(render.shape, generator=torch.Generator().manual_seed(2)) * render).sum() + alphas.sum()
+            grads = torch.autograd.grad(loss, [*params, meta["means2d"]])
+            results[name, n_threads] = (render.detach(), alphas.detach(), *grads, meta["means2d"].absgrad)
+        finally:
+            torch.set_num_threads(threads)
+    names = ("render", "alphas", "means", "quats", "scales", "opacities", "sh", "means2d", "absgrad")
+    reference = results["torch", threads]
+    assert reference[1].max() > 0.9 and (reference[1] > 0).float().mean() > 0.3
+    for key in (("numba", 1), ("numba", 2)):
+        for name, value, ref in zip(names, results[key], reference):
+            scale = float(ref.abs().max())
+            torch.testing.assert_close(value, ref, rtol=1e-3, atol=1e-4 * scale, msg=f"{key} {name}")
+    for name, one, two in zip(names, results["numba", 1], results["numba", 2]):
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6 * float(one.abs().max()), msg=name)
+
+
+def test_culled_gaussians_get_zero_radii_and_finite_zero_gradients(rasterize):
     params = random_scene(80, seed=3)
     view = torch.eye(4, dtype=F64)[None]  # looking down +z from z = -2.5
     view[:, 2, 3] = 2.5
@@ -134,9 +193,9 @@ def test_culled_gaussians_get_zero_radii_and_finite_zero_gradients():
         params[0][:4] = culled
         params[0][4] = edge
         params[2][4] = 0.5
-    assert_matches_dense(params, view, Ks, far_plane=20.0)
+    assert_matches_dense(rasterize, params, view, Ks, far_plane=20.0)
 
-    render, alphas, meta = rasterize_gaussians(*params, view, Ks, WIDTH, HEIGHT, far_plane=20.0)
+    render, alphas, meta = rasterize(*params, view, Ks, WIDTH, HEIGHT, far_plane=20.0)
     assert (meta["radii"][0, :4] == 0).all()
     assert (meta["radii"][0, 4] > 0).all() and meta["means2d"][0, 4, 0] > WIDTH + 10
     (render.sum() + alphas.sum()).backward()
@@ -161,16 +220,16 @@ def _stack(*gaussians: list[Tensor]) -> list[Tensor]:
     return [torch.cat(parts).detach().requires_grad_() for parts in zip(*gaussians)]
 
 
-def _render_axis(params: list[Tensor], **options) -> tuple[Tensor, Tensor]:
-    render, alphas, _ = rasterize_gaussians(*params, IDENTITY_VIEW, AXIS_K, WIDTH, HEIGHT, **options)
+def _render_axis(rasterize, params: list[Tensor], **options) -> tuple[Tensor, Tensor]:
+    render, alphas, _ = rasterize(*params, IDENTITY_VIEW, AXIS_K, WIDTH, HEIGHT, **options)
     return render[0], alphas[0, ..., 0]
 
 
-def test_single_gaussian_peak_value_and_footprint():
+def test_single_gaussian_peak_value_and_footprint(rasterize):
     z, scale, opacity, color = 4.0, 0.4, 0.7, [0.2, 0.9, 0.5]
     background = torch.tensor([[0.1, 0.1, 0.6]], dtype=F64)
     with torch.no_grad():
-        render, alphas = _render_axis(_axis_gaussian(z, scale, opacity, color), backgrounds=background)
+        render, alphas = _render_axis(rasterize, _axis_gaussian(z, scale, opacity, color), backgrounds=background)
     row, col = AXIS_PIXEL
     expected_peak = opacity * torch.tensor(color, dtype=F64) + (1 - opacity) * background[0]
     torch.testing.assert_close(render[row, col], expected_peak, rtol=0, atol=1e-12)
@@ -192,22 +251,22 @@ def test_single_gaussian_peak_value_and_footprint():
     assert (alphas[radius > cutoff + 1e-6] == 0).all() and (alphas[radius < cutoff - 1e-6] > 0).all()
 
 
-def test_single_gaussian_antialiased_opacity_and_depth_channels():
+def test_single_gaussian_antialiased_opacity_and_depth_channels(rasterize):
     z, scale, opacity = 4.0, 0.4, 0.7
     params = [t.detach() for t in _axis_gaussian(z, scale, opacity, [0.2, 0.9, 0.5])]
     row, col = AXIS_PIXEL
-    _, alphas = _render_axis(params, rasterize_mode="antialiased")
+    _, alphas = _render_axis(rasterize, params, rasterize_mode="antialiased")
     var = (FOCAL * scale / z) ** 2
     assert alphas[row, col] == pytest.approx(opacity * var / (var + 0.3), abs=1e-12)  # sqrt(det ratio)
 
-    render, alphas = _render_axis(params, render_mode="RGB+D")
+    render, alphas = _render_axis(rasterize, params, render_mode="RGB+D")
     torch.testing.assert_close(render[..., 3], z * alphas, rtol=1e-12, atol=0)
-    render, alphas = _render_axis(params, render_mode="ED")
+    render, alphas = _render_axis(rasterize, params, render_mode="ED")
     assert render.shape == (HEIGHT, WIDTH, 1)
     torch.testing.assert_close(render[alphas > 0][:, 0], torch.full(((alphas > 0).sum(),), z, dtype=F64))
 
 
-def test_sh_colour_is_evaluated_along_the_camera_to_gaussian_direction():
+def test_sh_colour_is_evaluated_along_the_camera_to_gaussian_direction(rasterize):
     c1 = 0.4886025119029199  # degree-1 basis constant: bases (C0, -C1 y, C1 z, -C1 x)
     coeffs = torch.zeros(1, 4, 3, dtype=F64)
     coeffs[0, 0] = rgb_to_sh(torch.tensor([0.3, 0.6, 0.5], dtype=F64))
@@ -217,7 +276,7 @@ def test_sh_colour_is_evaluated_along_the_camera_to_gaussian_direction():
     params[4] = coeffs
     # Camera 1 at (-4, 0, 4) looks along world +x at the same Gaussian, also on its optical axis.
     side = torch.tensor([[0.0, 0.0, -1.0, 4.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 4.0], [0, 0, 0, 1]], dtype=F64)
-    render, _, _ = rasterize_gaussians(
+    render, _, _ = rasterize(
         *params, torch.cat([IDENTITY_VIEW, side[None]]), AXIS_K.repeat(2, 1, 1), WIDTH, HEIGHT, sh_degree=1
     )
     front = torch.tensor([0.3 + 0.2, 0.6 - 0.1, 0.0], dtype=F64)  # 0.5 - 0.9 < 0 is clamped to 0
@@ -226,42 +285,42 @@ def test_sh_colour_is_evaluated_along_the_camera_to_gaussian_direction():
     torch.testing.assert_close(render[:, row, col], 0.8 * torch.stack([front, beside]), rtol=0, atol=1e-12)
 
     # Degree 0 of the same coefficients is the view-independent DC colour.
-    rgb = rasterize_gaussians(*params[:4], torch.tensor([[0.3, 0.6, 0.5]], dtype=F64), IDENTITY_VIEW, AXIS_K,
+    rgb = rasterize(*params[:4], torch.tensor([[0.3, 0.6, 0.5]], dtype=F64), IDENTITY_VIEW, AXIS_K,
                               WIDTH, HEIGHT)[0]  # fmt: skip
-    sh0 = rasterize_gaussians(*params, IDENTITY_VIEW, AXIS_K, WIDTH, HEIGHT, sh_degree=0)[0]
+    sh0 = rasterize(*params, IDENTITY_VIEW, AXIS_K, WIDTH, HEIGHT, sh_degree=0)[0]
     torch.testing.assert_close(sh0, rgb, rtol=0, atol=1e-12)
 
 
-def test_per_camera_colours_are_used_by_their_camera():
+def test_per_camera_colours_are_used_by_their_camera(rasterize):
     viewmats, Ks = ring_cameras(2)
     params = random_scene(100, seed=11)
     per_camera = torch.rand(2, 100, 3, dtype=F64)
-    both = rasterize_gaussians(*params[:4], per_camera, viewmats, Ks, WIDTH, HEIGHT)[0]
+    both = rasterize(*params[:4], per_camera, viewmats, Ks, WIDTH, HEIGHT)[0]
     for cam in range(2):
-        alone = rasterize_gaussians(*params[:4], per_camera[cam], viewmats[cam : cam + 1], Ks[cam : cam + 1],
+        alone = rasterize(*params[:4], per_camera[cam], viewmats[cam : cam + 1], Ks[cam : cam + 1],
                                     WIDTH, HEIGHT)[0]  # fmt: skip
         torch.testing.assert_close(both[cam], alone[0], rtol=0, atol=1e-12)
 
 
-def test_nearer_gaussian_dominates_regardless_of_input_order():
+def test_nearer_gaussian_dominates_regardless_of_input_order(rasterize):
     # Same 4 px screen footprint: the near one at z = 2 with scale 0.2, the far one at z = 4 with 0.4.
     near = _axis_gaussian(2.0, 0.2, 0.8, [1.0, 0.0, 0.0])
     far = _axis_gaussian(4.0, 0.4, 0.8, [0.0, 1.0, 0.0])
     row, col = AXIS_PIXEL
-    front_first, _ = _render_axis(_stack(near, far))
-    back_first, _ = _render_axis(_stack(far, near))
+    front_first, _ = _render_axis(rasterize, _stack(near, far))
+    back_first, _ = _render_axis(rasterize, _stack(far, near))
     torch.testing.assert_close(front_first, back_first, rtol=0, atol=0)
     expected = torch.tensor([0.8, 0.2 * 0.8, 0.0], dtype=F64)  # near alpha, then what it lets through
     torch.testing.assert_close(front_first[row, col], expected, rtol=0, atol=1e-12)
 
 
-def test_early_termination_gives_hidden_gaussians_zero_gradient():
+def test_early_termination_gives_hidden_gaussians_zero_gradient(rasterize):
     # Two huge 0.999-opacity layers: after the first, T = 1e-3; the second would take T to 1e-6
     # <= 1e-4, so every pixel stops there and neither it nor the small Gaussian behind contributes.
     wall = [_axis_gaussian(z, 20.0, 0.999, [0.9, 0.1, 0.1]) for z in (2.0, 2.1)]
     hidden = _axis_gaussian(4.0, 0.1, 0.9, [0.0, 1.0, 0.0])
     params = _stack(*wall, hidden)
-    render, alphas = _render_axis(params)
+    render, alphas = _render_axis(rasterize, params)
     assert alphas.min() > 0.997
     torch.testing.assert_close(render, alphas[..., None] * params[4][0], rtol=0, atol=1e-12)  # the front layer only
     (render.sum() + alphas.sum()).backward()
@@ -271,32 +330,32 @@ def test_early_termination_gives_hidden_gaussians_zero_gradient():
 
     # One layer leaves T = 1e-3: the Gaussian behind shows, and gets gradient.
     params = _stack(wall[0], hidden)
-    render, alphas = _render_axis(params)
+    render, alphas = _render_axis(rasterize, params)
     (render.sum() + alphas.sum()).backward()
     assert params[3].grad[1] != 0 and params[4].grad[1, 1] > 0
 
 
-def test_alpha_clamped_at_0999_passes_no_gradient():
+def test_alpha_clamped_at_0999_passes_no_gradient(rasterize):
     # Opacity 1 on a pixel centre: alpha = min(0.999, 1) is clamped there, so that pixel adds
     # nothing to the opacity gradient (all other pixels have alpha < 0.999 and do).
     params = _axis_gaussian(4.0, 0.4, 1.0, [0.2, 0.9, 0.5])
-    render, alphas = _render_axis(params)
+    render, alphas = _render_axis(rasterize, params)
     row, col = AXIS_PIXEL
     assert alphas[row, col] == 0.999 and (alphas < 0.999).sum() == alphas.numel() - 1
-    _, _, grads = renders_and_grads(rasterize_gaussians, params, IDENTITY_VIEW, AXIS_K)
+    _, _, grads = renders_and_grads(rasterize, params, IDENTITY_VIEW, AXIS_K)
     _, _, ref_grads = renders_and_grads(rasterize_dense, params, IDENTITY_VIEW, AXIS_K)
     torch.testing.assert_close(grads[3], ref_grads[3], rtol=1e-9, atol=0)
     assert grads[3].abs() > 0
 
 
-def test_absgrad_is_the_sum_over_pixels_of_absolute_mean2d_gradients():
+def test_absgrad_is_the_sum_over_pixels_of_absolute_mean2d_gradients(rasterize):
     width = height = 8
     viewmats, Ks = ring_cameras(1, width, height)
     params = random_scene(12, seed=5)
     with torch.no_grad():
         params[0].mul_(0.5)
         params[2].mul_(3.0)
-    render, alphas, meta = rasterize_gaussians(*params, viewmats, Ks, width, height, absgrad=True)
+    render, alphas, meta = rasterize(*params, viewmats, Ks, width, height, absgrad=True)
     weights = torch.rand(height * width, 4, dtype=F64, generator=torch.Generator().manual_seed(1))
     meta["means2d"].retain_grad()
     (torch.cat([render, alphas], -1).reshape(-1, 4) * weights).sum().backward()
@@ -323,7 +382,7 @@ def test_absgrad_is_the_sum_over_pixels_of_absolute_mean2d_gradients():
 
 
 @pytest.mark.parametrize("absgrad", [False, True])
-def test_meta_drives_gsplat_default_strategy(absgrad: bool):
+def test_meta_drives_gsplat_default_strategy(rasterize, absgrad: bool):
     torch.manual_seed(0)
     n_small, n_large, n_faint = 24, 16, 8
     n = n_small + n_large + n_faint
@@ -350,7 +409,7 @@ def test_meta_drives_gsplat_default_strategy(absgrad: bool):
 
     sizes = []
     for step in range(4):
-        render, _, info = rasterize_gaussians(
+        render, _, info = rasterize(
             params["means"], params["quats"], torch.exp(params["scales"]), torch.sigmoid(params["opacities"]),
             torch.cat([params["sh0"], params["shN"]], 1), viewmats, Ks, WIDTH, HEIGHT, sh_degree=3, absgrad=absgrad,
         )  # fmt: skip
@@ -377,7 +436,7 @@ def test_meta_drives_gsplat_default_strategy(absgrad: bool):
             assert optimizer.state[params[name]][key].shape == params[name].shape
 
 
-def test_bad_render_mode_and_shapes_are_rejected():
+def test_bad_render_mode_shapes_and_rasterizer_are_rejected():
     viewmats, Ks = ring_cameras(1)
     params = random_scene(5, seed=0)
     with pytest.raises(DeepfakeError, match="render_mode"):
@@ -390,3 +449,7 @@ def test_bad_render_mode_and_shapes_are_rejected():
         rasterize_gaussians(*params[:3], params[3][:, None], params[4], viewmats, Ks, WIDTH, HEIGHT)
     with pytest.raises(ValueError, match="Ks"):
         rasterize_gaussians(*params, viewmats, Ks.repeat(2, 1, 1), WIDTH, HEIGHT)
+    with pytest.raises(DeepfakeError, match="rasterizer='fast'"):
+        rasterize_gaussians(*params, viewmats, Ks, WIDTH, HEIGHT, rasterizer="fast")
+    with pytest.raises(DeepfakeError, match="renders cuda tensors"):
+        rasterize_gaussians(*params, viewmats, Ks, WIDTH, HEIGHT, rasterizer="gsplat")

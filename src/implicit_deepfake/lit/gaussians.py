@@ -39,11 +39,12 @@ class LitGaussians(SceneModule):
         ssim_lambda: float = 0.2,
         densify: dict | None = None,
         seed: int = 0,
+        rasterizer: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # densification resizes parameters and optimizer state
-        self.cloud = GaussianCloud(sh_degree)
+        self.cloud = GaussianCloud(sh_degree, rasterizer=rasterizer)
         self.lr = {**DEFAULT_LR, **(lr or {})}
         self.strategy = DefaultStrategy(**(densify or {}))
         self.register_buffer("scene_scale", torch.tensor(1.0))

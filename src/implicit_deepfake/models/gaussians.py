@@ -23,11 +23,13 @@ PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
 class GaussianCloud(nn.Module):
     """N Gaussians: means (N, 3), scales (N, 3) log, quats (N, 4) wxyz, opacities (N,) logit,
-    sh0 (N, 1, 3) and shN (N, K - 1, 3) spherical-harmonics coefficients, K = (sh_degree + 1)^2."""
+    sh0 (N, 1, 3) and shN (N, K - 1, 3) spherical-harmonics coefficients, K = (sh_degree + 1)^2.
+    `rasterizer`: a name in `render.gaussians.RASTERIZERS`, None for the device's default."""
 
-    def __init__(self, sh_degree: int = 3, n: int = 0) -> None:
+    def __init__(self, sh_degree: int = 3, n: int = 0, rasterizer: str | None = None) -> None:
         super().__init__()
         self.sh_degree = sh_degree
+        self.rasterizer = rasterizer
         k = num_sh_bases(sh_degree)
         shapes = {"means": (n, 3), "scales": (n, 3), "quats": (n, 4), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k - 1, 3)}
         self.params = nn.ParameterDict({name: nn.Parameter(torch.zeros(shape)) for name, shape in shapes.items()})
@@ -76,6 +78,7 @@ class GaussianCloud(nn.Module):
             sh_degree=min(sh_degree, self.sh_degree),
             backgrounds=background.expand(len(cameras), 3),
             absgrad=absgrad,
+            rasterizer=self.rasterizer,
         )
         return render.clamp(0.0, 1.0), alphas, meta
 

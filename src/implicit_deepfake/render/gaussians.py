@@ -1,14 +1,16 @@
 """`rasterize_gaussians`: 3D Gaussian splatting with gsplat's `rasterization()` semantics on any device.
 
-The backend is picked once, from the device of `means`, in `RASTERIZERS`: CUDA tensors go to
-gsplat's fused CUDA kernels, CPU tensors to the autograd rasterizer of `gaussians_cpu`. Both
-return the unpacked layout ((C, N, ...) per camera and Gaussian), so `meta` feeds gsplat's
-`DefaultStrategy` (`step_pre_backward` / `step_post_backward(packed=False)`) the same way.
+The backend is picked once, by name in `RASTERIZERS` or, without a name, by the device of `means`
+(`DEFAULT_RASTERIZERS`): CUDA tensors go to gsplat's fused CUDA kernels ("gsplat"), CPU tensors to
+the rasterizer of `gaussians_cpu` with compiled compositing ("numba", the default) or with the
+pure-PyTorch reference compositing ("torch"). All return the unpacked layout ((C, N, ...) per
+camera and Gaussian), so `meta` feeds gsplat's `DefaultStrategy` (`step_pre_backward` /
+`step_post_backward(packed=False)`) the same way.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from torch import Tensor
 
@@ -27,11 +29,23 @@ def _rasterize_gsplat(
     return rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=False, **options)
 
 
-# device type -> rasterizer with the signature of `rasterize_cpu`
-RASTERIZERS: dict[str, Callable[..., tuple[Tensor, Tensor, dict]]] = {
-    "cpu": rasterize_cpu,
-    "cuda": _rasterize_gsplat,
+def _rasterize_numba(*args, **options) -> tuple[Tensor, Tensor, dict]:
+    from implicit_deepfake.render.gaussians_numba import composite  # numba loads (or compiles) on first use
+
+    return rasterize_cpu(*args, compositor=composite, **options)
+
+
+class Rasterizer(NamedTuple):
+    device: str  # the device type of the tensors it takes
+    rasterize: Callable[..., tuple[Tensor, Tensor, dict]]  # the signature of `rasterize_cpu`
+
+
+RASTERIZERS: dict[str, Rasterizer] = {
+    "numba": Rasterizer("cpu", _rasterize_numba),
+    "torch": Rasterizer("cpu", rasterize_cpu),
+    "gsplat": Rasterizer("cuda", _rasterize_gsplat),
 }
+DEFAULT_RASTERIZERS = {"cpu": "numba", "cuda": "gsplat"}  # device type -> name in RASTERIZERS
 
 
 def rasterize_gaussians(
@@ -55,6 +69,7 @@ def rasterize_gaussians(
     rasterize_mode: str = "classic",
     absgrad: bool = False,
     packed: bool = False,
+    rasterizer: str | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render N Gaussians into C pinhole cameras, front to back, differentiably.
 
@@ -66,6 +81,7 @@ def rasterize_gaussians(
     render_mode: "RGB" | "D" | "ED" | "RGB+D" | "RGB+ED" (depth is the last channel; ED = expected
     depth); rasterize_mode: "classic" | "antialiased" (opacity x sqrt(det Sigma / det(Sigma + eps2d))).
     `packed` is accepted for gsplat call compatibility; the output is always unpacked.
+    rasterizer: a name in `RASTERIZERS`, or None for the device's default (`DEFAULT_RASTERIZERS`).
 
     Returns render (C, H, W, D') with D' = D (+1 for depth), alphas (C, H, W, 1), and meta with
     "means2d" (C, N, 2, differentiable: `retain_grad()` for densification; with absgrad=True,
@@ -87,12 +103,20 @@ def rasterize_gaussians(
         if tuple(actual[name].shape) != shape:
             raise ValueError(f"{name}: expected shape {shape}, got {tuple(actual[name].shape)}")
     device = means.device.type
-    if device not in RASTERIZERS:
+    if rasterizer is None and device not in DEFAULT_RASTERIZERS:
         raise DeepfakeError(
-            f"no Gaussian rasterizer for device {device!r} (have {sorted(RASTERIZERS)}); "
+            f"no Gaussian rasterizer for device {device!r} (have {sorted(DEFAULT_RASTERIZERS)}); "
             "set the trainer accelerator to cpu or gpu"
         )
-    return RASTERIZERS[device](
+    name = rasterizer or DEFAULT_RASTERIZERS[device]
+    if name not in RASTERIZERS:
+        raise DeepfakeError(f"rasterizer={name!r} is not one of {sorted(RASTERIZERS)}; fix model.module.rasterizer")
+    if RASTERIZERS[name].device != device:
+        raise DeepfakeError(
+            f"rasterizer={name!r} renders {RASTERIZERS[name].device} tensors, not {device} ones; "
+            "set model.module.rasterizer=null (the device's default) or the matching trainer"
+        )
+    return RASTERIZERS[name].rasterize(
         means, quats, scales, opacities, colors, viewmats, Ks, width, height,
         sh_degree=sh_degree, near_plane=near_plane, far_plane=far_plane, eps2d=eps2d,
         radius_clip=radius_clip, backgrounds=backgrounds, tile_size=tile_size,

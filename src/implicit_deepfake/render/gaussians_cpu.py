@@ -4,13 +4,15 @@ Projection reuses gsplat's pure-torch reference math (`_quat_scale_to_covar_prec
 `_world_to_cam`, `_persp_proj`: EWA Jacobian with x/z, y/z clamped to 1.3x the field of view) and
 is differentiated by autograd; blur, antialiasing compensation, culling and radii follow gsplat's
 CUDA kernel (opacity-aware 3.33-sigma box, cull below alpha 1/255, near/far, off-screen,
-radius_clip). Compositing is `gaussians_composite.composite`.
+radius_clip). Compositing is a `Compositor`: `gaussians_composite.composite` (PyTorch, the reference)
+or `gaussians_numba.composite` (compiled), with the same arguments and results.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -20,6 +22,7 @@ from implicit_deepfake.render.sh import sh_colors
 
 _EXTEND_MAX = 3.33  # box half-size in sigmas; opacity-aware boxes are tighter
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
+Compositor = Callable[..., tuple[Tensor, Tensor]]  # the signature of gaussians_composite.composite
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ def rasterize_cpu(
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
     absgrad: bool = False,
+    compositor: Compositor = composite,
 ) -> tuple[Tensor, Tensor, dict]:
     """gsplat `rasterization(..., packed=False)` on the CPU; see `render.gaussians.rasterize_gaussians`."""
     n_cameras, n = viewmats.shape[0], means.shape[0]
@@ -196,7 +200,7 @@ def rasterize_cpu(
         hi = torch.floor(xy + r - 0.5).long().minimum(torch.tensor([width - 1, height - 1]))
 
     features = gaussian_features(colors, means, viewmats, sh_degree, proj.depths, render_mode, index=flat)
-    render, alpha = composite(
+    render, alpha = compositor(
         proj.means2d.flatten(0, 1).index_select(0, flat),
         proj.conics.flatten(0, 1).index_select(0, flat),
         proj.opacities.flatten().index_select(0, flat),
