@@ -1,0 +1,204 @@
+"""Offline head and expression tracking of a monocular talking-head clip from its face-mesh landmarks.
+
+NeRFace's own tracker (Face2Face) was never released; this one gets the same fields from
+mediapipe's 468-point face mesh (`faces.py`), per frame (x, y in pixels, z a relative depth in
+pixels, OpenCV axes: x right, y down, z away from the camera):
+
+- the **mean face** of the clip by generalised Procrustes: every frame's landmarks are aligned to
+  the current mean by a similarity (rotation, scale, shift) and averaged, a few times over; the
+  landmarks that move least after alignment (forehead, nose, temples: not the jaw or lips) become
+  the rigid set (those above the nose tip: the mesh's lower half tilts a little with the jaw), and
+  the fits are redone on that set alone, so talking does not turn the head;
+- the **head pose**: PnP of the rigid set of the mean face (in head units) against the frame's 2D
+  landmarks with the clip's intrinsics, started from the similarity fit; head coordinates are the
+  mean face turned to the clip's mean pose with z up, the face looking along -y (as the synthetic
+  head's); smoothed over time like the expressions;
+- the **expression**: what the similarity fit leaves (every landmark's offset from the mean face,
+  in head units) projected on a PCA basis fitted on the clip, scaled so the first coefficient's
+  standard deviation is EXPRESSION_STD, zero-padded to the requested size and smoothed over time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.spatial.transform import Rotation
+
+# Head units: the mean face's landmarks span this height (forehead to chin); the synthetic head's
+# (1 unit tall) span about 0.6. Only ratios matter to the model: its scene box comes from the cameras.
+FACE_HEIGHT = 0.6
+RIGID_FRACTION = 0.4  # the share of landmarks that move least: the rigid set (those above the nose tip)
+NOSE_TIP = 1  # face-mesh landmark
+PROCRUSTES_ROUNDS = 4
+EXPRESSION_STD = 0.3  # the first expression coefficient's spread; NeRFace's weights are of this order
+# Camera axes (x right, y down, z forward) -> head axes (x right, y into the head, z up).
+_CAMERA_TO_HEAD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+
+@dataclass(frozen=True)
+class HeadTrack:
+    """world_to_camera: (N, 4, 4) head pose per frame (head coordinates -> OpenCV camera); mean_face:
+    (468, 3) in head coordinates; rigid: indices of the rigid landmarks; expressions: (N, D) float32;
+    explained: (K,) the share of the non-rigid motion each PCA component explains."""
+
+    world_to_camera: np.ndarray
+    mean_face: np.ndarray
+    rigid: np.ndarray
+    expressions: np.ndarray
+    explained: np.ndarray
+
+
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Umeyama's least-squares similarity: target ~ scale * source @ R.T + shift, for (P, 3) point sets."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(t.T @ s / len(s))
+    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ d @ vt
+    scale = float(np.trace(np.diag(sigma) @ d) / (s**2).sum(1).mean())
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+def _aligned(landmarks: np.ndarray, reference: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's landmarks (N, P, 3) mapped onto `reference` by the similarity fitted on `ids`,
+    and the fits' rotations (N, 3, 3) (landmarks -> reference)."""
+    out, rotations = np.empty_like(landmarks), np.empty((len(landmarks), 3, 3))
+    for i, points in enumerate(landmarks):
+        scale, rotation, shift = similarity_fit(points[ids], reference[ids])
+        out[i], rotations[i] = scale * points @ rotation.T + shift, rotation
+    return out, rotations
+
+
+def mean_face(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generalised Procrustes over the clip (N, 468, 3): the mean face (468, 3) in the landmarks'
+    axes, centred, FACE_HEIGHT tall; the rigid landmark ids; each frame aligned onto it (N, 468, 3)."""
+    ids = np.arange(landmarks.shape[1])
+    reference = landmarks[len(landmarks) // 2]
+    for round_ in range(PROCRUSTES_ROUNDS):
+        aligned, _ = _aligned(landmarks, reference, ids)
+        reference = aligned.mean(0)
+        reference = (reference - reference.mean(0)) * (FACE_HEIGHT / np.ptp(reference[:, 1]))
+        if round_ == 0:  # from here on, only the landmarks that moved least drive the fit
+            spread = np.linalg.norm(aligned - aligned.mean(0, keepdims=True), axis=2).mean(0)
+            least_moving = np.argsort(spread)[: int(RIGID_FRACTION * len(spread))]
+            # above the nose tip only: the mesh tilts a little with the jaw, and that is not the head turning
+            ids = np.sort(least_moving[reference[least_moving, 1] < reference[NOSE_TIP, 1]])
+    aligned, _ = _aligned(landmarks, reference, ids)
+    return reference, ids, aligned
+
+
+def _pnp(face: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, guess: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(4, 4) pose (face coordinates -> OpenCV camera) of `face` (P, 3) seen at `pixels` (P, 2)."""
+    rvec, tvec = cv2.Rodrigues(guess[0])[0], guess[1].reshape(3, 1)
+    _, rvec, tvec = cv2.solvePnP(face, pixels, intrinsics, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = cv2.Rodrigues(rvec)[0], tvec[:, 0]
+    return pose
+
+
+def head_poses(landmarks: np.ndarray, face: np.ndarray, rigid: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """(N, 4, 4) face coordinates -> OpenCV camera per frame: PnP of the rigid landmarks of `face`
+    against each frame's (N, 468, 2+) pixels, started from the weak-perspective similarity fit."""
+    focal, centre = intrinsics[0, 0], intrinsics[:2, 2]
+    poses = np.empty((len(landmarks), 4, 4))
+    for i, points in enumerate(landmarks):
+        # The similarity maps the face onto the landmarks (pixels); its scale gives the depth.
+        scale, rotation, shift = similarity_fit(face[rigid], points[rigid])
+        depth = focal / scale
+        guess = np.array([(shift[0] - centre[0]) * depth / focal, (shift[1] - centre[1]) * depth / focal, depth])
+        poses[i] = _pnp(face[rigid], points[rigid, :2].astype(np.float64), intrinsics, (rotation, guess))
+    return poses
+
+
+def smooth_poses(poses: np.ndarray, sigma: float) -> np.ndarray:
+    """Poses (N, 4, 4) smoothed over time: a Gaussian of `sigma` frames over the rotations (as
+    quaternions on one hemisphere) and translations; 0 leaves them as they are."""
+    if sigma <= 0:
+        return poses
+    quaternions = Rotation.from_matrix(poses[:, :3, :3]).as_quat()
+    quaternions *= np.sign(quaternions @ quaternions[0])[:, None]
+    out = poses.copy()
+    out[:, :3, :3] = Rotation.from_quat(gaussian_filter1d(quaternions, sigma, axis=0, mode="nearest")).as_matrix()
+    out[:, :3, 3] = gaussian_filter1d(poses[:, :3, 3], sigma, axis=0, mode="nearest")
+    return out
+
+
+def to_head_coordinates(face: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Re-express `face` (468, 3) and `poses` (N, 4, 4) (face -> camera) in head coordinates: the
+    clip's mean head rotation becomes the frontal one, axes z up and y into the head."""
+    mean_rotation = Rotation.from_matrix(poses[:, :3, :3]).mean().as_matrix()
+    head_from_face = _CAMERA_TO_HEAD @ mean_rotation  # the mean pose looks straight at the camera
+    change = np.eye(4)
+    change[:3, :3] = head_from_face.T  # head -> face coordinates
+    return face @ head_from_face.T, poses @ change
+
+
+def expression_codes(aligned: np.ndarray, face: np.ndarray, dim: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, dim) float32 expression vectors from the landmarks aligned to the mean face (N, 468, 3):
+    their offsets from it projected on the clip's principal components (as many as the clip
+    allows, zero-padded), scaled so the first has standard deviation EXPRESSION_STD, smoothed
+    over time with a Gaussian of `sigma` frames (0: not smoothed); and each component's share of
+    the offsets' variance."""
+    offsets = (aligned - face).reshape(len(aligned), -1)
+    offsets = offsets - offsets.mean(0)
+    u, singular, _ = np.linalg.svd(offsets, full_matrices=False)
+    count = min(dim, len(singular))
+    coefficients = u[:, :count] * singular[:count]
+    coefficients *= EXPRESSION_STD / max(float(coefficients[:, 0].std()), 1e-12)
+    if sigma > 0:
+        coefficients = gaussian_filter1d(coefficients, sigma, axis=0, mode="nearest")
+    codes = np.zeros((len(aligned), dim), np.float32)
+    codes[:, :count] = coefficients
+    variance = singular**2
+    return codes, (variance / max(variance.sum(), 1e-12))[:count]
+
+
+def track_head(landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: int, smooth: float) -> HeadTrack:
+    """Head pose and expression of every frame of a clip from its landmarks (N, 468, 3) (see module doc)."""
+    landmarks = landmarks.astype(np.float64)
+    face, rigid, aligned = mean_face(landmarks)
+    poses = smooth_poses(head_poses(landmarks, face, rigid, intrinsics), smooth)
+    codes, explained = expression_codes(aligned, face, expression_dim, smooth)
+    head_face, head_poses_ = to_head_coordinates(face, poses)
+    return HeadTrack(head_poses_, head_face, rigid, codes, explained)
+
+
+def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
+    """NeRFace's face box [top, bottom, left, right] (fractions of the frame) around landmarks (P, 2)
+    in pixels, grown like its `find_bbox`: 27% up for the forehead, 15% on the other sides."""
+    (left, top), (right, bottom) = xy.min(0), xy.max(0)
+    box_h, box_w = bottom - top, right - left
+    box = [(top - 0.27 * box_h) / height, (bottom + 0.15 * box_h) / height,
+           (left - 0.15 * box_w) / width, (right + 0.15 * box_w) / width]
+    return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
+
+
+def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: float) -> np.ndarray:
+    """(H, W) bool: the face oval (landmark ids `oval`, in order) of landmarks (468, 2) in pixels,
+    grown `grow` times about its centre (hair, ears and the back of the head lie outside the mesh)."""
+    polygon = xy[oval]
+    polygon = polygon.mean(0) + grow * (polygon - polygon.mean(0))
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    return mask.astype(bool)
+
+
+def median_background(frames: np.ndarray, masks: np.ndarray, min_samples: int = 3) -> tuple[np.ndarray, float]:
+    """The static background (H, W, 3) uint8: each pixel's median over the frames (N, H, W, 3) where
+    the head masks (N, H, W) leave it uncovered; pixels uncovered in fewer than `min_samples` frames
+    are inpainted from around them. Also the share of pixels inpainted."""
+    samples = np.where(masks[..., None], np.nan, frames.astype(np.float32))
+    counts = (~masks).sum(0)
+    with warnings.catch_warnings():  # all-NaN pixels (never uncovered) are filled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(samples, axis=0)
+    hidden = counts < min_samples
+    background = np.nan_to_num(median, nan=0.0).round().clip(0, 255).astype(np.uint8)
+    if hidden.any():
+        background = cv2.inpaint(background, hidden.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    return background, float(hidden.mean())
+
