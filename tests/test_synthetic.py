@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from implicit_deepfake.data import synthetic
 from implicit_deepfake.data.avatar import build_avatar, render_avatar
@@ -50,7 +51,7 @@ def test_head_mesh_is_closed_outward_and_unit_sized(avatar):
     outward = (avatar.normals[head] * avatar.vertices[head]).sum(1) > 0
     assert outward.float().mean() > 0.99
     extent = avatar.vertices[head].amax(0) - avatar.vertices[head].amin(0)
-    assert 0.6 < extent[0] < 0.9 and 0.7 < extent[1] < 1.1 and extent[2] == pytest.approx(1.0, abs=0.02)
+    assert 0.65 < extent[0] < 0.95 and 0.7 < extent[1] < 1.1 and extent[2] == pytest.approx(1.0, abs=0.02)
     # The face (photo-textured, following the landmarks) is on the front, the side facing -y.
     assert avatar.vertices[avatar.texture_weight > 0.99, 1].max() < 0
     assert avatar.face_weight[avatar.landmark_vertex_ids].mean() > 0.7
@@ -65,8 +66,10 @@ def test_dataset_layout_alpha_and_disjoint_views(built: Path):
         assert (corners == 0).all()  # white, transparent background
         assert (data.images[:, SIZE // 2 - 4: SIZE // 2 + 4, SIZE // 2 - 4: SIZE // 2 + 4, 3] == 255).all()
         assert (data.images[..., :3][data.images[..., 3] == 0] == 255).all()
-        for frame in data.index.frames:
-            assert abs(frame["azimuth_deg"]) <= 70 and -15 <= frame["elevation_deg"] <= 30
+        azimuths = [frame["azimuth_deg"] for frame in data.index.frames]
+        assert all(-15 <= frame["elevation_deg"] <= 40 for frame in data.index.frames)
+        if split == "train":  # the whole turn: a view in each quarter, the back of the head included
+            assert np.histogram(azimuths, bins=4, range=(-180, 180))[0].min() >= 1
         matrices.append(data.index.camera_to_world_gl)
     centres = torch.cat(matrices)[:, :3, 3]
     assert torch.cdist(centres, centres).add(torch.eye(len(centres))).min() > 0.05  # no view repeats
@@ -93,12 +96,13 @@ def test_surface_points_have_the_same_colour_in_two_views(built: Path, avatar):
     """Points of the mesh visible in two dataset views, projected with the cameras loaded from the
     json, land on pixels of the same colour (shading and texture do not depend on the view)."""
     data = load_blender_split(built, "train")
-    views = [f["azimuth_deg"] for f in data.index.frames]
-    a, b = int(np.argmin(views)), int(np.argmax(views))
-    assert views[b] - views[a] > 30  # really different views
-    cameras = data.cameras[[a, b]]
+    views = np.array([f["azimuth_deg"] for f in data.index.frames])
+    apart = np.abs((views[:, None] - views[None] + 180) % 360 - 180)  # azimuth difference around the turn
+    a, b = np.unravel_index(np.argmin(np.abs(apart - 60)), apart.shape)
+    assert 30 < apart[a, b] < 120  # really different views that share part of the head
+    cameras = data.cameras[[int(a), int(b)]]
     rng = torch.Generator().manual_seed(0)
-    faces = avatar.faces[torch.randint(len(avatar.faces), (20000,), generator=rng)]
+    faces = avatar.faces[torch.randint(len(avatar.faces), (60000,), generator=rng)]
     weights = -torch.log(torch.rand(len(faces), 3, generator=rng))  # uniform on each triangle
     points = ((weights / weights.sum(1, keepdim=True))[..., None] * avatar.vertices[faces]).sum(1)
     _, depth_maps = render_avatar(avatar, cameras, supersample=1)
@@ -111,11 +115,44 @@ def test_surface_points_have_the_same_colour_in_two_views(built: Path, avatar):
         surface = torch.from_numpy(depth_maps[view])[ij[:, 1], ij[:, 0]]
         visible &= on_image & ((surface - depth[view]).abs() < 0.01)
     assert visible.sum() > 1000
-    first, second = (_sample(data.images[v], pix[i][visible]) for i, v in enumerate((a, b)))
+    first, second = (_sample(data.images[int(v)], pix[i][visible]) for i, v in enumerate((a, b)))
     diff = (first - second).abs().mean(1)
     assert diff.median() < 8.0, diff.median()
     shuffled = (first - second.roll(97, 0)).abs().mean(1)
     assert shuffled.median() > 3 * diff.median() and shuffled.median() > 10.0  # the check has teeth
+
+
+def test_ears_stand_out_of_both_sides_of_the_skull(avatar):
+    """Along the sides of the head (at the ears' depth) the width has a bump at ear height that a bare
+    ellipsoid (whose profile bulges at most ~0.02 above a chord here) does not have."""
+    vertices = avatar.vertices
+    side = (vertices[:, 2] > -0.5) & ((vertices[:, 1] - 0.05).abs() < 0.1)
+    heights = torch.arange(-0.25, 0.151, 0.025)
+    rows = [side & ((vertices[:, 2] - z).abs() < 0.0125) for z in heights]
+    right = torch.stack([vertices[r, 0].max() for r in rows])
+    left = torch.stack([-vertices[r, 0].min() for r in rows])
+    torch.testing.assert_close(left, right)  # one ear on each side, mirrored
+    chord = right[0] + (right[-1] - right[0]) * (heights - heights[0]) / (heights[-1] - heights[0])
+    bump = right - chord
+    assert bump.max() > 0.04, bump
+    assert -0.2 < heights[bump.argmax()] < 0.1  # beside the eyes and nose, not at the crown or the chin
+
+
+def test_the_back_of_the_head_is_curly_grey_hair_in_a_closed_silhouette(avatar):
+    assert (avatar.texture_weight[avatar.vertices[:, 1] > 0] == 0).all()  # no photo on the back half
+    views = np.stack([np.arange(-180, 180, 45), np.zeros(8)], 1)
+    rgba, _ = render_avatar(avatar, view_cameras(views, 96, 0.69, DISTANCE))
+    for image in rgba:  # the silhouette is one closed region from every side
+        mask = image[..., 3] > 0
+        _, count = ndimage.label(mask)
+        assert count == 1 and (ndimage.binary_fill_holes(mask) == mask).all()
+    back = rgba[0, ..., :3][rgba[0, ..., 3] == 255] / 255.0
+    grey = (np.ptp(back, axis=1) < 0.08) & (back.mean(1) > 0.3) & (back.mean(1) < 0.9)  # in the light's shadow
+    assert grey.mean() > 0.25, grey.mean()  # hair covers the back of the head between cap and nape
+    assert back[grey].mean(1).std() > 0.02  # with curls, not a flat paint
+    front = rgba[4, ..., :3][rgba[4, ..., 3] == 255] / 255.0
+    front_grey = (np.ptp(front, axis=1) < 0.08) & (front.mean(1) > 0.3) & (front.mean(1) < 0.9)
+    assert front_grey.mean() < 0.2 * grey.mean()  # the face is not hair: the check tells back from front
 
 
 def test_second_prepare_reuses_the_cache_and_a_new_config_rebuilds(tmp_path: Path):

@@ -5,7 +5,8 @@ pushed onto the face surface of mediapipe's 468-point mesh (a C1 heightfield thr
 landmarks), blended back into the ellipsoid over the outer band of the face oval, so the surface
 stays closed without cracks. A capped cylinder makes the neck. Face pixels are textured by a
 bilinear lookup in the photo (per-vertex photo coordinates); elsewhere the colour blends into
-skin, grey hair and a dark cap. Shading is Lambert with a light fixed in the world, so a surface
+skin, curly grey hair over the back of the head and a dark cap. Ears are flaps pushed out of the
+sides of the ellipsoid (a displacement, so the mesh stays one closed surface). Shading is Lambert with a light fixed in the world, so a surface
 point has the same colour in every view.
 
 World axes: z up, the face looks toward -y (a camera at (0, -d, 0) sees it frontally); the head
@@ -33,6 +34,9 @@ _HAIR = (0.78, 0.76, 0.74)
 _LIGHT = F.normalize(torch.tensor([-0.4, -1.0, 0.7]), dim=0)  # toward the light, world axes
 _AMBIENT = 0.55
 _FOREHEAD = 10  # mediapipe's top-of-forehead landmark: the cap's brim starts here
+_BROWS = (105, 334)  # mediapipe's upper brow landmarks and the base of the nose: the ears' height
+_NOSE_BASE = 2
+_CURL_CONTRAST = 0.08  # relative light/dark of the hair's curls: visible, and cheap to learn
 _NECK_RINGS = 24
 
 
@@ -61,7 +65,8 @@ class Avatar:
         """(V, 3) outward unit vertex normals (area-weighted)."""
         tri = self.vertices[self.faces]
         face_normals = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        normals = torch.zeros_like(self.vertices).index_add_(0, self.faces.reshape(-1), face_normals.repeat_interleave(3, 0))
+        corners = face_normals.repeat_interleave(3, 0)
+        normals = torch.zeros_like(self.vertices).index_add_(0, self.faces.reshape(-1), corners)
         return F.normalize(normals, dim=1)
 
 
@@ -115,12 +120,68 @@ def _fit_head(oval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array([centre_x, centre_y, centre_z]), np.array([axis_x, axis_y, axis_z])
 
 
-def _head_colors(unit: np.ndarray, skin: np.ndarray, brim: float) -> np.ndarray:
-    """Base colours (V, 3) from ellipsoid directions (V, 3): a cap above the brim (lower at the
-    back), grey hair behind the ears, skin in front and below."""
-    hair = _smoothstep(-0.45, -0.15, unit[:, 1]) * _smoothstep(-0.55, -0.35, unit[:, 2])
+@dataclass(frozen=True)
+class _Ears:
+    """Where the ears sit on the head (head units): centre depth y and height z, half width and height."""
+
+    y: float
+    z: float
+    half_width: float
+    half_height: float
+
+    @classmethod
+    def from_landmarks(cls, world: np.ndarray) -> _Ears:
+        """An ear spans from the brows down to the base of the nose, a little behind the head's middle."""
+        top, bottom = world[list(_BROWS), 2].mean(), world[_NOSE_BASE, 2]
+        half_height = 0.55 * (top - bottom)
+        return cls(y=0.05, z=0.5 * (top + bottom), half_width=0.42 * half_height, half_height=half_height)
+
+    def coordinates(self, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each vertex's (s, t) in ear units (the ear's outline is s^2 + t^2 = 1; s grows backwards);
+        vertices not on a side of the head get s = t = inf."""
+        side = np.abs(head[:, 0]) > 0.5 * np.abs(head[:, 0]).max()
+        s = np.where(side, (head[:, 1] - self.y) / self.half_width, np.inf)
+        return s, np.where(side, (head[:, 2] - self.z) / self.half_height, np.inf)
+
+    def displacement(self, head: np.ndarray) -> np.ndarray:
+        """(V,) outward offset along x: a flap attached at its front edge that stands out most at its
+        back, with a raised rim (helix) around a hollow (concha); zero off the ear."""
+        s, t = self.coordinates(head)
+        r = np.hypot(s, t)
+        outline = 1 - _smoothstep(0.7, 1.0, r)
+        flare = 0.35 + 0.65 * _smoothstep(-1.0, 0.7, s)
+        rim = 0.7 + 0.3 * _smoothstep(0.4, 0.8, r)
+        return 0.9 * self.half_width * outline * flare * rim
+
+    def shade(self, head: np.ndarray) -> np.ndarray:
+        """(V,) colour factor: the hollow inside the rim darker; 1 off the ear."""
+        r = np.hypot(*self.coordinates(head))
+        return 1 - 0.2 * (1 - _smoothstep(0.3, 0.75, r))
+
+
+def _curls(points: np.ndarray, seed: int = 0, waves: int = 12) -> np.ndarray:
+    """(V,) a smooth random field in about [-1, 1] (sum of plane waves with 0.08-0.2 unit periods):
+    the light and dark of curly hair, the same in every view because it lives on the surface."""
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(waves, 3))
+    directions *= (2 * np.pi / rng.uniform(0.08, 0.2, waves) / np.linalg.norm(directions, axis=1))[:, None]
+    return np.sin(points @ directions.T + rng.uniform(0, 2 * np.pi, waves)).sum(1) / np.sqrt(waves / 2)
+
+
+def _head_colors(unit: np.ndarray, head: np.ndarray, skin: np.ndarray, brim: float, ears: _Ears) -> np.ndarray:
+    """Base colours (V, 3) from ellipsoid directions and vertices (V, 3): a cap above the brim (lower
+    at the back), curly grey hair from just in front of the ears over the back of the head down to the
+    nape, skin on the face, the ears and the neck."""
+    s, t = ears.coordinates(head)
+    on_ear = 1 - _smoothstep(0.85, 1.05, np.hypot(s, t))
+    nape = ears.z - ears.half_height - 0.1 * _smoothstep(0.0, 0.8, unit[:, 1])  # lower at the back
+    # The hairline runs down just in front of the ear, and forward over the temple above it.
+    front = ears.y - ears.half_width * (1.1 + 1.4 * _smoothstep(ears.z, ears.z + 1.2 * ears.half_height, head[:, 2]))
+    hair = _smoothstep(front - 0.03, front + 0.01, head[:, 1]) * _smoothstep(nape - 0.04, nape + 0.04, head[:, 2])
+    hair *= 1 - on_ear
+    hair_color = np.asarray(_HAIR) * (1 + _CURL_CONTRAST * _curls(head))[:, None]
     hat = _smoothstep(brim - 0.05, brim + 0.05, unit[:, 2] + 0.3 * np.clip(unit[:, 1] + 0.3, 0, None))
-    colors = skin * (1 - hair[:, None]) + np.asarray(_HAIR) * hair[:, None]
+    colors = skin * ears.shade(head)[:, None] * (1 - hair[:, None]) + hair_color * hair[:, None]
     return colors * (1 - hat[:, None]) + np.asarray(_HAT) * hat[:, None]
 
 
@@ -162,15 +223,18 @@ def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar
     depth = RBFInterpolator(world[:, [0, 2]], world[:, 1], kernel="thin_plate_spline", smoothing=1e-5)
     head[moving, 1] += face_weight[moving] * (depth(head[moving][:, [0, 2]]) - head[moving, 1])
     texture_weight = _smoothstep(0.0, 0.07 * face_width, inside)
+    ears = _Ears.from_landmarks(world)
+    head[:, 0] += np.sign(head[:, 0]) * ears.displacement(head)
 
     uv = np.stack([head[:, 0] / scale + centre[0], -(head[:, 2] / scale + centre[2])], 1)
     in_face = texture_weight > 0.99
     skin = np.median(photo[uv[in_face, 1].astype(int), uv[in_face, 0].astype(int)], axis=0) / 255.0
-    colors = _head_colors(unit, skin, world[_FOREHEAD, 2] / axes[2])
+    colors = _head_colors(unit, head, skin, world[_FOREHEAD, 2] / axes[2], ears)
 
     neck = _neck(axes, 0.15 * axes[1], resolution // 2)
     n_neck = len(neck)
-    faces = np.concatenate([polar_grid_faces(n_rings, resolution), polar_grid_faces(_NECK_RINGS, resolution // 2) + len(head)])
+    neck_faces = polar_grid_faces(_NECK_RINGS, resolution // 2) + len(head)
+    faces = np.concatenate([polar_grid_faces(n_rings, resolution), neck_faces])
     nearest = torch.cdist(torch.from_numpy(world), torch.from_numpy(head)).argmin(1)
     as_tensor = lambda v: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32)  # noqa: E731
     return Avatar(
@@ -189,7 +253,8 @@ def _sample_photo(photo: Tensor, uv: Tensor) -> Tensor:
     """Bilinear lookup of photo (H, W, 3) at pixel coordinates uv (..., 2) -> (..., 3)."""
     height, width = photo.shape[:2]
     grid = torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], -1)
-    sampled = F.grid_sample(photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False, padding_mode="border")
+    sampled = F.grid_sample(photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False,
+                            padding_mode="border")
     return sampled[0, :, 0].T.reshape(*uv.shape[:-1], 3)
 
 
@@ -204,11 +269,12 @@ def render_avatar(avatar: Avatar, cameras: Cameras, supersample: int = 2) -> tup
     rgba, depths = [], []
     for i in range(len(big)):
         face_id, bary = rasterize(pix[i], depth[i], avatar.faces, big.height, big.width)
-        values = interpolate(attributes, avatar.faces, face_id, bary)
+        values = interpolate(torch.cat([attributes, depth[i][:, None]], 1), avatar.faces, face_id, bary)
         weight = values[..., 2:3]
-        colour = (weight * _sample_photo(avatar.photo, values[..., :2]) + (1 - weight) * values[..., 3:6]) * values[..., 6:7]
+        albedo = weight * _sample_photo(avatar.photo, values[..., :2]) + (1 - weight) * values[..., 3:6]
+        colour = albedo * values[..., 6:7]
         covered = (face_id >= 0).to(colour.dtype)[..., None]
-        pixel_depth = interpolate(depth[i][:, None], avatar.faces, face_id, bary)
+        pixel_depth = values[..., 7:8]
         pooled = F.avg_pool2d(torch.cat([colour, pixel_depth, covered], -1).permute(2, 0, 1)[None], supersample)[0]
         pooled = pooled.permute(1, 2, 0)
         alpha = pooled[..., 4:5]

@@ -1,9 +1,10 @@
 """`data=synthetic`: the embedded default dataset, built offline and cached.
 
 A textured 3D head (`avatar.py`) made from matplotlib's public-domain grace_hopper.jpg, rendered
-from views around the front of the head into the Blender format; the target photo famous.jpg is
-scikit-image's astronaut.png. Built and cached by `CachedDataset` (cached.py): `avatar.json` holds
-the config and its fingerprint, and a changed config (or builder version, or source photo) rebuilds.
+from views all around the head (the whole turn, a band of elevations) into the Blender format; the
+target photo famous.jpg is scikit-image's astronaut.png. Built and cached by `CachedDataset`
+(cached.py): `avatar.json` holds the config and its fingerprint, and a changed config (or builder
+version, or source photo) rebuilds.
 """
 
 from __future__ import annotations
@@ -25,16 +26,17 @@ from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import atomic_path, read_image, sha256_file, write_png
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
-DISTANCE = 1.9  # the 1-unit head fills ~70% of a 0.69 rad field of view, with room above at +30 deg
+DISTANCE = 1.9  # the 1-unit head fills ~70% of a 0.69 rad field of view, with room above at +40 deg
 
 
 def sample_views(n: int, seed: int, azimuth_deg: float, elevation_deg: tuple[float, float]) -> np.ndarray:
     """(n, 2) distinct (azimuth, elevation) in degrees, evenly spread (scrambled Halton sequence):
-    azimuth in [-azimuth_deg, azimuth_deg] (0 = frontal, positive = camera on the head's +x side)."""
+    azimuth in [-azimuth_deg, azimuth_deg] (0 = frontal, positive = camera on the head's +x side;
+    180: the whole turn)."""
     unit = qmc.Halton(d=2, scramble=True, seed=seed).random(n)
     low, high = elevation_deg
     return np.stack([azimuth_deg * (2 * unit[:, 0] - 1), low + (high - low) * unit[:, 1]], 1)
@@ -44,7 +46,8 @@ def view_cameras(views_deg: np.ndarray, image_size: int, camera_angle_x: float, 
     """Cameras at (azimuth, elevation) degrees (N, 2), `distance` from LOOK_AT, looking at it (z up)."""
     az, el = torch.as_tensor(np.radians(views_deg), dtype=torch.float32).T
     target = torch.tensor(LOOK_AT)
-    eye = target + distance * torch.stack([torch.cos(el) * torch.sin(az), -torch.cos(el) * torch.cos(az), torch.sin(el)], 1)
+    direction = torch.stack([torch.cos(el) * torch.sin(az), -torch.cos(el) * torch.cos(az), torch.sin(el)], 1)
+    eye = target + distance * direction
     c2w = look_at(eye, target.expand(len(eye), 3), torch.tensor([0.0, 0.0, 1.0]))
     return Cameras.from_blender(c2w, camera_angle_x, image_size, image_size)
 
@@ -59,15 +62,15 @@ class SyntheticAvatarSource(CachedDataset):
     def __init__(
         self,
         root: str,
-        image_size: int = 128,
-        n_train: int = 60,
-        n_val: int = 8,
+        image_size: int = 256,
+        n_train: int = 100,
+        n_val: int = 50,
         n_test: int = 10,
         camera_angle_x: float = 0.69,
         seed: int = 0,
         distance: float = DISTANCE,
-        azimuth_deg: float = 70.0,
-        elevation_deg: tuple[float, float] = (-15.0, 30.0),
+        azimuth_deg: float = 180.0,
+        elevation_deg: tuple[float, float] = (-15.0, 40.0),
         mesh_resolution: int = 192,
         supersample: int = 2,
     ) -> None:
@@ -85,7 +88,8 @@ class SyntheticAvatarSource(CachedDataset):
 
     def _build(self, out: Path) -> None:
         photo = read_image(BASE_PHOTO)[..., :3]
-        avatar = build_avatar(photo, FaceLandmarker().detect_required(photo, str(BASE_PHOTO)), self.config["mesh_resolution"])
+        face = FaceLandmarker().detect_required(photo, str(BASE_PHOTO))
+        avatar = build_avatar(photo, face, self.config["mesh_resolution"])
         self._render(avatar, out)
         with atomic_path(out / "famous.jpg") as tmp:
             Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
@@ -97,9 +101,9 @@ class SyntheticAvatarSource(CachedDataset):
         cfg = self.config
         counts = [cfg["counts"][split] for split in SPLITS]
         views = sample_views(sum(counts), cfg["seed"], cfg["azimuth_deg"], tuple(cfg["elevation_deg"]))
-        views = views[np.random.default_rng(cfg["seed"]).permutation(len(views))]  # each split spans all views
         cameras = view_cameras(views, cfg["image_size"], cfg["camera_angle_x"], cfg["distance"])
         c2w, angle = cameras.to_blender()
+        # Consecutive runs of a Halton sequence are evenly spread too: each split spans the whole turn.
         offsets = np.cumsum([0, *counts])
         for split, first, end in zip(SPLITS, offsets[:-1], offsets[1:]):
             frames = []

@@ -50,7 +50,9 @@ def _candidates(tri: Tensor, z: Tensor, x0: Tensor, y0: Tensor, x1: Tensor, y1: 
     return px, py, local, w_over_z / inv_depth[:, None], 1.0 / inv_depth
 
 
-def rasterize(pix_xy: Tensor, depth: Tensor, faces: Tensor, height: int, width: int, near: float = 1e-4) -> tuple[Tensor, Tensor]:
+def rasterize(
+    pix_xy: Tensor, depth: Tensor, faces: Tensor, height: int, width: int, near: float = 1e-4
+) -> tuple[Tensor, Tensor]:
     """Rasterize a triangle mesh seen by one pinhole camera.
 
     pix_xy: (V, 2) projected vertices in pixels; depth: (V,) camera-space z (positive in front);
@@ -73,8 +75,11 @@ def rasterize(pix_xy: Tensor, depth: Tensor, faces: Tensor, height: int, width: 
     bh = _next_pow2(y1[ids] - y0[ids] + 1)
 
     parts = []
-    for bucket_w, bucket_h in torch.unique(torch.stack([bw, bh], 1), dim=0).tolist():
-        members = ids[(bw == bucket_w) & (bh == bucket_h)]
+    # One integer key per (width, height) bucket: a 1-D unique is ~100x faster than unique(dim=0).
+    bucket = bw * (2 * max(height, width) + 2) + bh
+    for key in torch.unique(bucket).tolist():
+        members = ids[bucket == key]
+        bucket_w, bucket_h = divmod(key, 2 * max(height, width) + 2)
         step = max(1, _BATCH_PIXELS // (bucket_w * bucket_h))
         for chunk in members.split(step):
             px, py, local, bary, pixel_depth = _candidates(
@@ -101,6 +106,8 @@ def rasterize(pix_xy: Tensor, depth: Tensor, faces: Tensor, height: int, width: 
 
 def interpolate(attributes: Tensor, faces: Tensor, face_id: Tensor, bary: Tensor) -> Tensor:
     """Per-vertex attributes (V, C) -> per-pixel (H, W, C) with the rasterizer's barycentrics (zeros where empty)."""
-    corners = attributes[faces[face_id.clamp_min(0)]]  # (H, W, 3, C)
-    values = (corners * bary[..., None].to(attributes.dtype)).sum(-2)
-    return values * (face_id >= 0)[..., None]
+    covered = face_id >= 0  # only covered pixels are gathered: most of a frame is background
+    values = attributes.new_zeros(*face_id.shape, attributes.shape[1])
+    corners = attributes[faces[face_id[covered]]]  # (K, 3, C)
+    values[covered] = torch.einsum("kjc,kj->kc", corners, bary[covered].to(attributes.dtype))
+    return values
