@@ -177,13 +177,19 @@ def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
     return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
 
 
-def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: float) -> np.ndarray:
-    """(H, W) bool: the face oval (landmark ids `oval`, in order) of landmarks (468, 2) in pixels,
-    grown `grow` times about its centre (hair, ears and the back of the head lie outside the mesh)."""
+def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: float, rise: float) -> np.ndarray:
+    """(H, W) bool: the head around landmarks (468, 2) in pixels: the face oval (landmark ids `oval`,
+    in order) grown `grow` times about its centre (ears, hair at the sides), swept up the face by
+    `rise` times the oval's height (the skull and hair above the forehead)."""
     polygon = xy[oval]
-    polygon = polygon.mean(0) + grow * (polygon - polygon.mean(0))
+    centre = polygon.mean(0)
+    polygon = centre + grow * (polygon - centre)
+    chin_to_brow = xy[oval].max(0)[1] - xy[oval].min(0)[1]
+    up = xy[10] - xy[152]  # chin -> forehead (face-mesh landmarks), so a tilted head rises along its own axis
+    up = up / max(float(np.linalg.norm(up)), 1e-9) * rise * chin_to_brow
     mask = np.zeros(shape, np.uint8)
-    cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
+    for step in np.linspace(0.0, 1.0, 5):
+        cv2.fillPoly(mask, [np.round(polygon + step * up).astype(np.int32)], 1)
     return mask.astype(bool)
 
 

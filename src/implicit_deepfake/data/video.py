@@ -44,7 +44,7 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A face counts only with this share of its landmarks inside the frame: the mesh of a face cut by
 # the frame edge is guessed, and its pose with it.
 MIN_INSIDE = 0.9
-HEAD_GROW = 1.5  # the head mask: the face oval grown this much (hair, ears)
+HEAD_GROW, HEAD_RISE = 1.4, 0.45  # the head mask: the face oval grown (ears, hair), swept up (the skull)
 BACKGROUND_FRAMES = 200  # the background's median is taken over at most this many frames
 
 
@@ -276,7 +276,7 @@ class VideoSource(CachedDataset):
     def _background(self, images: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
         picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), BACKGROUND_FRAMES)).round().astype(int))
         oval = face_oval_indices()
-        masks = np.stack([head_mask(landmarks[i, :, :2], oval, images.shape[1:3], HEAD_GROW) for i in picks])
+        masks = np.stack([head_mask(landmarks[i, :, :2], oval, images.shape[1:3], HEAD_GROW, HEAD_RISE) for i in picks])
         return median_background(images[picks], masks)
 
     def _write_target(self, out: Path) -> None:
