@@ -26,6 +26,7 @@ from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
 from implicit_deepfake.swap.geometry import FaceMesh3D
 from implicit_deepfake.swap.target import target_image
+from implicit_deepfake.view.webpage import export_viewer_page
 
 log = logging.getLogger(__name__)
 ORBIT_FPS = 24
@@ -112,7 +113,8 @@ def evaluate_module(
             {"view": relpath, "psnr": round(v.psnr, 4), "identity_distance_to_target": v.identity_distance}
             for relpath, v in zip(test.relpaths, views)
         ],
-        **module.export(run_dir),
+        **(exported := module.export(run_dir)),
+        **export_viewer_page(run_dir, exported, datamodule, cfg.model.name),
         "synthetic": synthetic_metadata(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

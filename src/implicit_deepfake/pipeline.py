@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -106,6 +107,10 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.model.module)
     loggers = _loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.get("viewer"):
+        from implicit_deepfake.view.training import viewer_callback  # viser loads only when asked for
+
+        callbacks.append(viewer_callback(cfg))
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     check_ddp_launch(trainer, HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
@@ -126,32 +131,47 @@ def _run_config(ckpt: Path) -> tuple[DictConfig, Path]:
     return OmegaConf.load(saved), run_dir
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder; with
-    `edit.expressions_from`, re-render its test frames with other expressions instead (edits/<name>/)."""
-    if cfg.ckpt == "last":
-        previous = latest_run(Path(cfg.paths.log_dir) / "train", {})
+class TrainedRun(NamedTuple):
+    """A saved run, loaded: its model (weights in place), DataModule, config, folder and step count."""
+
+    module: SceneModule
+    datamodule: FrameDataModule
+    cfg: DictConfig
+    run_dir: Path
+    steps: int
+
+
+def load_run(ckpt: str, log_dir: str | Path) -> TrainedRun:
+    """The run of `ckpt` (a train.py checkpoint file, or `last`: the newest run under `log_dir`/train)."""
+    if ckpt == "last":
+        previous = latest_run(Path(log_dir) / "train", {})
         if previous is None:
-            raise DeepfakeError(f"ckpt=last: no train.py run with {LAST_CHECKPOINT} under {cfg.paths.log_dir}/train.")
-        ckpt = previous / LAST_CHECKPOINT
+            raise DeepfakeError(f"ckpt=last: no train.py run with {LAST_CHECKPOINT} under {log_dir}/train.")
+        path = previous / LAST_CHECKPOINT
     else:
-        ckpt = Path(cfg.ckpt)
-        if not ckpt.is_file():
-            raise DeepfakeError(f"ckpt={ckpt}: no such checkpoint file.")
-    run_cfg, run_dir = _run_config(ckpt)
+        path = Path(ckpt)
+        if not path.is_file():
+            raise DeepfakeError(f"ckpt={path}: no such checkpoint file.")
+    run_cfg, run_dir = _run_config(path)
     # Someone else's run folder: build only this package's classes, read the checkpoint as data.
     check_buildable(run_cfg, run_dir / "config.yaml", {
         "model.module": SceneModule, "datamodule": FrameDataModule, "data.source": object, "identity": FaceEmbedder,
     })
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = load_checkpoint(path)
     module = instantiate(run_cfg.model.module)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
-    datamodule = instantiate(run_cfg.datamodule)
+    return TrainedRun(module, instantiate(run_cfg.datamodule), run_cfg, run_dir, int(checkpoint.get("global_step", 0)))
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder; with
+    `edit.expressions_from`, re-render its test frames with other expressions instead (edits/<name>/)."""
+    run = load_run(cfg.ckpt, cfg.paths.log_dir)
     source = cfg.get("edit", {}).get("expressions_from")
     if source is not None:
-        return edit_expressions(module, datamodule, source, run_dir)
-    return evaluate_module(module, datamodule, run_cfg, run_dir, int(checkpoint.get("global_step", 0)))
+        return edit_expressions(run.module, run.datamodule, source, run.run_dir)
+    return evaluate_module(run.module, run.datamodule, run.cfg, run.run_dir, run.steps)
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:

@@ -90,7 +90,8 @@ class ExpressionRig:
 
     def apply(self, avatar: Avatar, expression: np.ndarray | Tensor) -> Avatar:
         """The avatar with `expression` (D >= 3,) applied (components clipped to their ranges)."""
-        weights = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], EXPRESSION_RANGES[:, 0], EXPRESSION_RANGES[:, 1])
+        low, high = EXPRESSION_RANGES.T
+        weights = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], low, high)
         weights = torch.as_tensor(weights, dtype=torch.float32)
         vertices = avatar.vertices + torch.einsum("k,kvc->vc", weights, self.offsets)
         # Blend the colour toward the mouth's inside: (1 - d) * photo/base mix + d * inside, written

@@ -10,13 +10,15 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
+from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
-from implicit_deepfake.view.camera import InitialView
+from implicit_deepfake.view.camera import InitialView, initial_view
 
 PAGE_NAME = "viewer.html"
 _BUNDLE = "viewer.js"
@@ -82,3 +84,21 @@ def write_viewer_page(
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return path
+
+
+def run_title(model_name: str, run_dir: Path) -> str:
+    """What the viewers call a run: its model and folder."""
+    return f"{model_name} avatar ({Path(run_dir).name})"
+
+
+def export_viewer_page(
+    run_dir: Path, exported: Mapping[str, str], datamodule: FrameDataModule, model_name: str
+) -> dict[str, str]:
+    """viewer.html beside the .ply a splat model exported ({"viewer_html": path}), opening on the front
+    training camera; {} for a model without one (the NeRFs)."""
+    if "ply" not in exported:
+        return {}
+    view = initial_view(datamodule.frames("train").cameras)
+    title = run_title(model_name, run_dir)
+    page = write_viewer_page(Path(run_dir) / PAGE_NAME, exported["ply"], view, tuple(datamodule.background), title)
+    return {"viewer_html": str(page)}

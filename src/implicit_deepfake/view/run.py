@@ -1,0 +1,58 @@
+"""`view.py`: a saved run in the browser (the interactive viewer), or its viewer.html written (`export=true`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from omegaconf import DictConfig
+
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.pipeline import load_run
+from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
+from implicit_deepfake.view.webpage import PAGE_NAME, export_viewer_page, run_title
+
+log = logging.getLogger(__name__)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def view(cfg: DictConfig) -> ModelViewer | None:
+    """Serve the run of `cfg.ckpt` until Ctrl+C (returns the viewer instead when `cfg.block` is false),
+    or with `cfg.export` write its viewer.html and return None."""
+    run = load_run(cfg.ckpt, cfg.paths.log_dir)
+    if cfg.export:
+        page = export_viewer_page(run.run_dir, run.module.export(run.run_dir), run.datamodule, run.cfg.model.name)
+        if not page:
+            raise DeepfakeError(
+                f"export=true writes {PAGE_NAME} for Gaussians runs; {run.run_dir} is a {run.cfg.model.name} run "
+                "(no splats). Look at it with view.py without export."
+            )
+        log.info("wrote %s (open it in a browser; no server needed)", page["viewer_html"])
+        return None
+    module = run.module.to(_device(cfg.device)).eval()
+    expressions = getattr(module, "train_expressions", None)
+    viewer = ModelViewer(
+        module,
+        run.datamodule.frames("train").cameras,
+        run_title(run.cfg.model.name, run.run_dir),
+        cfg.host,
+        cfg.port,
+        cfg.resolution,
+        expressions=expressions,
+        named_expressions=run.cfg.data.name in NAMED_EXPRESSION_DATA,
+    )
+    log.info("viewing %s at http://localhost:%d (Ctrl+C stops)", run.run_dir, viewer.port)
+    if not cfg.block:
+        return viewer
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        viewer.stop()
+    return None

@@ -1,0 +1,78 @@
+"""`train.py viewer=true`: the model served while it trains (gsplat simple_trainer's pattern).
+
+Each training step holds nerfview's lock, so a render never sees half-updated parameters; between
+steps the viewer renders. Training waits while the user moves the camera or has pressed Pause.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
+
+_PAUSE_POLL_S = 0.05
+
+
+class ViewerCallback(pl.Callback):
+    """Starts a `ModelViewer` in training mode when training starts (after the model is set up)."""
+
+    def __init__(
+        self,
+        title: str,
+        host: str = "0.0.0.0",
+        port: int = 8080,
+        resolution: int = 256,
+        named_expressions: bool = False,
+    ) -> None:
+        self.title, self.host, self.port, self.resolution = title, host, port, resolution
+        self.named_expressions = named_expressions
+        self.viewer: ModelViewer | None = None
+        self._step_start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        expressions = getattr(pl_module, "train_expressions", None)
+        self.viewer = ModelViewer(
+            pl_module, trainer.datamodule.frames("train").cameras, self.title, self.host, self.port, self.resolution,
+            expressions=expressions, named_expressions=self.named_expressions, mode="training",
+        )  # fmt: skip
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if self.viewer is None:
+            return
+        while self.viewer.viewer.state == "paused":
+            time.sleep(_PAUSE_POLL_S)
+        self.viewer.viewer.lock.acquire()
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        if self.viewer is None:
+            return
+        self.viewer.viewer.lock.release()
+        rays = batch["rgb"].numel() // 3  # pixels of a Gaussians batch, rays of a NeRF batch
+        seconds = max(time.perf_counter() - self._step_start, 1e-9)
+        self.viewer.viewer.render_tab_state.num_train_rays_per_sec = rays / seconds
+        self.viewer.viewer.update(trainer.global_step, rays)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.viewer is not None:
+            self.viewer.viewer.complete()  # keeps serving the trained model until the process ends
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.viewer is not None:
+            self.viewer.stop()
+
+
+def viewer_callback(cfg: DictConfig) -> ViewerCallback:
+    """The callback `train.py viewer=true` adds (port: `viewer_port`)."""
+    return ViewerCallback(
+        title=f"{cfg.model.name} training",
+        port=int(cfg.get("viewer_port", 8080)),
+        named_expressions=cfg.data.name in NAMED_EXPRESSION_DATA,
+    )
