@@ -23,15 +23,15 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from implicit_deepfake.data.blender import SPLITS, read_split_index  # noqa: E402
-from implicit_deepfake.data.synthetic import LOOK_AT  # noqa: E402
-from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource  # noqa: E402
-from implicit_deepfake.data.video import VideoSource  # noqa: E402
-from implicit_deepfake.io import read_image, write_png  # noqa: E402
-from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track  # noqa: E402
-from implicit_deepfake.render.video import write_video  # noqa: E402
+from implicit_deepfake.data.blender import SPLITS, read_split_index
+from implicit_deepfake.data.synthetic import LOOK_AT
+from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
+from implicit_deepfake.data.video import VideoSource
+from implicit_deepfake.io import read_image, write_png
+from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track
+from implicit_deepfake.render.video import write_video
 
 EXPRESSION_NAMES = ("jaw_open", "smile", "brow_raise")
 

@@ -170,7 +170,7 @@ class VideoSource(CachedDataset):
         if not (isinstance(every, int) and every >= 1 and image_size >= 16 and expression_dim >= 1):
             raise DeepfakeError(f"data: every={every} must be an integer >= 1, image_size={image_size} at least 16, "
                                 f"expression_dim={expression_dim} at least 1.")
-        if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
+        if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise DeepfakeError(f"data: val_fraction={val_fraction} and test_fraction={test_fraction} must be positive "
                                 "and leave frames for training.")
         self.config = {
@@ -232,7 +232,7 @@ class VideoSource(CachedDataset):
             "clip": str(self.path), "fps": rate, "size_as_stored": [width, height], "frames_decoded": len(frames),
             "frames_tracked": len(kept), "frames_dropped": len(frames) - len(kept),
             "dropped_frame_indices": [f.index for f, face in zip(frames, faces) if face is None],
-            "splits": counts, "rigid_landmarks": int(len(track.rigid)),
+            "splits": counts, "rigid_landmarks": len(track.rigid),
             "expression_variance_explained": [round(float(v), 5) for v in track.explained[:10]],
             "background_inpainted_share": round(inpainted, 4),
         }

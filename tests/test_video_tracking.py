@@ -1,0 +1,212 @@
+"""`data=video`: a talking-head clip tracked into the NeRFace format. Ground truth is the synthetic
+talking head (data=synthetic4d, known poses and expressions) written as an mp4 and as a folder of
+frames; bad clips (not a video, no face, too short, the face gone for a while) are refused by name
+and leave no cache; the tracked dataset goes through the swap, model=nerface and an expression edit."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from scipy.spatial.transform import Rotation
+
+from implicit_deepfake.data import video as video_module
+from implicit_deepfake.data.blender import SPLITS, read_split_index
+from implicit_deepfake.data.face_tracking import similarity_fit
+from implicit_deepfake.data.nerface import load_nerface_split
+from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
+from implicit_deepfake.data.video import VideoSource, longest_run, split_counts
+from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.io import read_image, write_png
+from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track
+from implicit_deepfake.render.video import write_video
+from tests.conftest import REPO, compose_train
+
+SIZE, FRAMES = 96, 32
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> dict:
+    """A 96-px, 32-frame synthetic talking head: its dataset (the truth), an mp4 and a folder of its frames."""
+    work = tmp_path_factory.mktemp("clip")
+    truth = SyntheticTalkingHeadSource(str(work / "truth"), image_size=SIZE, n_train=24, n_val=4, n_test=4,
+                                       mesh_resolution=96).prepare()
+    frames = []
+    for split in SPLITS:
+        index = read_split_index(truth, split)
+        frames += [read_image(p)[..., :3] for p in index.image_paths]
+        fov = math.degrees(index.camera.camera_angle_x)
+    write_video(work / "talking.mp4", frames, fps=25, quality=9)
+    for i, frame in enumerate(frames):
+        write_png(work / "frames" / f"f_{i}.png", frame)
+    return {"work": work, "truth": truth, "frames": frames, "fov": fov,
+            "background": read_image(truth / "background.png")}
+
+
+def tracked(clip: dict, path: Path, name: str, **settings) -> VideoSource:
+    settings = {"image_size": SIZE, "fov": clip["fov"], "min_frames": 20, **settings}
+    return VideoSource(str(path), str(clip["work"] / "cache" / name), **settings)
+
+
+@pytest.fixture(scope="module")
+def from_mp4(clip) -> VideoSource:
+    source = tracked(clip, clip["work"] / "talking.mp4", "mp4")
+    source.prepare()
+    return source
+
+
+def test_similarity_fit_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 3))
+    rotation = Rotation.from_euler("xyz", [20, -35, 10], degrees=True).as_matrix()
+    scale, fitted, shift = similarity_fit(points, 2.5 * points @ rotation.T + [1.0, -2.0, 0.5])
+    assert scale == pytest.approx(2.5) and np.allclose(fitted, rotation) and np.allclose(shift, [1.0, -2.0, 0.5])
+
+
+def test_pose_errors_ignore_the_head_frame_and_scale():
+    """Tracked poses = the true ones in another head frame and unit, plus a known 3-degree error on one frame."""
+    rng = np.random.default_rng(1)
+    true = np.tile(np.eye(4), (10, 1, 1))
+    true[:, :3, :3] = Rotation.from_euler("zxy", rng.uniform(-20, 20, (10, 3)), degrees=True).as_matrix()
+    true[:, :3, 3] = rng.normal(size=(10, 3)) * 0.1 + [0, 0, 2.0]
+    change = np.eye(4)  # tracked head coordinates -> true head coordinates: turned, shifted, 3x smaller
+    change[:3, :3], change[:3, 3] = Rotation.from_euler("x", 90, degrees=True).as_matrix() / 3.0, [0.1, 0.2, 0.3]
+    tracked_ = true @ change
+    tracked_[:, :3, :3] *= 3.0  # rotation stays a rotation: the unit change goes to the translation
+    tracked_[:, :3, 3] *= 3.0
+    tracked_[4, :3, :3] = Rotation.from_euler("y", 3, degrees=True).as_matrix() @ tracked_[4, :3, :3]
+    errors = pose_errors(true, tracked_)
+    assert errors.rotation_deg[4] == pytest.approx(3.0, abs=0.4) and np.median(errors.rotation_deg) < 0.4
+    assert errors.scale == pytest.approx(1 / 3, rel=0.05)
+
+
+def test_splits_and_gaps():
+    assert split_counts(80, 0.1, 0.1) == {"train": 64, "val": 8, "test": 8}
+    assert split_counts(12, 0.01, 0.01) == {"train": 10, "val": 1, "test": 1}
+    assert longest_run(np.array([0, 1, 1, 0, 1, 1, 1, 0], bool)) == (4, 3) and longest_run(np.zeros(3, bool)) == (0, 0)
+
+
+def test_video_becomes_a_nerface_dataset(clip, from_mp4):
+    root = from_mp4.root
+    report = json.loads((root / "tracking.json").read_text())
+    assert report["frames_tracked"] == FRAMES and report["frames_dropped"] == 0
+    assert report["splits"] == {"train": 26, "val": 3, "test": 3}
+    test = load_nerface_split(root, "test")  # what the 4D model reads
+    assert test.images.shape == (3, SIZE, SIZE, 3) and test.expressions.shape == (3, 76)
+    assert [f["frame_index"] for f in test.index.frames] == [29, 30, 31]  # the last frames, in order
+    # the frames are the clip's (after x264), the fov the one given
+    assert np.abs(test.images[0].astype(int) - clip["frames"][29]).mean() < 4
+    assert math.degrees(test.index.camera.camera_angle_x) == pytest.approx(clip["fov"], rel=1e-4)
+    box = np.asarray(test.bboxes[0])  # [top, bottom, left, right] around the face, inside the frame
+    assert 0 <= box[0] < 0.35 and 0.65 < box[1] <= 1 and box[2] < 0.4 and box[3] > 0.6
+    # The background is the empty scene where the head leaves it in most frames (errors in grey levels).
+    truth = clip["background"].astype(int)
+    shown = (np.abs(np.stack(clip["frames"]).astype(int) - truth).max(-1) < 8).mean(0) > 0.5
+    error = np.abs(test.background.astype(int) - truth).mean(-1)
+    assert shown.mean() > 0.3 and np.median(error[shown]) < 3 and error[shown].mean() < 6, (
+        np.median(error[shown]), error[shown].mean())
+
+
+def test_tracked_poses_and_jaw_match_the_truth(clip, from_mp4):
+    """Looser than bench/tracking.py's figures (80 frames at 128 px: 2.3 degrees median, jaw R^2 0.88)."""
+    truth, track = read_track(clip["truth"]), read_track(from_mp4.root)
+    assert np.array_equal(truth.frame_index, track.frame_index)
+    errors = pose_errors(truth.world_to_camera, track.world_to_camera)
+    assert np.median(errors.rotation_deg) < 4.0 and errors.rotation_deg.max() < 10.0
+    assert np.median(errors.translation) < 0.12  # the head is 1 unit tall, 1.9 from the camera
+    held_out = np.arange(FRAMES) % 4 == 0
+    jaw_r2 = expression_r2(track.expressions, truth.expressions[:, :1], held_out, components=6)[0]
+    assert jaw_r2 > 0.6
+    # the expressions do not just echo the head pose: they predict the jaw better than the pose does
+    poses = Rotation.from_matrix(track.world_to_camera[:, :3, :3]).as_rotvec()
+    assert expression_r2(poses, truth.expressions[:, :1], held_out, components=3)[0] < jaw_r2 - 0.3
+
+
+def test_frames_folder_every_and_time_range(clip):
+    source = tracked(clip, clip["work"] / "frames", "folder", every=2, start=0.2, end=1.2, min_frames=10, fps=25.0)
+    frames = read_track(source.prepare()).frame_index
+    assert frames.tolist() == list(range(5, 30, 2))  # t = 0.2 s .. < 1.2 s at 25 fps, every 2nd
+
+
+def test_built_once_and_rebuilt_when_a_setting_changes(clip, from_mp4):
+    stamp = from_mp4.root / "video.json"
+    before = stamp.stat().st_mtime_ns
+    again = tracked(clip, clip["work"] / "talking.mp4", "mp4")
+    assert again.is_built() and again.prepare() == from_mp4.root and stamp.stat().st_mtime_ns == before
+    assert not tracked(clip, clip["work"] / "talking.mp4", "mp4", smooth=0.0).is_built()
+
+
+def write_frames(folder: Path, frames: list[np.ndarray]) -> Path:
+    for i, frame in enumerate(frames):
+        write_png(folder / f"{i:03d}.png", frame, synthetic=False)
+    return folder
+
+
+def assert_refused(source: VideoSource, match: str) -> None:
+    with pytest.raises(DeepfakeError, match=match) as caught:
+        source.prepare()
+    assert str(source.path) in str(caught.value)
+    assert not source.root.exists() and not list(source.root.parent.glob(f".{source.root.name}.building*"))
+
+
+def test_bad_clips_are_refused_by_name_and_leave_no_cache(clip, tmp_path):
+    not_video = tmp_path / "holiday.mp4"
+    not_video.write_text("this is not a video")
+    assert_refused(tracked(clip, not_video, "not_video"), "not a video ffmpeg can read")
+    empty_room = write_frames(tmp_path / "empty_room", [clip["background"]] * 24)
+    assert_refused(tracked(clip, empty_room, "no_face"), "no face found in any of its 24 frames")
+    short = write_frames(tmp_path / "short", clip["frames"][:8])
+    assert_refused(tracked(clip, short, "short"), r"only 8 frames with a face; at least data.min_frames=20")
+    # the face walks out for 10 frames (0.4 s at 25 fps)
+    away = write_frames(tmp_path / "away", clip["frames"][:12] + [clip["background"]] * 10 + clip["frames"][22:])
+    assert_refused(tracked(clip, away, "away", max_gap_s=0.3), r"out of the frame .* from 0\.48 s to 0\.84 s")
+    with pytest.raises(DeepfakeError, match="no such file"):
+        tracked(clip, tmp_path / "missing.mp4", "missing")
+
+
+def test_a_few_faceless_frames_are_dropped_and_counted(clip, tmp_path):
+    frames = list(clip["frames"])
+    frames[10] = frames[11] = clip["background"]
+    source = tracked(clip, write_frames(tmp_path / "blink", frames), "blink")
+    report = json.loads((source.prepare() / "tracking.json").read_text())
+    assert report["frames_dropped"] == 2 and report["dropped_frame_indices"] == [10, 11]
+    assert 10 not in read_track(source.root).frame_index
+
+
+def test_a_killed_build_leaves_no_dataset(clip, monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_module, "write_split_index", killed)
+    source = tracked(clip, clip["work"] / "talking.mp4", "killed")
+    with pytest.raises(KeyboardInterrupt):
+        source.prepare()
+    assert not source.root.exists() and not list(source.root.parent.glob(".killed.building*"))
+
+
+@pytest.mark.slow
+def test_tracked_clip_trains_nerface_and_edits(clip, tmp_path):
+    """data=video through the landmark swap, a short model=nerface run and an expression edit."""
+    from implicit_deepfake.pipeline import evaluate, train
+
+    cfg = compose_train(
+        tmp_path, "video4d", "data=video", f"data.path={clip['work'] / 'talking.mp4'}", f"data.image_size={SIZE}",
+        f"data.fov={clip['fov']}", "data.source.min_frames=20", "model=nerface", "logger=csv",
+        "evaluate.orbit_frames=4", "trainer.max_steps=200", "trainer.val_check_interval=100",
+        "datamodule.batch_size=2048",
+    )
+    metrics, _ = train(cfg)
+    manifest = json.loads((Path(cfg.swap.output_dir) / "manifest.json").read_text())
+    assert manifest["summary"]["swapped"] >= FRAMES - 2  # the target's face on (almost) every frame
+    assert metrics["test"]["psnr"] > 18
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        edit_cfg = compose("evaluate", overrides=[f"paths.root_dir={tmp_path}", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
+                                                  "edit.expressions_from=5"])
+    report = evaluate(edit_cfg, tmp_path / "edit")
+    saved = json.loads((Path(cfg.run_dir) / "edits" / "frame_5" / "edit.json").read_text())
+    assert saved["frames_measured"] == report["frames_measured"] >= 2
+    assert saved["mouth_difference"] > saved["outside_difference"], saved
