@@ -8,9 +8,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from implicit_deepfake.data.datamodule import load_frames
 from implicit_deepfake.errors import DeepfakeError
@@ -99,6 +101,26 @@ def test_run_folder_holds_metrics_renders_video_and_ply(trained):
     assert image_text(run_dir / "renders" / "test" / "r_0.png")["AIGenerated"] == "true"
     assert (run_dir / "orbit.mp4").stat().st_size > 1000
     assert [s for s, _ in logged(run_dir, "val/psnr")] == [99, 199]
+
+
+def test_contact_sheet_shows_the_test_renders_and_their_metrics(trained):
+    _, cfg, metrics = trained
+    run_dir = Path(cfg.run_dir)
+    assert metrics["contact_sheet"] == str(run_dir / "summary.png")
+    sheet = np.asarray(Image.open(run_dir / "summary.png").convert("RGB"))
+    render = np.asarray(Image.open(run_dir / "renders" / "test" / "r_0.png").convert("RGB"))
+    # The first view's render panel (48 px x 4), right of its base and swapped panels, below the header.
+    found = [
+        (y, x) for y in range(sheet.shape[0] - 192) for x in range(2 * 192, sheet.shape[1] - 192, 4)
+        if (sheet[y, x : x + 192 : 4] == render[0]).all() and (sheet[y + 191, x : x + 192 : 4] == render[47]).all()
+    ]
+    assert found, "the render of r_0 is not on the sheet"
+    views = metrics["per_view"]
+    assert [v["view"] for v in views] == ["test/r_0.png", "test/r_1.png"]
+    assert np.mean([v["psnr"] for v in views]) == pytest.approx(metrics["test.psnr"], abs=1e-3)
+    distances = [v["identity_distance_to_target"] for v in views if v["identity_distance_to_target"] is not None]
+    mean_distance = metrics["test.identity_distance_to_target"]
+    assert mean_distance == (pytest.approx(np.mean(distances), abs=1e-3) if distances else None)
 
 
 def test_evaluate_py_reproduces_a_saved_runs_metrics(trained, tmp_path):

@@ -128,7 +128,7 @@ def test_write_video_round_trip(tmp_path, height, width):
 
     with imageio.get_reader(path, format="FFMPEG") as reader:
         assert reader.get_meta_data()["fps"] == pytest.approx(24.0)
-        frames = [frame for frame in reader]
+        frames = list(reader)
     assert len(frames) == 10
     assert frames[0].shape == (height + height % 2, width + width % 2, 3)  # odd sizes padded by one
     for i in (0, 9):
@@ -138,7 +138,9 @@ def test_write_video_round_trip(tmp_path, height, width):
 
     metadata = subprocess.run(
         [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert f"comment={SYNTHETIC_NOTICE}" in metadata and f"description={SYNTHETIC_NOTICE}" in metadata
 

@@ -1,4 +1,5 @@
-"""What the entry points share: user errors end the run with their message, not a traceback."""
+"""What the entry points share: user errors end the run with their message, not a traceback, and
+third-party noise stays off the terminal."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import sys
 from typing import Any, Callable
 
 from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.quiet import quiet_third_party
 
 log = logging.getLogger("implicit_deepfake")
 
 
 def guarded(stage: Callable[..., Any], *args: Any) -> Any:
     """Run `stage(*args)`; a DeepfakeError is logged and exits with status 1."""
+    quiet_third_party()
     try:
         return stage(*args)
     except DeepfakeError as err:

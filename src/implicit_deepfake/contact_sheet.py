@@ -16,7 +16,7 @@ from implicit_deepfake.io import SYNTHETIC_NOTICE, write_png
 COLUMNS = ("base frame", "swapped frame", "render")
 PANEL_PX = 192  # frames are scaled up by a whole factor to about this size, pixels kept sharp
 TILES_PER_ROW = 2  # views side by side, each a tile of the three panels
-GAP, MARGIN, CAPTION_PX, FONT_PX = 8, 16, 24, 15
+GAP, MARGIN, CAPTION_PX, FONT_PX = 8, 16, 28, 18
 BACKGROUND, INK, MUTED = (255, 255, 255), (20, 20, 20), (90, 90, 90)
 
 
@@ -98,7 +98,7 @@ def contact_sheet(
     text((MARGIN, MARGIN + panel_h + 4), "target photo", MUTED)
     left = MARGIN + photo.shape[1] + 2 * GAP
     for i, line in enumerate(headline):
-        text((left, MARGIN + i * (FONT_PX + 10)), line, INK, title_font if i == 0 else font)
+        text((left, MARGIN + i * (FONT_PX + 12)), line, INK, title_font if i == 0 else font)
 
     top = MARGIN + header_h + GAP
     for index, view in enumerate(views):

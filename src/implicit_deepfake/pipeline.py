@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
@@ -25,6 +26,7 @@ from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
 from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.run_table import print_run_summary
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
 from implicit_deepfake.trust import check_buildable, load_checkpoint
@@ -107,6 +109,8 @@ def train(cfg: DictConfig) -> dict:
     module = instantiate(cfg.model.module)
     loggers = _loggers(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar callback with bars off
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.get("viewer"):
         from implicit_deepfake.view.training import viewer_callback  # viser loads only when asked for
 
@@ -120,6 +124,8 @@ def train(cfg: DictConfig) -> dict:
         logger.finalize("success")
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # else the next job of a multirun would log into this W&B run
+    if trainer.is_global_zero:
+        print_run_summary(metrics, run_dir)
     return metrics
 
 

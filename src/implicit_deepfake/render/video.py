@@ -95,9 +95,7 @@ def view_range(cameras: Cameras) -> ViewRange:
     )
 
 
-def orbit_cameras(
-    cameras: Cameras, n_frames: int, elevation_deg: float | None = None, turn: str = "auto"
-) -> Cameras:
+def orbit_cameras(cameras: Cameras, n_frames: int, elevation_deg: float | None = None, turn: str = "auto") -> Cameras:
     """`n_frames` cameras orbiting the point `cameras` look at, as a loop that ends where it starts.
 
     `turn="full"`, or "auto" where the views surround the subject: a full turn counter-clockwise
@@ -128,7 +126,9 @@ def orbit_cameras(
         elevation = torch.full_like(phase, math.radians(elevation_deg))
 
     ring = torch.cos(azimuth)[:, None] * frame.start + torch.sin(azimuth)[:, None] * frame.side
-    eyes = frame.target + frame.distance * (torch.cos(elevation)[:, None] * ring + torch.sin(elevation)[:, None] * frame.up)
+    eyes = frame.target + frame.distance * (
+        torch.cos(elevation)[:, None] * ring + torch.sin(elevation)[:, None] * frame.up
+    )
     c2w_gl = look_at(eyes.float(), frame.target.float().expand(n_frames, 3), frame.up.float())
     first = cameras[0]
     # from_blender owns the OpenGL -> OpenCV axis flip; its centred intrinsics give way to the first camera's.
@@ -169,8 +169,13 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 24,
                     size = frame.shape
                     padded = _even(frame).shape
                     writer = imageio_ffmpeg.write_frames(
-                        str(tmp), (padded[1], padded[0]), fps=fps, quality=quality, codec="libx264",
-                        macro_block_size=2, output_params=output_params,
+                        str(tmp),
+                        (padded[1], padded[0]),
+                        fps=fps,
+                        quality=quality,
+                        codec="libx264",
+                        macro_block_size=2,
+                        output_params=output_params,
                     )
                     writer.send(None)  # start ffmpeg
                 elif frame.shape != size:
