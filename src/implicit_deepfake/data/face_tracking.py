@@ -167,16 +167,6 @@ def track_head(landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: in
     return HeadTrack(head_poses_, head_face, rigid, codes, explained)
 
 
-def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
-    """NeRFace's face box [top, bottom, left, right] (fractions of the frame) around landmarks (P, 2)
-    in pixels, grown like its `find_bbox`: 27% up for the forehead, 15% on the other sides."""
-    (left, top), (right, bottom) = xy.min(0), xy.max(0)
-    box_h, box_w = bottom - top, right - left
-    box = [(top - 0.27 * box_h) / height, (bottom + 0.15 * box_h) / height,
-           (left - 0.15 * box_w) / width, (right + 0.15 * box_w) / width]
-    return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
-
-
 def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: float, rise: float) -> np.ndarray:
     """(H, W) bool: the head around landmarks (468, 2) in pixels: the face oval (landmark ids `oval`,
     in order) grown `grow` times about its centre (ears, hair at the sides), swept up the face by

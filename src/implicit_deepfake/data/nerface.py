@@ -88,6 +88,16 @@ def read_bboxes(index: SplitIndex) -> np.ndarray | None:
     return np.asarray(rows, np.float32)
 
 
+def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
+    """NeRFace's face box [top, bottom, left, right] (fractions of the frame) around face landmarks
+    (P, 2) in pixels, grown like its `find_bbox`: 27% up for the forehead, 15% on the other sides."""
+    (left, top), (right, bottom) = np.asarray(xy, np.float64).min(0), np.asarray(xy, np.float64).max(0)
+    box_h, box_w = bottom - top, right - left
+    box = [(top - 0.27 * box_h) / height, (bottom + 0.15 * box_h) / height,
+           (left - 0.15 * box_w) / width, (right + 0.15 * box_w) / width]
+    return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
+
+
 def read_background(root: str | Path, downscale: int, shape: tuple[int, int]) -> np.ndarray:
     """The background (H, W, 3) uint8, box-downscaled like the frames; `shape` is the frames' (H, W)."""
     path = find_background(root)

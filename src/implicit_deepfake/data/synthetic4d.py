@@ -28,7 +28,7 @@ from implicit_deepfake.data.avatar import Avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.data.expressions import ExpressionRig, expression_vector
-from implicit_deepfake.data.nerface import BACKGROUND_FILES
+from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
 from implicit_deepfake.data.synthetic import LOOK_AT, SyntheticAvatarSource
 from implicit_deepfake.io import write_png
 
@@ -90,14 +90,9 @@ def make_background(size: int, seed: int) -> np.ndarray:
 
 
 def face_bbox(avatar: Avatar, camera: Cameras) -> list[float]:
-    """NeRFace's face box [top, bottom, left, right] (fractions of the frame): the projected face
-    landmarks' extent, grown like its `find_bbox` (27% up for the forehead, 15% on the other sides)."""
+    """NeRFace's face box [top, bottom, left, right] (fractions of the frame) around the projected face landmarks."""
     pix, _ = camera.project(avatar.vertices[avatar.landmark_vertex_ids])
-    (left, top), (right, bottom) = pix[0].amin(0).tolist(), pix[0].amax(0).tolist()
-    height, width = bottom - top, right - left
-    box = [(top - 0.27 * height) / camera.height, (bottom + 0.15 * height) / camera.height,
-           (left - 0.15 * width) / camera.width, (right + 0.15 * width) / camera.width]
-    return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
+    return landmark_bbox(pix[0].numpy(), camera.width, camera.height)
 
 
 class SyntheticTalkingHeadSource(SyntheticAvatarSource):

@@ -30,8 +30,8 @@ from tqdm import tqdm
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.data.face_tracking import head_mask, landmark_bbox, median_background, track_head
-from implicit_deepfake.data.nerface import BACKGROUND_FILES
+from implicit_deepfake.data.face_tracking import head_mask, median_background, track_head
+from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
 from implicit_deepfake.data.synthetic import TARGET_PHOTO
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
