@@ -53,9 +53,12 @@ def compare(true_root: Path, tracked_root: Path) -> dict[str, float]:
     held_out = np.arange(len(rows)) % 4 == 0
     r2 = expression_r2(tracked.expressions, true.expressions[rows, :3], held_out)
     return {
-        "frames": len(rows), "rot_median_deg": float(np.median(errors.rotation_deg)),
-        "rot_p90_deg": float(np.percentile(errors.rotation_deg, 90)), "rot_max_deg": float(errors.rotation_deg.max()),
-        "trans_median": float(np.median(errors.translation)), "trans_median_pct": 100 * float(np.median(errors.translation)) / distance,
+        "frames": len(rows),
+        "rot_median_deg": float(np.median(errors.rotation_deg)),
+        "rot_p90_deg": float(np.percentile(errors.rotation_deg, 90)),
+        "rot_max_deg": float(errors.rotation_deg.max()),
+        "trans_median": float(np.median(errors.translation)),
+        "trans_median_pct": 100 * float(np.median(errors.translation)) / distance,
         **{f"r2_{name}": float(v) for name, v in zip(EXPRESSION_NAMES, r2)},
     }
 
@@ -72,8 +75,17 @@ def main() -> int:
     folder = args.work / f"talking_{args.size}_frames"
     for i, frame in enumerate(frames):
         write_png(folder / f"{i:04d}.png", frame)
-    header = ["input", "frames", "build_s", "rot_median_deg", "rot_p90_deg", "rot_max_deg", "trans_median",
-              "trans_median_pct", *(f"r2_{n}" for n in EXPRESSION_NAMES)]
+    header = [
+        "input",
+        "frames",
+        "build_s",
+        "rot_median_deg",
+        "rot_p90_deg",
+        "rot_max_deg",
+        "trans_median",
+        "trans_median_pct",
+        *(f"r2_{n}" for n in EXPRESSION_NAMES),
+    ]
     print(" | ".join(header))
     for name, path in (("mp4", clip), ("frames", folder)):
         tracked_root = args.work / f"tracked_{name}_{args.size}"

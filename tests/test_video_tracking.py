@@ -33,8 +33,9 @@ SIZE, FRAMES = 96, 32
 def clip(tmp_path_factory) -> dict:
     """A 96-px, 32-frame synthetic talking head: its dataset (the truth), an mp4 and a folder of its frames."""
     work = tmp_path_factory.mktemp("clip")
-    truth = SyntheticTalkingHeadSource(str(work / "truth"), image_size=SIZE, n_train=24, n_val=4, n_test=4,
-                                       mesh_resolution=96).prepare()
+    truth = SyntheticTalkingHeadSource(
+        str(work / "truth"), image_size=SIZE, n_train=24, n_val=4, n_test=4, mesh_resolution=96
+    ).prepare()
     frames = []
     for split in SPLITS:
         index = read_split_index(truth, split)
@@ -43,8 +44,13 @@ def clip(tmp_path_factory) -> dict:
     write_video(work / "talking.mp4", frames, fps=25, quality=9)
     for i, frame in enumerate(frames):
         write_png(work / "frames" / f"f_{i}.png", frame)
-    return {"work": work, "truth": truth, "frames": frames, "fov": fov,
-            "background": read_image(truth / "background.png")}
+    return {
+        "work": work,
+        "truth": truth,
+        "frames": frames,
+        "fov": fov,
+        "background": read_image(truth / "background.png"),
+    }
 
 
 def tracked(clip: dict, path: Path, name: str, **settings) -> VideoSource:
@@ -108,7 +114,9 @@ def test_video_becomes_a_nerface_dataset(clip, from_mp4):
     shown = (np.abs(np.stack(clip["frames"]).astype(int) - truth).max(-1) < 8).mean(0) > 0.5
     error = np.abs(test.background.astype(int) - truth).mean(-1)
     assert shown.mean() > 0.3 and np.median(error[shown]) < 3 and error[shown].mean() < 6, (
-        np.median(error[shown]), error[shown].mean())
+        np.median(error[shown]),
+        error[shown].mean(),
+    )
 
 
 def test_tracked_poses_and_jaw_match_the_truth(clip, from_mp4):
@@ -194,9 +202,18 @@ def test_tracked_clip_trains_nerface_and_edits(clip, tmp_path):
     from implicit_deepfake.pipeline import evaluate, train
 
     cfg = compose_train(
-        tmp_path, "video4d", "data=video", f"data.path={clip['work'] / 'talking.mp4'}", f"data.image_size={SIZE}",
-        f"data.fov={clip['fov']}", "data.source.min_frames=20", "model=nerface", "logger=csv",
-        "evaluate.orbit_frames=4", "trainer.max_steps=200", "trainer.val_check_interval=100",
+        tmp_path,
+        "video4d",
+        "data=video",
+        f"data.path={clip['work'] / 'talking.mp4'}",
+        f"data.image_size={SIZE}",
+        f"data.fov={clip['fov']}",
+        "data.source.min_frames=20",
+        "model=nerface",
+        "logger=csv",
+        "evaluate.orbit_frames=4",
+        "trainer.max_steps=200",
+        "trainer.val_check_interval=100",
         "datamodule.batch_size=2048",
     )
     metrics, _ = train(cfg)
@@ -204,8 +221,14 @@ def test_tracked_clip_trains_nerface_and_edits(clip, tmp_path):
     assert manifest["summary"]["swapped"] >= FRAMES - 2  # the target's face on (almost) every frame
     assert metrics["test"]["psnr"] > 18
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose("evaluate", overrides=[f"paths.root_dir={tmp_path}", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                                                  "edit.expressions_from=5"])
+        edit_cfg = compose(
+            "evaluate",
+            overrides=[
+                f"paths.root_dir={tmp_path}",
+                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
+                "edit.expressions_from=5",
+            ],
+        )
     report = evaluate(edit_cfg, tmp_path / "edit")
     saved = json.loads((Path(cfg.run_dir) / "edits" / "frame_5" / "edit.json").read_text())
     assert saved["frames_measured"] == report["frames_measured"] >= 2

@@ -91,7 +91,9 @@ def mean_face(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return reference, ids, aligned
 
 
-def _pnp(face: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, guess: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _pnp(
+    face: np.ndarray, pixels: np.ndarray, intrinsics: np.ndarray, guess: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
     """(4, 4) pose (face coordinates -> OpenCV camera) of `face` (P, 3) seen at `pixels` (P, 2)."""
     rvec, tvec = cv2.Rodrigues(guess[0])[0], guess[1].reshape(3, 1)
     _, rvec, tvec = cv2.solvePnP(face, pixels, intrinsics, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
@@ -197,4 +199,3 @@ def median_background(frames: np.ndarray, masks: np.ndarray, min_samples: int = 
     if hidden.any():
         background = cv2.inpaint(background, hidden.astype(np.uint8), 5, cv2.INPAINT_TELEA)
     return background, float(hidden.mean())
-

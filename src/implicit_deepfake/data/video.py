@@ -98,7 +98,9 @@ def _raw_frames(path: Path, fps: float) -> tuple[float, tuple[int, int], Iterato
     return float(meta.get("fps") or fps), (width, height), frames()
 
 
-def decode_clip(path: Path, size: int, every: int, start: float, end: float | None, fps: float) -> tuple[list[DecodedFrame], float, tuple[int, int]]:
+def decode_clip(
+    path: Path, size: int, every: int, start: float, end: float | None, fps: float
+) -> tuple[list[DecodedFrame], float, tuple[int, int]]:
     """Every `every`-th frame of the clip between `start` and `end` seconds, squared to `size`;
     also the clip's frame rate and its (width, height) as stored."""
     rate, frame_size, frames = _raw_frames(path, fps)
@@ -114,8 +116,10 @@ def decode_clip(path: Path, size: int, every: int, start: float, end: float | No
             if (index - first) % every == 0:
                 decoded.append(DecodedFrame(index, time_s, square(rgb, size)))
     except (OSError, RuntimeError) as err:
-        raise DeepfakeError(f"{path}: decoding failed after {len(decoded)} frames ({str(err).splitlines()[0]}). "
-                            "Re-encode the clip (e.g. ffmpeg -i clip -c:v libx264 clip.mp4).") from err
+        raise DeepfakeError(
+            f"{path}: decoding failed after {len(decoded)} frames ({str(err).splitlines()[0]}). "
+            "Re-encode the clip (e.g. ffmpeg -i clip -c:v libx264 clip.mp4)."
+        ) from err
     return decoded, rate, frame_size
 
 
@@ -166,18 +170,35 @@ class VideoSource(CachedDataset):
         self.path, self.root = Path(path), Path(root)
         self._target_photo = Path(target_photo) if target_photo else None
         if not self.path.exists():
-            raise DeepfakeError(f"data.path={self.path}: no such file or folder. Give a video file or a folder of frames.")
+            raise DeepfakeError(
+                f"data.path={self.path}: no such file or folder. Give a video file or a folder of frames."
+            )
         if not (isinstance(every, int) and every >= 1 and image_size >= 16 and expression_dim >= 1):
-            raise DeepfakeError(f"data: every={every} must be an integer >= 1, image_size={image_size} at least 16, "
-                                f"expression_dim={expression_dim} at least 1.")
+            raise DeepfakeError(
+                f"data: every={every} must be an integer >= 1, image_size={image_size} at least 16, "
+                f"expression_dim={expression_dim} at least 1."
+            )
         if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-            raise DeepfakeError(f"data: val_fraction={val_fraction} and test_fraction={test_fraction} must be positive "
-                                "and leave frames for training.")
+            raise DeepfakeError(
+                f"data: val_fraction={val_fraction} and test_fraction={test_fraction} must be positive "
+                "and leave frames for training."
+            )
         self.config = {
-            "clip_sha256": self._clip_hash(), "image_size": image_size, "fov": fov, "every": every,
-            "start": start, "end": end, "fps": fps, "expression_dim": expression_dim, "smooth": smooth,
-            "val_fraction": val_fraction, "test_fraction": test_fraction, "min_frames": min_frames,
-            "max_gap_s": max_gap_s, "max_dropped": max_dropped, "builder_version": VIDEO_BUILDER_VERSION,
+            "clip_sha256": self._clip_hash(),
+            "image_size": image_size,
+            "fov": fov,
+            "every": every,
+            "start": start,
+            "end": end,
+            "fps": fps,
+            "expression_dim": expression_dim,
+            "smooth": smooth,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "min_frames": min_frames,
+            "max_gap_s": max_gap_s,
+            "max_dropped": max_dropped,
+            "builder_version": VIDEO_BUILDER_VERSION,
         }
 
     @property
@@ -191,10 +212,14 @@ class VideoSource(CachedDataset):
 
     def _build(self, out: Path) -> None:
         cfg = self.config
-        frames, rate, (width, height) = decode_clip(self.path, cfg["image_size"], cfg["every"], cfg["start"], cfg["end"], cfg["fps"])
+        frames, rate, (width, height) = decode_clip(
+            self.path, cfg["image_size"], cfg["every"], cfg["start"], cfg["end"], cfg["fps"]
+        )
         if not frames:
-            raise DeepfakeError(f"{self.path}: no frames between data.start={cfg['start']} s and data.end={cfg['end']} s "
-                                "(or an empty clip).")
+            raise DeepfakeError(
+                f"{self.path}: no frames between data.start={cfg['start']} s and data.end={cfg['end']} s "
+                "(or an empty clip)."
+            )
         faces = self._detect(frames)
         kept = [i for i, face in enumerate(faces) if face is not None]
         self._check_coverage(frames, faces, rate / cfg["every"])
@@ -204,12 +229,18 @@ class VideoSource(CachedDataset):
         intrinsics = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
         landmarks = np.stack([faces[i] for i in kept])
         track = track_head(landmarks, intrinsics, cfg["expression_dim"], cfg["smooth"])
-        cameras = Cameras(torch.as_tensor(track.world_to_camera, dtype=torch.float32),
-                          torch.as_tensor(intrinsics, dtype=torch.float32).expand(len(kept), 3, 3), size, size)
+        cameras = Cameras(
+            torch.as_tensor(track.world_to_camera, dtype=torch.float32),
+            torch.as_tensor(intrinsics, dtype=torch.float32).expand(len(kept), 3, 3),
+            size,
+            size,
+        )
         c2w, angle = cameras.to_blender()
         images = np.stack([frames[i].rgb for i in kept])
         background, inpainted = self._background(images, landmarks)
-        write_png(out / BACKGROUND_FILES[0], background, synthetic=False, Source=f"median background of {self.path.name}")
+        write_png(
+            out / BACKGROUND_FILES[0], background, synthetic=False, Source=f"median background of {self.path.name}"
+        )
         counts = split_counts(len(kept), cfg["val_fraction"], cfg["test_fraction"])
         if counts["train"] < 1:
             raise DeepfakeError(f"{self.path}: too few frames with a face ({len(kept)}) to split into train/val/test.")
@@ -218,21 +249,34 @@ class VideoSource(CachedDataset):
             entries = []
             for i, k in enumerate(range(first, end)):
                 frame = frames[kept[k]]
-                write_png(out / split / f"f_{i:04d}.png", frame.rgb, synthetic=False,
-                          Source=f"frame {frame.index} of {self.path.name}")
-                entries.append({
-                    "file_path": f"./{split}/f_{i:04d}", "transform_matrix": c2w[k].tolist(),
-                    "expression": [round(float(v), 5) for v in track.expressions[k]],
-                    "bbox": landmark_bbox(landmarks[k, :, :2], size, size),
-                    "frame_index": frame.index, "time_s": round(frame.time_s, 4),
-                })
+                write_png(
+                    out / split / f"f_{i:04d}.png",
+                    frame.rgb,
+                    synthetic=False,
+                    Source=f"frame {frame.index} of {self.path.name}",
+                )
+                entries.append(
+                    {
+                        "file_path": f"./{split}/f_{i:04d}",
+                        "transform_matrix": c2w[k].tolist(),
+                        "expression": [round(float(v), 5) for v in track.expressions[k]],
+                        "bbox": landmark_bbox(landmarks[k, :, :2], size, size),
+                        "frame_index": frame.index,
+                        "time_s": round(frame.time_s, 4),
+                    }
+                )
             write_split_index(out, split, angle, entries, intrinsics=[focal, focal, 0.5, 0.5])
         self._write_target(out)
         report = {
-            "clip": str(self.path), "fps": rate, "size_as_stored": [width, height], "frames_decoded": len(frames),
-            "frames_tracked": len(kept), "frames_dropped": len(frames) - len(kept),
+            "clip": str(self.path),
+            "fps": rate,
+            "size_as_stored": [width, height],
+            "frames_decoded": len(frames),
+            "frames_tracked": len(kept),
+            "frames_dropped": len(frames) - len(kept),
             "dropped_frame_indices": [f.index for f, face in zip(frames, faces) if face is None],
-            "splits": counts, "rigid_landmarks": len(track.rigid),
+            "splits": counts,
+            "rigid_landmarks": len(track.rigid),
             "expression_variance_explained": [round(float(v), 5) for v in track.explained[:10]],
             "background_inpainted_share": round(inpainted, 4),
         }
@@ -246,7 +290,9 @@ class VideoSource(CachedDataset):
         found = []
         for frame in tqdm(frames, desc="track", unit="frame"):
             face = landmarker.detect(frame.rgb)
-            inside = None if face is None else ((face.landmarks[:, :2] >= 0) & (face.landmarks[:, :2] < size)).all(1).mean()
+            inside = (
+                None if face is None else ((face.landmarks[:, :2] >= 0) & (face.landmarks[:, :2] < size)).all(1).mean()
+            )
             found.append(face.landmarks if face is not None and inside >= MIN_INSIDE else None)
         return found
 
@@ -255,23 +301,28 @@ class VideoSource(CachedDataset):
         cfg, missing = self.config, np.array([face is None for face in faces])
         kept = int((~missing).sum())
         if kept == 0:
-            raise DeepfakeError(f"{self.path}: no face found in any of its {len(frames)} frames. Film the person's face "
-                                "from the front, well lit, filling a good part of the frame.")
+            raise DeepfakeError(
+                f"{self.path}: no face found in any of its {len(frames)} frames. Film the person's face "
+                "from the front, well lit, filling a good part of the frame."
+            )
         first, length = longest_run(missing)
         if length / rate > cfg["max_gap_s"]:
             start, stop = frames[first].time_s, frames[first + length - 1].time_s
             raise DeepfakeError(
                 f"{self.path}: the face is out of the frame (or not found) from {start:.2f} s to {stop:.2f} s "
                 f"({length} frames in a row, more than data.max_gap_s={cfg['max_gap_s']} s). Trim the clip with "
-                "data.start/data.end to a part where the face stays in view, or film again.")
+                "data.start/data.end to a part where the face stays in view, or film again."
+            )
         if missing.mean() > cfg["max_dropped"]:
             raise DeepfakeError(
                 f"{self.path}: no face in {int(missing.sum())} of {len(frames)} frames (more than data.max_dropped="
-                f"{cfg['max_dropped']}). Keep the whole face in the frame and well lit.")
+                f"{cfg['max_dropped']}). Keep the whole face in the frame and well lit."
+            )
         if kept < cfg["min_frames"]:
             raise DeepfakeError(
                 f"{self.path}: only {kept} frames with a face; at least data.min_frames={cfg['min_frames']} are needed "
-                "(a 20-60 s clip is best). Use a longer clip or a smaller data.every.")
+                "(a 20-60 s clip is best). Use a longer clip or a smaller data.every."
+            )
 
     def _background(self, images: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, float]:
         picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), BACKGROUND_FRAMES)).round().astype(int))

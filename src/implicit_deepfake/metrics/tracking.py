@@ -44,8 +44,12 @@ def read_track(root: str | Path) -> Track:
         expressions.append(read_expressions(index))
         splits += [split] * len(index.frames)
     order = np.argsort(indices, kind="stable")
-    return Track(np.asarray(indices)[order], np.concatenate(poses)[order], np.concatenate(expressions)[order],
-                 np.asarray(splits)[order])
+    return Track(
+        np.asarray(indices)[order],
+        np.concatenate(poses)[order],
+        np.concatenate(expressions)[order],
+        np.asarray(splits)[order],
+    )
 
 
 @dataclass(frozen=True)
