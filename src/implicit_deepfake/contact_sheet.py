@@ -45,6 +45,19 @@ class ContactSheet:
     texts: list[str] = field(default_factory=list)
 
 
+def headline(metrics: dict) -> list[str]:
+    """The sheet's title lines from a run's metrics.json: what ran, and its test means."""
+    to_target, to_base = metrics["test.identity_distance_to_target"], metrics["test.identity_distance_to_base"]
+    identity = "n/a (no face found)" if to_target is None else f"{to_target:.3f}"
+    base = "" if to_base is None else f" (to the base frames {to_base:.3f})"
+    return [
+        f"{metrics['model']} on {metrics['data']}, swap={metrics['swap']}, {metrics['steps']} steps",
+        f"test PSNR {metrics['test.psnr']:.2f} dB   SSIM {metrics['test.ssim']:.3f}",
+        f"identity distance to the target photo {identity}{base}",
+        f"face found in {metrics['test.face_detection_rate']:.0%} of the renders",
+    ]
+
+
 def _scale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 

@@ -14,12 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
+from implicit_deepfake.contact_sheet import SheetView, headline, write_contact_sheet
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import FrameDataModule, load_frames
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import read_json, synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
-from implicit_deepfake.contact_sheet import SheetView, write_contact_sheet
 from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
@@ -90,8 +90,6 @@ def evaluate_module(
             test.relpaths, uint8_images(base.rgb), uint8_images(test.rgb), renders, images["per_image"], to_target
         )
     ]
-    contact = write_contact_sheet(sheet, views, target, _headline(cfg, images, faces, steps))
-
     scores = {
         "test.psnr": images["psnr"],
         "test.ssim": images["ssim"],
@@ -118,6 +116,7 @@ def evaluate_module(
         "synthetic": synthetic_metadata(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    contact = write_contact_sheet(sheet, views, target, headline(metrics))
     write_json(run_dir / "metrics.json", metrics)
     numeric = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     log_scalars(loggers, numeric, steps)
@@ -128,16 +127,3 @@ def evaluate_module(
     shown = {k: v for k, v in scores.items() if v is not None and k != "test.lpips_reason"}
     log.info("metrics (%s): %s", run_dir / "metrics.json", shown)
     return metrics
-
-
-def _headline(cfg: DictConfig, images: dict, faces: dict, steps: int) -> list[str]:
-    """The contact sheet's title lines: what ran, and its test means."""
-    to_target, to_base = faces["identity_distance_to_target"], faces["identity_distance_to_base"]
-    identity = "n/a" if to_target is None else f"{to_target:.3f}"
-    base = "" if to_base is None else f" (to the base frames {to_base:.3f})"
-    return [
-        f"{cfg.model.name} on {cfg.data.name}, swap={cfg.swap.name}, {steps} steps",
-        f"test PSNR {images['psnr']:.2f} dB   SSIM {images['ssim']:.3f}",
-        f"identity distance to the target photo {identity}{base}",
-        f"face found in {faces['face_detection_rate']:.0%} of the renders",
-    ]
