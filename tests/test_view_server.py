@@ -29,7 +29,9 @@ from tests.view_scene import (
     head_box,
     head_module,
     look_at_world_to_camera,
+    middle,
     needs_chromium,
+    reference_render,
     ring_cameras,
 )
 
@@ -166,6 +168,8 @@ def test_browser_shows_the_head_and_the_notice(viewer, tmp_path):
             head = head_box(w2c, view.fov_y_deg, frame.shape[1], frame.shape[0])
             drawn = drawn_fraction(frame, head, BACKGROUND)
     assert drawn > 0.95, f"the head's box is {drawn:.0%} drawn (screenshot: {tmp_path / 'viser.png'})"
+    reference = reference_render(viewer.module, viewer.view, frame.shape[1], frame.shape[0])
+    assert np.abs(middle(frame, head).mean(0) - middle(reference, head).mean(0)).max() < 10  # JPEG, scaled up
     # Beside the head: the background (the model's, sent as the canvas's background image).
     beside = frame[head[1] : head[3], head[2] + 20 : frame.shape[1] - 10]
     assert (np.abs(beside.astype(int) - 255).max(-1) <= 30).mean() > 0.9

@@ -69,10 +69,23 @@ def look_at_world_to_camera(position, look_at, up) -> np.ndarray:
 
 def drawn_fraction(image: np.ndarray, box: tuple[int, int, int, int], background: tuple[float, ...]) -> float:
     """The fraction of pixels inside `box` (shrunk to its middle half) that differ from `background`."""
+    return float((np.abs(middle(image, box) - np.array(background) * 255).max(-1) > 30).mean())
+
+
+def middle(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels (M, 3) of the middle half of `box` in `image`."""
     x0, y0, x1, y1 = box
     dx, dy = (x1 - x0) // 4, (y1 - y0) // 4
-    inside = image[y0 + dy : y1 - dy, x0 + dx : x1 - dx, :3].astype(int)
-    return float((np.abs(inside - np.array(background) * 255).max(-1) > 30).mean())
+    return image[y0 + dy : y1 - dy, x0 + dx : x1 - dx, :3].reshape(-1, 3).astype(float)
+
+
+def reference_render(module: LitGaussians, view, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8: the project's own renderer from a viewer's initial view."""
+    w2c = torch.from_numpy(look_at_world_to_camera(view.position, view.look_at, view.up)).float()
+    focal = 0.5 * height / np.tan(np.radians(view.fov_y_deg) / 2)
+    k = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float32)
+    image = module.render_views(Cameras(w2c[None], k[None], width, height))[0]
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
 @contextmanager

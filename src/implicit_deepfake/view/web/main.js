@@ -37,7 +37,7 @@ async function main() {
   window.addEventListener("resize", resize);
   resize();
 
-  const mesh = new SplatMesh({ fileBytes: splats, fileName: "point_cloud.ply" });
+  const mesh = new SplatMesh({ fileBytes: splats, fileName: "point_cloud.spz" });
   scene.add(mesh);
   await mesh.initialized;
   let frames = 0;
