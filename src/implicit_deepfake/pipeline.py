@@ -177,7 +177,10 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     source = cfg.get("edit", {}).get("expressions_from")
     if source is not None:
         return edit_expressions(run.module, run.datamodule, source, run.run_dir)
-    return evaluate_module(run.module, run.datamodule, run.cfg, run.run_dir, run.steps)
+    run_cfg = run.cfg
+    if cfg.get("evaluate", {}).get("orbit"):  # evaluate.py ckpt=... evaluate.orbit=full
+        run_cfg = OmegaConf.merge(run_cfg, {"evaluate": {"orbit": cfg.evaluate.orbit}})
+    return evaluate_module(run.module, run.datamodule, run_cfg, run.run_dir, run.steps)
 
 
 def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
