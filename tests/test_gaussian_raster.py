@@ -339,7 +339,7 @@ def test_alpha_clamped_at_0999_passes_no_gradient(rasterize):
     # Opacity 1 on a pixel centre: alpha = min(0.999, 1) is clamped there, so that pixel adds
     # nothing to the opacity gradient (all other pixels have alpha < 0.999 and do).
     params = _axis_gaussian(4.0, 0.4, 1.0, [0.2, 0.9, 0.5])
-    render, alphas = _render_axis(rasterize, params)
+    _, alphas = _render_axis(rasterize, params)
     row, col = AXIS_PIXEL
     assert alphas[row, col] == 0.999 and (alphas < 0.999).sum() == alphas.numel() - 1
     _, _, grads = renders_and_grads(rasterize, params, IDENTITY_VIEW, AXIS_K)

@@ -10,7 +10,8 @@ camera and Gaussian), so `meta` feeds gsplat's `DefaultStrategy` (`step_pre_back
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from torch import Tensor
 
