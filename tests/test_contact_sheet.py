@@ -36,7 +36,7 @@ def test_every_view_shows_base_swapped_and_render_with_its_numbers():
             np.testing.assert_array_equal(shown, np.repeat(np.repeat(frame, factor, 0), factor, 1))
     assert _box(sheet, "target").shape[0] == 48 * factor  # the target photo, as tall as a panel
     assert "PSNR 20.00 dB   identity dist. 0.400" in sheet.texts
-    assert "PSNR 20.33 dB   identity dist. no face" in sheet.texts
+    assert "PSNR 20.33 dB   no face found" in sheet.texts
     assert "PSNR 20.67 dB   identity dist. 0.400" in sheet.texts
     assert {"gaussians on synthetic", "test PSNR 20.33 dB", "target photo"} <= set(sheet.texts)
     assert any(t.startswith("SYNTHETIC IMAGE") for t in sheet.texts)

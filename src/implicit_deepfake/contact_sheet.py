@@ -32,8 +32,8 @@ class SheetView:
     identity_distance: float | None  # render to the target photo; None where no face was found
 
     def caption(self) -> str:
-        identity = "no face" if self.identity_distance is None else f"{self.identity_distance:.3f}"
-        return f"PSNR {self.psnr:.2f} dB   identity dist. {identity}"
+        identity = "no face found" if self.identity_distance is None else f"identity dist. {self.identity_distance:.3f}"
+        return f"PSNR {self.psnr:.2f} dB   {identity}"
 
 
 @dataclass

@@ -85,7 +85,7 @@ def evaluate_module(
     to_target = faces.pop("identity_distance_to_target_per_image")
     sheet = run_dir / "summary.png"
     views = [
-        SheetView(Path(relpath).name, b, s, r, per_image["psnr"], d)
+        SheetView(Path(relpath).stem, b, s, r, per_image["psnr"], d)
         for relpath, b, s, r, per_image, d in zip(
             test.relpaths, uint8_images(base.rgb), uint8_images(test.rgb), renders, images["per_image"], to_target
         )
