@@ -24,13 +24,12 @@ from tests.view_scene import (
     BACKGROUND,
     chromium_page,
     drawn_fraction,
-    head_box,
     head_module,
-    look_at_world_to_camera,
     middle,
     needs_chromium,
     reference_render,
     ring_cameras,
+    view_head_box,
 )
 
 WIDTH, HEIGHT = 640, 480
@@ -54,6 +53,17 @@ def test_initial_view_is_the_front_camera_with_the_cameras_up():
     assert np.allclose(view.look_at, 0.0, atol=1e-4)
     assert view.up[2] > 0.99  # z up, tilted only by the cameras looking slightly down
     assert view.fov_y_deg == pytest.approx(np.degrees(0.8), abs=1e-3)  # square images: camera_angle_x
+
+
+def test_initial_view_is_the_camera_seeing_the_face_most_frontally():
+    cameras = ring_cameras()
+    yaws = [-50.0, 35.0, 20.0, -4.0, 12.0, 30.0, 60.0, 90.0]
+    view = initial_view(cameras, yaws)
+    assert np.allclose(view.position, cameras.centers[3].numpy(), atol=1e-5)
+    # As a project camera it looks along that camera's optical axis (rolled to the cameras' mean up).
+    camera = view.cameras(64, 64)
+    assert torch.allclose(camera.world_to_camera[0, 2], cameras.world_to_camera[3, 2], atol=1e-4)
+    assert torch.allclose(camera.intrinsics, cameras.intrinsics[3], atol=1e-3)
 
 
 def decode_spz(data: bytes) -> dict[str, np.ndarray]:
@@ -146,7 +156,7 @@ def test_page_draws_the_head_from_disk_with_no_request_leaving_the_machine(page_
         assert page.is_visible("#viewer-notice")
         png = page.screenshot(path=str(tmp_path / "viewer_html.png"))
     image = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
-    box = head_box(look_at_world_to_camera(view.position, view.look_at, view.up), view.fov_y_deg, WIDTH, HEIGHT)
+    box = view_head_box(view, WIDTH, HEIGHT)
     assert drawn_fraction(image, box, BACKGROUND) > 0.95  # the head covers its projected box
     # In the colours the project's renderer gives it from that camera (Spark decodes the .spz's colours).
     reference = reference_render(head_module(), view, WIDTH, HEIGHT)

@@ -19,6 +19,7 @@ from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.evaluation import uint8_images
 from implicit_deepfake.io import SYNTHETIC_NOTICE
 from implicit_deepfake.runs import LAST_CHECKPOINT, write_run_info
+from implicit_deepfake.view.camera import initial_view
 from implicit_deepfake.view.run import view
 from implicit_deepfake.view.server import ExpressionControls, ModelViewer
 from implicit_deepfake.view.training import ViewerCallback
@@ -26,19 +27,19 @@ from tests.view_scene import (
     BACKGROUND,
     chromium_page,
     drawn_fraction,
-    head_box,
     head_module,
-    look_at_world_to_camera,
     middle,
     needs_chromium,
     reference_render,
     ring_cameras,
+    view_head_box,
 )
 
 
 @pytest.fixture(scope="module")
 def viewer():
-    served = ModelViewer(head_module(), ring_cameras(), "test head", host="127.0.0.1", port=0, resolution=256)
+    view = initial_view(ring_cameras())
+    served = ModelViewer(head_module(), view, "test head", host="127.0.0.1", port=0, resolution=256)
     yield served
     served.stop()
 
@@ -82,13 +83,10 @@ def test_expression_controls_take_a_frames_expression_and_the_sliders():
         server.stop()
 
 
-def test_training_waits_while_paused_and_holds_the_render_lock_during_a_step():
+def test_training_waits_while_paused_and_holds_the_render_lock_during_a_step(tmp_path):
     module = head_module(n=500)
-    trainer = SimpleNamespace(
-        global_rank=0,
-        global_step=7,
-        datamodule=SimpleNamespace(frames=lambda split: SimpleNamespace(cameras=ring_cameras())),
-    )
+    datamodule = SimpleNamespace(frames=lambda split: SimpleNamespace(cameras=ring_cameras()), root=tmp_path)
+    trainer = SimpleNamespace(global_rank=0, global_step=7, datamodule=datamodule)
     callback = ViewerCallback("training", host="127.0.0.1", port=0)
     callback.on_train_start(trainer, module)
     try:
@@ -105,8 +103,10 @@ def test_training_waits_while_paused_and_holds_the_render_lock_during_a_step():
         assert not nerfview_viewer.lock.locked()
         assert nerfview_viewer.render_tab_state.num_train_rays_per_sec > 0
         assert nerfview_viewer._training_tab_handles["step_number"].value == 7
+        callback.on_train_batch_start(trainer, module, {}, 1)  # a step that raises: fit ends holding the lock
     finally:
-        callback.viewer.stop()
+        callback.teardown(trainer, module, "fit")
+    assert callback.viewer is None and not nerfview_viewer.lock.locked()
 
 
 @pytest.fixture
@@ -163,9 +163,7 @@ def test_browser_shows_the_head_and_the_notice(viewer, tmp_path):
             png = page.screenshot(path=str(tmp_path / "viser.png"))
             image = np.array(Image.open(io.BytesIO(png)).convert("RGB"))
             frame = image[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
-            view = viewer.view
-            w2c = look_at_world_to_camera(view.position, view.look_at, view.up)
-            head = head_box(w2c, view.fov_y_deg, frame.shape[1], frame.shape[0])
+            head = view_head_box(viewer.view, frame.shape[1], frame.shape[0])
             drawn = drawn_fraction(frame, head, BACKGROUND)
     assert drawn > 0.95, f"the head's box is {drawn:.0%} drawn (screenshot: {tmp_path / 'viser.png'})"
     reference = reference_render(viewer.module, viewer.view, frame.shape[1], frame.shape[0])

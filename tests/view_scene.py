@@ -12,6 +12,7 @@ import torch
 
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.lit.gaussians import LitGaussians
+from implicit_deepfake.view.camera import InitialView
 from tests.conftest import orbit_cameras
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,19 +55,6 @@ def head_box(world_to_camera: np.ndarray, fov_y_deg: float, width: int, height: 
     return int(x.min()), int(y.min()), int(np.ceil(x.max())), int(np.ceil(y.max()))
 
 
-def look_at_world_to_camera(position, look_at, up) -> np.ndarray:
-    """World-to-camera 4x4 (OpenCV axes) of a camera at `position` looking at `look_at`."""
-    forward = np.asarray(look_at, float) - np.asarray(position, float)
-    forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    down = np.cross(forward, right)
-    rotation = np.stack([right, down, forward])
-    w2c = np.eye(4)
-    w2c[:3, :3], w2c[:3, 3] = rotation, -rotation @ np.asarray(position, float)
-    return w2c
-
-
 def drawn_fraction(image: np.ndarray, box: tuple[int, int, int, int], background: tuple[float, ...]) -> float:
     """The fraction of pixels inside `box` (shrunk to its middle half) that differ from `background`."""
     return float((np.abs(middle(image, box) - np.array(background) * 255).max(-1) > 30).mean())
@@ -79,13 +67,15 @@ def middle(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return image[y0 + dy : y1 - dy, x0 + dx : x1 - dx, :3].reshape(-1, 3).astype(float)
 
 
-def reference_render(module: LitGaussians, view, width: int, height: int) -> np.ndarray:
+def reference_render(module: LitGaussians, view: InitialView, width: int, height: int) -> np.ndarray:
     """(H, W, 3) uint8: the project's own renderer from a viewer's initial view."""
-    w2c = torch.from_numpy(look_at_world_to_camera(view.position, view.look_at, view.up)).float()
-    focal = 0.5 * height / np.tan(np.radians(view.fov_y_deg) / 2)
-    k = torch.tensor([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=torch.float32)
-    image = module.render_views(Cameras(w2c[None], k[None], width, height))[0]
+    image = module.render_views(view.cameras(width, height))[0]
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def view_head_box(view: InitialView, width: int, height: int) -> tuple[int, int, int, int]:
+    """The head's box in a width x height image from `view`."""
+    return head_box(view.cameras(width, height).world_to_camera[0].numpy(), view.fov_y_deg, width, height)
 
 
 @contextmanager

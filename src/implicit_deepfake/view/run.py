@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.pipeline import load_run
+from implicit_deepfake.view.camera import front_view
 from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
 from implicit_deepfake.view.webpage import PAGE_NAME, export_viewer_page, run_title
 
@@ -39,7 +40,7 @@ def view(cfg: DictConfig) -> ModelViewer | None:
     expressions = getattr(module, "train_expressions", None)
     viewer = ModelViewer(
         module,
-        run.datamodule.frames("train").cameras,
+        front_view(run.datamodule.frames("train").cameras, run.datamodule.root),
         run_title(run.cfg.model.name, run.run_dir),
         cfg.host,
         cfg.port,

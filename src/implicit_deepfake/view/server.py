@@ -22,7 +22,7 @@ from implicit_deepfake.data.expressions import EXPRESSION_NAMES, EXPRESSION_RANG
 from implicit_deepfake.evaluation import uint8_images
 from implicit_deepfake.io import SYNTHETIC_NOTICE
 from implicit_deepfake.lit.base import SceneModule
-from implicit_deepfake.view.camera import InitialView, initial_view
+from implicit_deepfake.view.camera import InitialView
 
 log = logging.getLogger(__name__)
 # Datasets whose expressions are data/expressions.py's rig (jaw, smile, brows): they get named sliders.
@@ -95,7 +95,7 @@ class _Viewer(nerfview.Viewer):
 
 
 class ModelViewer:
-    """Serve `module` at http://host:port, opening on the front training camera of `cameras`.
+    """Serve `module` at http://host:port, opening on `view` (see `view.camera`).
 
     expressions: a talking head's training expressions (N, D), for its expression controls;
     named_expressions: show the synthetic head's jaw/smile/brows sliders. mode "training": nerfview's
@@ -104,7 +104,7 @@ class ModelViewer:
     def __init__(
         self,
         module: SceneModule,
-        cameras: Cameras,
+        view: InitialView,
         title: str,
         host: str = "0.0.0.0",
         port: int = 8080,
@@ -114,7 +114,7 @@ class ModelViewer:
         mode: str = "rendering",
     ) -> None:
         self.module = module
-        self.view = initial_view(cameras)
+        self.view = view
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         self._open_on(self.view)
         self.server.gui.add_markdown(f"**{SYNTHETIC_NOTICE}**")
@@ -122,7 +122,7 @@ class ModelViewer:
         if expressions is not None:
             self.expression = ExpressionControls(self.server.gui, expressions, named_expressions, self.rerender)
         # One render before serving: loads (or compiles) the renderer in this thread, not in nerfview's.
-        self._render_view(cameras[0].scaled(32 / max(cameras.width, cameras.height)))
+        self._render_view(view.cameras(32, 32))
         self.viewer = _Viewer(self.server, self.render, resolution, mode)
         self.server.gui.set_panel_label(f"{title} (synthetic)")
 

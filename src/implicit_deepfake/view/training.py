@@ -6,13 +6,16 @@ steps the viewer renders. Training waits while the user moves the camera or has 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from implicit_deepfake.view.camera import front_view
 from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
 
+log = logging.getLogger(__name__)
 _PAUSE_POLL_S = 0.05
 
 
@@ -35,11 +38,19 @@ class ViewerCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        expressions = getattr(pl_module, "train_expressions", None)
+        datamodule = trainer.datamodule
         self.viewer = ModelViewer(
-            pl_module, trainer.datamodule.frames("train").cameras, self.title, self.host, self.port, self.resolution,
-            expressions=expressions, named_expressions=self.named_expressions, mode="training",
-        )  # fmt: skip
+            pl_module,
+            front_view(datamodule.frames("train").cameras, datamodule.root),
+            self.title,
+            self.host,
+            self.port,
+            self.resolution,
+            expressions=getattr(pl_module, "train_expressions", None),
+            named_expressions=self.named_expressions,
+            mode="training",
+        )
+        log.info("viewer at http://localhost:%d (training waits while you move the camera)", self.viewer.port)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if self.viewer is None:
@@ -60,13 +71,13 @@ class ViewerCallback(pl.Callback):
         self.viewer.viewer.render_tab_state.num_train_rays_per_sec = rays / seconds
         self.viewer.viewer.update(trainer.global_step, rays)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """The end of fit (done, stopped or failed): the viewer goes with it (view.py shows the saved run)."""
         if self.viewer is not None:
-            self.viewer.viewer.complete()  # keeps serving the trained model until the process ends
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.viewer is not None:
+            if self.viewer.viewer.lock.locked():  # a step that raised
+                self.viewer.viewer.lock.release()
             self.viewer.stop()
+            self.viewer = None
 
 
 def viewer_callback(cfg: DictConfig) -> ViewerCallback:

@@ -20,7 +20,7 @@ from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
 from implicit_deepfake.models.gaussians import GaussianCloud
-from implicit_deepfake.view.camera import InitialView, initial_view
+from implicit_deepfake.view.camera import InitialView, front_view
 from implicit_deepfake.view.spz import spz_bytes
 
 PAGE_NAME = "viewer.html"
@@ -97,11 +97,11 @@ def run_title(model_name: str, run_dir: Path) -> str:
 def export_viewer_page(
     run_dir: Path, exported: Mapping[str, str], datamodule: FrameDataModule, model_name: str
 ) -> dict[str, str]:
-    """viewer.html beside the .ply a splat model exported ({"viewer_html": path}), opening on the front
-    training camera; {} for a model without one (the NeRFs)."""
+    """viewer.html beside the .ply a splat model exported ({"viewer_html": path}), opening on the training
+    camera that sees the face most frontally; {} for a model without one (the NeRFs)."""
     if "ply" not in exported:
         return {}
-    view = initial_view(datamodule.frames("train").cameras)
+    view = front_view(datamodule.frames("train").cameras, datamodule.root)
     title = run_title(model_name, run_dir)
     page = write_viewer_page(Path(run_dir) / PAGE_NAME, exported["ply"], view, tuple(datamodule.background), title)
     return {"viewer_html": str(page)}
