@@ -5,8 +5,9 @@ Same inputs, outputs, pixel rules and gradients as `gaussians_composite.composit
 before the Gaussian that would take T to <= 1e-4), as loops instead of tensors:
 
 - binning: each Gaussian's pixel box is listed in the 16x16 tiles it touches, in depth order;
-- forward: one tile at a time, its Gaussians front to back, each over the pixels of its box inside
-  the tile only (no pixel outside a footprint is visited); T and the sums are kept in float64;
+- forward: one tile at a time, its Gaussians front to back, each over the rows of its ellipse
+  (alpha >= 1/255) inside the tile, exp(-sigma) carried along a row by multiplications; T and the
+  sums are kept in float64;
 - backward: the same walk again with gsplat's gradient, where what lies behind a pair comes from
   the forward's per-pixel sums (sum behind = total - sum so far), so nothing per pair is stored.
 
@@ -59,7 +60,7 @@ def _bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     return start, rows
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _tile_rect(tile, tiles_x, tiles_y, width, height):
     """Tile index -> (first pixel index of its image, x0, y0, x1, y1) with x1, y1 exclusive."""
     img, rest = divmod(tile, tiles_x * tiles_y)
@@ -68,7 +69,7 @@ def _tile_rect(tile, tiles_x, tiles_y, width, height):
     return img * width * height, x0, y0, min(x0 + TILE, width), min(y0 + TILE, height)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _alpha(a, b, c, o, dx, dy, gauss):
     """alpha = min(0.999, o exp(-sigma)) of a Gaussian at offset (dx, dy) = mean - pixel centre, 0 where no hit.
 
@@ -81,7 +82,7 @@ def _alpha(a, b, c, o, dx, dy, gauss):
     return alpha if alpha >= ALPHA_MIN else 0.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _row_exp(mx, a, b, c, dy, px):
     """(exp(-sigma), exp(-(sigma at px + 1 - sigma at px))) at pixel px of a row: sigma is quadratic in px, so
     along the row exp(-sigma) steps by the second factor, which itself steps by exp(-a)."""
@@ -90,7 +91,7 @@ def _row_exp(mx, a, b, c, dy, px):
     return math.exp(-sigma), math.exp(a * dx - 0.5 * a + b * dy)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _row_span(mx, dy, a, b, c, level, x_first, x_last):
     """Pixels x_first..x_last of a row (dy = mean - centre) where alpha can reach 1/255 (2 sigma <= level), +-1e-3 px.
 
@@ -156,7 +157,9 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _backward(xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, out, grad, sums):
+def _backward(
+    xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, out, grad, absgrad, sums
+):
     """Per-chunk gradient sums (chunks, V, _SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64.
 
     Per pixel, L = sum_i w_i s_i with s_i = f_i . dL/dC + dL/dA, so
@@ -227,8 +230,9 @@ def _backward(xy, conic, opacity, features, lo, hi, start, rows, width, height, 
                         s3 += gx * dx
                         s4 += gx * dy
                         s5 += gy * dy
-                        s6 += abs(a * gx + b * gy)
-                        s7 += abs(b * gx + c * gy)
+                        if absgrad:
+                            s6 += abs(a * gx + b * gy)
+                            s7 += abs(b * gx + c * gy)
                         trans[i] = t_next
                 mine[g, 0] += s0
                 mine[g, 1] += s1
@@ -269,7 +273,7 @@ class _Composite(torch.autograd.Function):
         xy, conic, opacity, _ = ctx.saved_tensors
         grad = torch.cat([grad_render, grad_alpha[:, None]], dim=1).double().contiguous().numpy()
         sums = np.zeros((_chunks(), len(xy), _SUMS + ctx.arrays[3].shape[1]))
-        _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, sums)
+        _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.on_absgrad is not None, sums)
         total = torch.from_numpy(sums.sum(0) if len(sums) > 1 else sums[0]).to(xy.dtype)
         a, b, c = conic.unbind(1)
         grad_xy = torch.stack([a * total[:, 1] + b * total[:, 2], b * total[:, 1] + c * total[:, 2]], dim=1)
