@@ -40,6 +40,7 @@ def test_every_view_shows_base_swapped_and_render_with_its_numbers():
     assert "PSNR 20.67 dB   identity dist. 0.400" in sheet.texts
     assert {"gaussians on synthetic", "test PSNR 20.33 dB", "target photo"} <= set(sheet.texts)
     assert any(t.startswith("SYNTHETIC IMAGE") for t in sheet.texts)
+    assert (sheet.image[:, -10:] == 255).all()  # no text runs off the right edge (the notice is the widest)
     # The captions are drawn: dark ink in the band under the render panels, none in the empty tile.
     left, _, _, bottom = sheet.boxes["r_0/base frame"]
     band = sheet.image[bottom + 2 : bottom + 24, left : left + 200]

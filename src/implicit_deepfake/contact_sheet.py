@@ -4,6 +4,7 @@ the run's headline figures above them, the synthetic-media notice below."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +77,9 @@ def _spread(views: Sequence[SheetView], count: int) -> list[SheetView]:
 
 
 def contact_sheet(
-    views: Sequence[SheetView], target: np.ndarray, headline: Sequence[str], max_views: int = 8
+    views: Sequence[SheetView], target: np.ndarray, heading: Sequence[str], max_views: int = 8
 ) -> ContactSheet:
-    """Lay out the sheet: target photo and `headline` lines on top, then the views' tiles."""
+    """Lay out the sheet: target photo and `heading` lines on top, then the views' tiles."""
     if not views:
         raise ValueError("contact_sheet: no test views")
     views = _spread(views, max_views)
@@ -93,7 +94,13 @@ def contact_sheet(
     header_h = panel_h + CAPTION_PX
     rows = -(-len(views) // TILES_PER_ROW)
     row_h = CAPTION_PX + panel_h + CAPTION_PX  # column names, frames, caption
-    sheet_w = max(2 * MARGIN + TILES_PER_ROW * tile_w + (TILES_PER_ROW - 1) * 2 * GAP, photo.shape[1] + 700)
+    # Wide enough for the tiles, the headline beside the photo and the notice, whatever the frame size.
+    text_w = max(title_font.getlength(line) if i == 0 else font.getlength(line) for i, line in enumerate(heading))
+    sheet_w = max(
+        2 * MARGIN + TILES_PER_ROW * tile_w + (TILES_PER_ROW - 1) * 2 * GAP,
+        2 * MARGIN + photo.shape[1] + 2 * GAP + math.ceil(text_w),
+        2 * MARGIN + math.ceil(font.getlength(SYNTHETIC_NOTICE)),
+    )
     sheet_h = MARGIN + header_h + GAP + rows * (row_h + GAP) + CAPTION_PX + MARGIN
     canvas = Image.new("RGB", (sheet_w, sheet_h), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
@@ -110,7 +117,7 @@ def contact_sheet(
     paste(photo, MARGIN, MARGIN, "target")
     text((MARGIN, MARGIN + panel_h + 4), "target photo", MUTED)
     left = MARGIN + photo.shape[1] + 2 * GAP
-    for i, line in enumerate(headline):
+    for i, line in enumerate(heading):
         text((left, MARGIN + i * (FONT_PX + 12)), line, INK, title_font if i == 0 else font)
 
     top = MARGIN + header_h + GAP
@@ -129,9 +136,9 @@ def contact_sheet(
 
 
 def write_contact_sheet(
-    path: str | Path, views: Sequence[SheetView], target: np.ndarray, headline: Sequence[str], max_views: int = 8
+    path: str | Path, views: Sequence[SheetView], target: np.ndarray, heading: Sequence[str], max_views: int = 8
 ) -> ContactSheet:
     """contact_sheet(...) written as a PNG marked synthetic (atomically)."""
-    sheet = contact_sheet(views, target, headline, max_views)
-    write_png(path, sheet.image, source="ImplicitDeepfake contact sheet: " + " | ".join(headline))
+    sheet = contact_sheet(views, target, heading, max_views)
+    write_png(path, sheet.image, source="ImplicitDeepfake contact sheet: " + " | ".join(heading))
     return sheet
