@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.quiet import quiet_third_party
