@@ -8,15 +8,21 @@ of the camera distance) after one similarity alignment (metrics/tracking.py), an
 held-out frames (every 4th) of a linear map from the tracked expression coefficients to the true
 jaw_open, smile and brow_raise weights.
 
-    python bench/tracking.py [--size 128] [--work /tmp/tracking_bench]
+With --train, also the 4D comparison: `train.py model=nerface swap=none` on data=synthetic4d (true
+poses and expressions) and on data=video over the same frames (the folder of PNGs), with the same
+budget (--steps of --rays rays), and the test PSNR of both.
+
+    python bench/tracking.py [--size 128] [--work /tmp/tracking_bench] [--train --steps 400 --rays 2048]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,10 +69,33 @@ def compare(true_root: Path, tracked_root: Path) -> dict[str, float]:
     }
 
 
+def train_psnr(work: Path, name: str, overrides: list[str], steps: int, rays: int) -> float:
+    """Test PSNR of `train.py model=nerface swap=none` with `overrides`, in run folder work/runs/<name>."""
+    run_dir = work / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve().parents[1] / "train.py"),
+        "model=nerface",
+        "swap=none",
+        "logger=csv",
+        f"trainer.max_steps={steps}",
+        f"datamodule.batch_size={rays}",
+        f"paths.data_dir={work / 'data'}",
+        f"run_dir={run_dir}",
+        *overrides,
+    ]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return float(json.loads((run_dir / "metrics.json").read_text())["test.psnr"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128, help="the synthetic frames' size (px)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/tracking_bench"))
+    parser.add_argument("--train", action="store_true", help="also train model=nerface on both (minutes)")
+    parser.add_argument("--steps", type=int, default=400, help="--train: training steps of each run")
+    parser.add_argument("--rays", type=int, default=2048, help="--train: rays per step")
     args = parser.parse_args()
     true_root = SyntheticTalkingHeadSource(str(args.work / f"synthetic4d_{args.size}"), image_size=args.size).prepare()
     frames, fov = synthetic_clip(true_root)
@@ -96,6 +125,15 @@ def main() -> int:
         seconds = time.perf_counter() - start
         row = compare(true_root, tracked_root)
         print(" | ".join([name, str(row.pop("frames")), f"{seconds:.1f}", *(f"{v:.3f}" for v in row.values())]))
+    if args.train:
+        size = f"data.source.image_size={args.size}"
+        true_psnr = train_psnr(args.work, "true", ["data=synthetic4d", size], args.steps, args.rays)
+        video = ["data=video", f"data.path={folder}", f"data.image_size={args.size}", f"data.fov={fov}"]
+        tracked_psnr = train_psnr(args.work, "tracked", video, args.steps, args.rays)
+        print(
+            f"\nmodel=nerface, {args.steps} steps of {args.rays} rays: test PSNR true poses {true_psnr:.2f} dB | "
+            f"tracked {tracked_psnr:.2f} dB | difference {true_psnr - tracked_psnr:.2f} dB"
+        )
     return 0
 
 

@@ -38,13 +38,13 @@ from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
 from implicit_deepfake.io import atomic_path, read_image, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
-VIDEO_BUILDER_VERSION = 1
+VIDEO_BUILDER_VERSION = 2
 DEFAULT_FOV_DEG = 50.0  # a webcam's or phone's horizontal field of view, when the clip's is unknown
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A face counts only with this share of its landmarks inside the frame: the mesh of a face cut by
 # the frame edge is guessed, and its pose with it.
 MIN_INSIDE = 0.9
-HEAD_GROW, HEAD_RISE = 1.4, 0.45  # the head mask: the face oval grown (ears, hair), swept up (the skull)
+HEAD_GROW, HEAD_RISE = 1.2, 0.45  # the head mask: the face oval grown (ears, hair), swept up (the skull)
 BACKGROUND_FRAMES = 200  # the background's median is taken over at most this many frames
 
 
@@ -328,7 +328,7 @@ class VideoSource(CachedDataset):
         picks = np.unique(np.linspace(0, len(images) - 1, min(len(images), BACKGROUND_FRAMES)).round().astype(int))
         oval = face_oval_indices()
         masks = np.stack([head_mask(landmarks[i, :, :2], oval, images.shape[1:3], HEAD_GROW, HEAD_RISE) for i in picks])
-        return median_background(images[picks], masks)
+        return median_background(images[picks], masks, min_samples=1)
 
     def _write_target(self, out: Path) -> None:
         """famous.jpg, the default target photo (`target=` picks another): scikit-image's astronaut."""
