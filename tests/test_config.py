@@ -10,6 +10,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from implicit_deepfake.config import target_key
 from tests.conftest import REPO
 
 GROUPS = {
@@ -22,10 +23,17 @@ GROUPS = {
 @pytest.mark.parametrize("data", GROUPS["data"])
 @pytest.mark.parametrize("swap", GROUPS["swap"])
 def test_every_config_composes_and_resolves(compose_cfg, tmp_path: Path, config_name: str, data: str, swap: str):
-    cfg = compose_cfg(config_name, [f"data={data}", f"swap={swap}", "swap.frames_dir=/frames"] if swap == "external" else [f"data={data}", f"swap={swap}"])
+    cfg = compose_cfg(
+        config_name,
+        [f"data={data}", f"swap={swap}"]
+        + (["swap.frames_dir=/frames"] if swap == "external" else [])
+        + (["data.path=/clips/talk.mp4"] if data == "video" else []),
+    )
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    assert resolved["swap"]["output_dir"] == f"{tmp_path}/data/swapped/{data}__{swap}__famous"
-    assert resolved["data"]["source"]["root"] == f"{tmp_path}/data/{data}"
+    # data=video's datasets are named after the clip (its name and a hash of its path)
+    name = f"video-{target_key('/clips/talk.mp4')}" if data == "video" else data
+    assert resolved["swap"]["output_dir"] == f"{tmp_path}/data/swapped/{name}__{swap}__famous"
+    assert resolved["data"]["source"]["root"] == f"{tmp_path}/data/{'video/' if data == 'video' else ''}{name}"
     assert resolved["swap"]["swapper"]["_target_"].startswith("implicit_deepfake.swap.")
 
 
