@@ -8,6 +8,8 @@ render function (nerfview's render_fn: the model's render_views, as evaluation r
 --frames views of --size x --size pixels along the run's orbit (the views the training cameras
 cover), after two warm-up frames. "fps" is one over the median frame time; the viewer sends smaller
 images while the camera moves (nerfview sizes them from this speed) and --size ones when it rests.
+
+Measured on the 2-core CPU of the project machine: see the README's "Looking at the avatar".
 """
 
 from __future__ import annotations
