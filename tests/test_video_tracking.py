@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 
 from implicit_deepfake.data import video as video_module
 from implicit_deepfake.data.blender import SPLITS, read_split_index
-from implicit_deepfake.data.face_tracking import similarity_fit
+from implicit_deepfake.data.face_tracking import expression_codes, head_rotations, similarity_fit
 from implicit_deepfake.data.nerface import load_nerface_split
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
 from implicit_deepfake.data.video import VideoSource, longest_run, split_counts
@@ -71,6 +71,31 @@ def test_similarity_fit_recovers_a_known_transform():
     rotation = Rotation.from_euler("xyz", [20, -35, 10], degrees=True).as_matrix()
     scale, fitted, shift = similarity_fit(points, 2.5 * points @ rotation.T + [1.0, -2.0, 0.5])
     assert scale == pytest.approx(2.5) and np.allclose(fitted, rotation) and np.allclose(shift, [1.0, -2.0, 0.5])
+
+
+def test_expression_codes_drop_what_follows_the_head_rotation():
+    """Landmark offsets = a pose-dependent mesh change (linear in the rotation, larger than the expression) plus one
+    expression mode: without the rotations the first code follows the pose; with them it is the expression alone."""
+    rng = np.random.default_rng(2)
+    n, face = 120, rng.normal(size=(468, 3))
+    rotations = rng.normal(size=(n, 3)) * 0.2
+    expression = np.sin(np.arange(n) * 0.37)  # independent of the rotations
+    pose_modes, expression_mode = rng.normal(size=(3, 468, 3)), rng.normal(size=(468, 3))
+    aligned = face + 6 * np.einsum("nk,kpd->npd", rotations, pose_modes) + expression[:, None, None] * expression_mode
+
+    def residual(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # y less its least-squares linear fit on x
+        design = np.c_[x, np.ones(n)]
+        return y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+
+    def r2(x: np.ndarray, y: np.ndarray) -> float:
+        return 1 - float((residual(x, y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+    plain, _ = expression_codes(aligned, face, 8, 0.0)
+    assert r2(rotations, plain[:, 0]) > 0.9 and abs(np.corrcoef(plain[:, 0], expression)[0, 1]) < 0.3
+    codes, explained = expression_codes(aligned, face, 8, 0.0, rotations)
+    reference = residual(rotations, expression)  # the expression less its chance linear fit on the rotations
+    assert r2(rotations, codes[:, 0]) < 1e-6 and abs(np.corrcoef(codes[:, 0], reference)[0, 1]) > 0.999
+    assert explained[0] > 0.99 and codes[:, 0].std() == pytest.approx(0.3, rel=1e-4)
 
 
 def test_pose_errors_ignore_the_head_frame_and_scale():
@@ -132,6 +157,11 @@ def test_tracked_poses_and_jaw_match_the_truth(clip, from_mp4):
     # the expressions do not just echo the head pose: they predict the jaw better than the pose does
     poses = Rotation.from_matrix(track.world_to_camera[:, :3, :3]).as_rotvec()
     assert expression_r2(poses, truth.expressions[:, :1], held_out, components=3)[0] < jaw_r2 - 0.3
+    # and carry no linear trace of the tracked head rotation (data.source.decorrelate_pose)
+    design = np.c_[head_rotations(track.world_to_camera), np.ones(FRAMES)]
+    codes = track.expressions[:, :6]
+    residual = codes - design @ np.linalg.lstsq(design, codes, rcond=None)[0]
+    assert 1 - (residual**2).sum() / ((codes - codes.mean(0)) ** 2).sum() < 0.05
 
 
 def test_frames_folder_every_and_time_range(clip):

@@ -16,6 +16,9 @@ pixels, OpenCV axes: x right, y down, z away from the camera):
 - the **expression**: what the similarity fit leaves (every landmark's offset from the mean face,
   in head units) projected on a PCA basis fitted on the clip, scaled so the first coefficient's
   standard deviation is EXPRESSION_STD, zero-padded to the requested size and smoothed over time.
+  Optionally the offsets' linear dependence on the head rotation is removed first: the mesh's shape
+  changes with the pose (a turned face is not just the frontal one turned), and without this the
+  leading components follow the pose, so an expression edit also carries pose-dependent changes.
 """
 
 from __future__ import annotations
@@ -139,14 +142,18 @@ def to_head_coordinates(face: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray
     return face @ head_from_face.T, poses @ change
 
 
-def expression_codes(aligned: np.ndarray, face: np.ndarray, dim: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def expression_codes(
+    aligned: np.ndarray, face: np.ndarray, dim: int, sigma: float, rotations: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, dim) float32 expression vectors from the landmarks aligned to the mean face (N, 468, 3):
-    their offsets from it projected on the clip's principal components (as many as the clip
+    their offsets from it (less their least-squares linear fit on `rotations`, (N, 3) head rotation
+    vectors, when given) projected on the clip's principal components (as many as the clip
     allows, zero-padded), scaled so the first has standard deviation EXPRESSION_STD, smoothed
     over time with a Gaussian of `sigma` frames (0: not smoothed); and each component's share of
     the offsets' variance."""
     offsets = (aligned - face).reshape(len(aligned), -1)
-    offsets = offsets - offsets.mean(0)
+    regressors = np.ones((len(offsets), 1)) if rotations is None else np.c_[rotations, np.ones(len(offsets))]
+    offsets = offsets - regressors @ np.linalg.lstsq(regressors, offsets, rcond=None)[0]
     u, singular, _ = np.linalg.svd(offsets, full_matrices=False)
     count = min(dim, len(singular))
     coefficients = u[:, :count] * singular[:count]
@@ -159,12 +166,22 @@ def expression_codes(aligned: np.ndarray, face: np.ndarray, dim: int, sigma: flo
     return codes, (variance / max(variance.sum(), 1e-12))[:count]
 
 
-def track_head(landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: int, smooth: float) -> HeadTrack:
-    """Head pose and expression of every frame of a clip from its landmarks (N, 468, 3) (see module doc)."""
+def head_rotations(poses: np.ndarray) -> np.ndarray:
+    """(N, 3) rotation vectors of poses (N, 4, 4) relative to their mean rotation."""
+    rotations = Rotation.from_matrix(poses[:, :3, :3])
+    return (rotations.mean().inv() * rotations).as_rotvec()
+
+
+def track_head(
+    landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: int, smooth: float, decorrelate_pose: bool = True
+) -> HeadTrack:
+    """Head pose and expression of every frame of a clip from its landmarks (N, 468, 3) (see module
+    doc); `decorrelate_pose`: the expressions carry no linear dependence on the head rotation."""
     landmarks = landmarks.astype(np.float64)
     face, rigid, aligned = mean_face(landmarks)
     poses = smooth_poses(head_poses(landmarks, face, rigid, intrinsics), smooth)
-    codes, explained = expression_codes(aligned, face, expression_dim, smooth)
+    rotations = head_rotations(poses) if decorrelate_pose else None
+    codes, explained = expression_codes(aligned, face, expression_dim, smooth, rotations)
     head_face, head_poses_ = to_head_coordinates(face, poses)
     return HeadTrack(head_poses_, head_face, rigid, codes, explained)
 

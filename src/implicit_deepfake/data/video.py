@@ -38,7 +38,7 @@ from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
 from implicit_deepfake.io import atomic_path, read_image, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
-VIDEO_BUILDER_VERSION = 2
+VIDEO_BUILDER_VERSION = 3
 DEFAULT_FOV_DEG = 50.0  # a webcam's or phone's horizontal field of view, when the clip's is unknown
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A face counts only with this share of its landmarks inside the frame: the mesh of a face cut by
@@ -160,6 +160,7 @@ class VideoSource(CachedDataset):
         fps: float = 25.0,
         expression_dim: int = 76,
         smooth: float = 1.0,
+        decorrelate_pose: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         min_frames: int = 30,
@@ -193,6 +194,7 @@ class VideoSource(CachedDataset):
             "fps": fps,
             "expression_dim": expression_dim,
             "smooth": smooth,
+            "decorrelate_pose": decorrelate_pose,
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "min_frames": min_frames,
@@ -228,7 +230,7 @@ class VideoSource(CachedDataset):
         size = cfg["image_size"]
         intrinsics = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
         landmarks = np.stack([faces[i] for i in kept])
-        track = track_head(landmarks, intrinsics, cfg["expression_dim"], cfg["smooth"])
+        track = track_head(landmarks, intrinsics, cfg["expression_dim"], cfg["smooth"], cfg["decorrelate_pose"])
         cameras = Cameras(
             torch.as_tensor(track.world_to_camera, dtype=torch.float32),
             torch.as_tensor(intrinsics, dtype=torch.float32).expand(len(kept), 3, 3),
