@@ -11,7 +11,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 # Before torch loads: busy-waiting OpenMP threads slow torch ~10x when another process holds a core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from implicit_deepfake.config import register_resolvers  # noqa: E402
+from implicit_deepfake.config import register_resolvers
 
 register_resolvers()  # before Hydra resolves the config (also for --cfg job --resolve)
 

@@ -57,15 +57,28 @@ def bench(preset: str, steps: int, views: int, render_scale: float, root: Path) 
     from implicit_deepfake.pipeline import swap_stage
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = [f"model={preset}", f"trainer.max_steps={steps}", "logger=none", "progress=false", f"run_dir={root}/{preset}"]
+        overrides = [
+            f"model={preset}",
+            f"trainer.max_steps={steps}",
+            "logger=none",
+            "progress=false",
+            f"run_dir={root}/{preset}",
+        ]
         cfg = compose("train", overrides=overrides)
     swap_stage(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule, module = instantiate(cfg.datamodule), instantiate(cfg.model.module)
     timer = StepTimer()
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, limit_val_batches=0,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], default_root_dir=str(root),
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        default_root_dir=str(root),
     )
     trainer.fit(module, datamodule=datamodule)
     half = slice(len(timer.seconds) // 2, None)
@@ -97,7 +110,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400, help="training steps of nerf_fast")
     parser.add_argument("--nerf-steps", type=int, default=10, help="training steps of the paper's nerf")
     parser.add_argument("--views", type=int, default=2, help="test views to render")
-    parser.add_argument("--nerf-render-scale", type=float, default=0.25, help="nerf renders the views this much smaller (no PSNR)")
+    parser.add_argument(
+        "--nerf-render-scale", type=float, default=0.25, help="nerf renders the views this much smaller (no PSNR)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

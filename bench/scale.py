@@ -34,8 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 def run(args: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """(seconds, peak RSS in GB, output) of one process of this repo's Python."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})})
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE", **(env or {})},
+    )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -48,8 +54,13 @@ def rendered_frames(work: Path, size: int) -> Path:
     """A few frames of the synthetic talking head at `size` px (rendered once)."""
     root = work / "rendered"
     if not (root / "avatar.json").is_file():
-        run(["-c", "from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource as S; "
-                   f"S({str(root)!r}, image_size={size}, n_train=8, n_val=2, n_test=2, mesh_resolution=128).prepare()"])
+        run(
+            [
+                "-c",
+                "from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource as S; "
+                f"S({str(root)!r}, image_size={size}, n_train=8, n_val=2, n_test=2, mesh_resolution=128).prepare()",
+            ]
+        )
     return root
 
 
@@ -93,25 +104,52 @@ def main() -> None:
             swap_landmark, _, _ = run(["swap.py", *common, "swap=landmark"])
             landmark_per_frame = swap_landmark / frames_total
             continue
-        setup = ("from implicit_deepfake.data.datamodule import FrameDataModule as D; import time\n"
-                 f"for _ in range(2):\n t = time.perf_counter(); D({str(root)!r} + '/data/swapped/nerface__none__famous')"
-                 ".frames('train'); print('setup', time.perf_counter() - t)")
+        setup = (
+            "from implicit_deepfake.data.datamodule import FrameDataModule as D; import time\n"
+            f"for _ in range(2):\n t = time.perf_counter(); D({str(root)!r} + '/data/swapped/nerface__none__famous')"
+            ".frames('train'); print('setup', time.perf_counter() - t)"
+        )
         _, _, output = run(["-c", setup])
         first, again = (float(line.split()[1]) for line in output.splitlines() if line.startswith("setup "))
-        seconds, rss, _ = run(["train.py", *common, "swap=none", "model=nerface", f"trainer.max_steps={args.steps}",
-                               "logger=none", "evaluate.orbit_frames=2", "trainer.val_check_interval=100000"])
+        seconds, rss, _ = run(
+            [
+                "train.py",
+                *common,
+                "swap=none",
+                "model=nerface",
+                f"trainer.max_steps={args.steps}",
+                "logger=none",
+                "evaluate.orbit_frames=2",
+                "trainer.val_check_interval=100000",
+            ]
+        )
         metrics = sorted((root / "logs" / "train" / "runs").glob("*/metrics.json"))[-1]
         trained = json.loads(metrics.read_text())
-        rows.append((count, swap_none / frames_total, landmark_per_frame, first, again, rss,
-                     trained["steps"] / trained["train_seconds"], seconds))
+        rows.append(
+            (
+                count,
+                swap_none / frames_total,
+                landmark_per_frame,
+                first,
+                again,
+                rss,
+                trained["steps"] / trained["train_seconds"],
+                seconds,
+            )
+        )
         print(f"N={count}: done in {seconds:.0f} s", flush=True)
-    print(f"\nNeRFace-format video, {args.size}x{args.size} frames, {args.steps} steps of model=nerface "
-          f"(landmark swap timed on {args.landmark_frames} frames)")
-    print("| frames | swap=none s/frame | swap=landmark s/frame | DataModule setup s (first / cached) "
-          "| train.py peak RSS GB | steps/s | train.py wall s |")
+    print(
+        f"\nNeRFace-format video, {args.size}x{args.size} frames, {args.steps} steps of model=nerface "
+        f"(landmark swap timed on {args.landmark_frames} frames)"
+    )
+    print(
+        "| frames | swap=none s/frame | swap=landmark s/frame | DataModule setup s (first / cached) "
+        "| train.py peak RSS GB | steps/s | train.py wall s |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for count, none, landmark, first, again, rss, speed, wall in rows:
-        print(f"| {count} | {none:.3f} | {landmark:.3f} | {first:.1f} / {again:.2f} | {rss:.2f} | {speed:.2f} | {wall:.0f} |")
+        setup = f"{first:.1f} / {again:.2f}"
+        print(f"| {count} | {none:.3f} | {landmark:.3f} | {setup} | {rss:.2f} | {speed:.2f} | {wall:.0f} |")
 
 
 if __name__ == "__main__":

@@ -11,16 +11,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import cv2  # noqa: E402
-import insightface  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-import skimage  # noqa: E402
-from PIL import Image  # noqa: E402
+import cv2
+import insightface
+import matplotlib
+import numpy as np
+import skimage
+from PIL import Image
 
-from implicit_deepfake.faces import FaceLandmarker  # noqa: E402
-from implicit_deepfake.io import SYNTHETIC_NOTICE, read_photo  # noqa: E402
-from implicit_deepfake.swap.landmark import LandmarkSwapper  # noqa: E402
+from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.io import SYNTHETIC_NOTICE, read_photo
+from implicit_deepfake.swap.landmark import LandmarkSwapper
 
 TILE = (200, 240)  # width, height of each face tile
 
@@ -28,7 +28,7 @@ TILE = (200, 240)  # width, height of each face tile
 def face_tile(image: np.ndarray, box: np.ndarray, pad: float = 0.45) -> np.ndarray:
     x0, y0, x1, y1 = box
     side = pad * max(x1 - x0, y1 - y0)
-    crop = image[int(max(0, y0 - side)): int(y1 + side), int(max(0, x0 - side)): int(x1 + side)]
+    crop = image[int(max(0, y0 - side)) : int(y1 + side), int(max(0, x0 - side)) : int(x1 + side)]
     return cv2.resize(crop, TILE, interpolation=cv2.INTER_AREA)
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     for found in landmarker.detect_all(group)[:3]:
         x0, y0, x1, y1 = found.box
         pad = 0.8 * (x1 - x0)
-        crop = group[int(max(0, y0 - pad)): int(y1 + pad), int(max(0, x0 - pad)): int(x1 + pad)]
+        crop = group[int(max(0, y0 - pad)) : int(y1 + pad), int(max(0, x0 - pad)) : int(x1 + pad)]
         frames.append(cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
     frames.append(read_photo(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
     target = read_photo(Path(skimage.__file__).parent / "data" / "astronaut.png")

@@ -16,7 +16,9 @@ from PIL import Image
 
 from implicit_deepfake.data.blender import write_split_index
 from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import write_png
+from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
@@ -38,7 +40,8 @@ def compose_train(root: Path, run: str, *overrides: str):
     """train.yaml with every path under `root`, the run folder root/logs/train/runs/<run>."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(
-            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *overrides]
+            "train",
+            overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *overrides],
         )
 
 
@@ -87,3 +90,15 @@ def compose_cfg(tmp_path: Path):
             )
 
     return _compose
+
+
+# One face landmarker and dlib embedder for every test that looks at faces (mediapipe's and dlib's
+# models load once per session).
+@pytest.fixture(scope="session")
+def landmarker() -> FaceLandmarker:
+    return FaceLandmarker()
+
+
+@pytest.fixture(scope="session")
+def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
+    return DlibEmbedder(landmarker=landmarker)

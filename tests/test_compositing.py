@@ -13,7 +13,7 @@ from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import ColourTransfer, pyramid_blend, silhouette_alpha, skin_weight, to_lab
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import embedder, landmarker, yaw_landmarks  # noqa: F401 (fixtures)
+from tests.test_landmark_swap import yaw_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def real_frames(landmarker: FaceLandmarker) -> list[np.ndarray]:
     for found in landmarker.detect_all(group):
         x0, y0, x1, y1 = found.box
         pad = 0.8 * (x1 - x0)
-        crop = group[int(max(0, y0 - pad)): int(y1 + pad), int(max(0, x0 - pad)): int(x1 + pad)]
+        crop = group[int(max(0, y0 - pad)) : int(y1 + pad), int(max(0, x0 - pad)) : int(x1 + pad)]
         frames.append(cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC))
     return [*frames, load_photo("grace_hopper")]
 
@@ -68,8 +68,8 @@ def test_skin_weight_drops_the_fringe_and_keeps_the_features(landmarker: FaceLan
     assert min(at(i) for i in (33, 263, 13, 105)) > 0.85  # eye corners, lips, a brow: kept whatever their colour
     assert max(at(i) for i in (10, 109, 338)) < 0.2  # top of the forehead, under the fringe
     # The hair above the face, and the white background beside it, are out.
-    x0, y0, x1, y1 = landmarker.detect(photo).bbox.astype(int)
-    assert weight[max(0, y0 - 20): y0, x0:x1].mean() < 0.1
+    x0, y0, x1, _y1 = landmarker.detect(photo).bbox.astype(int)
+    assert weight[max(0, y0 - 20) : y0, x0:x1].mean() < 0.1
 
 
 def _perimeter(mask: np.ndarray) -> float:
@@ -107,7 +107,7 @@ def test_pyramid_blend_is_the_background_far_away_and_the_foreground_deep_inside
     out = pyramid_blend(foreground, background, alpha, levels=3)
     reach = 5 * 2**3  # how far the coarsest band spreads (the swapper's box margin)
     far = np.ones_like(alpha, bool)
-    far[72 - reach: 120 + reach, 96 - reach: 160 + reach] = False
+    far[72 - reach : 120 + reach, 96 - reach : 160 + reach] = False
     assert np.abs(out[far] - background[far]).max() < 1e-3
     core = (slice(72 + 12, 120 - 12), slice(96 + 12, 160 - 12))
     assert np.abs(out[core] - foreground[core]).mean() < 2.0

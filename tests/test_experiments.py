@@ -36,10 +36,18 @@ EXPECTED = {
         "data.name": "tina", "model.name": "nerf", "trainer.accelerator": "gpu", "data.background": WHITE,
         "data.downscale": 2, "datamodule.mode": "rays", "callbacks.model_checkpoint.every_n_train_steps": 5000,
     },
-    "nerface_4d": {"data.name": "nerface", "model.name": "nerface_paper", "trainer.accelerator": "gpu", "datamodule.mode": "rays"},
-    "fast_gaussians": {"data.name": "synthetic", "model.name": "gaussians", "trainer.accelerator": "cpu", "data.background": WHITE},
-    "fast_nerf": {"data.name": "synthetic", "model.name": "nerf_fast", "trainer.accelerator": "cpu", "datamodule.mode": "rays"},
-    "fast_nerface": {"data.name": "synthetic4d", "model.name": "nerface", "trainer.accelerator": "cpu", "datamodule.mode": "rays"},
+    "nerface_4d": {
+        "data.name": "nerface", "model.name": "nerface_paper", "trainer.accelerator": "gpu", "datamodule.mode": "rays",
+    },
+    "fast_gaussians": {
+        "data.name": "synthetic", "model.name": "gaussians", "trainer.accelerator": "cpu", "data.background": WHITE,
+    },
+    "fast_nerf": {
+        "data.name": "synthetic", "model.name": "nerf_fast", "trainer.accelerator": "cpu", "datamodule.mode": "rays",
+    },
+    "fast_nerface": {
+        "data.name": "synthetic4d", "model.name": "nerface", "trainer.accelerator": "cpu", "datamodule.mode": "rays",
+    },
 }  # fmt: skip
 LAUNCHERS = {
     "parallel": ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", {"n_jobs": 2}),
@@ -88,7 +96,11 @@ def test_command_line_overrides_win_over_an_experiment(tmp_path: Path):
 def test_ablation_sweeps_model_swap_and_resolution(tmp_path: Path):
     cfg = compose_train(tmp_path, "hparams_search=ablation")
     params = dict(cfg.hydra.sweeper.params)
-    assert params == {"experiment": "fast_gaussians,fast_nerf,fast_nerface", "swap": "landmark,none", "data.downscale": "1,2"}
+    assert params == {
+        "experiment": "fast_gaussians,fast_nerf,fast_nerface",
+        "swap": "landmark,none",
+        "data.downscale": "1,2",
+    }
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.hydra.sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
     assert re.fullmatch(f"ablation_{STAMP}", cfg.group) and cfg.logger.wandb.group == cfg.group
@@ -96,11 +108,14 @@ def test_ablation_sweeps_model_swap_and_resolution(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "experiment,swap,downscale", list(itertools.product(["fast_gaussians", "fast_nerf", "fast_nerface"], ["landmark", "none"], [1, 2]))
+    "experiment,swap,downscale",
+    list(itertools.product(["fast_gaussians", "fast_nerf", "fast_nerface"], ["landmark", "none"], [1, 2])),
 )
 def test_each_ablation_job_composes(tmp_path: Path, experiment: str, swap: str, downscale: int):
     """The overrides the sweeper gives each of the 12 jobs."""
-    cfg = compose_train(tmp_path, "hparams_search=ablation", f"experiment={experiment}", f"swap={swap}", f"data.downscale={downscale}")
+    cfg = compose_train(
+        tmp_path, "hparams_search=ablation", f"experiment={experiment}", f"swap={swap}", f"data.downscale={downscale}"
+    )
     assert cfg.model.name == EXPECTED[experiment]["model.name"] and cfg.data.name == EXPECTED[experiment]["data.name"]
     assert (cfg.swap.name, cfg.data.downscale, cfg.datamodule.downscale) == (swap, downscale, downscale)
     assert cfg.trainer.accelerator == "cpu" and cfg.group.startswith("ablation_")
@@ -109,7 +124,9 @@ def test_each_ablation_job_composes(tmp_path: Path, experiment: str, swap: str, 
 @pytest.mark.parametrize("swap", ["landmark", "none", "external"])
 def test_ablation_takes_externally_swapped_frames(tmp_path: Path, swap: str):
     """The README's command: experiment=fast_gaussians,fast_nerf swap=landmark,none,external ++swap.frames_dir=..."""
-    cfg = compose_train(tmp_path, "hparams_search=ablation", "experiment=fast_nerf", f"swap={swap}", "++swap.frames_dir=/ghost")
+    cfg = compose_train(
+        tmp_path, "hparams_search=ablation", "experiment=fast_nerf", f"swap={swap}", "++swap.frames_dir=/ghost"
+    )
     assert cfg.swap.name == swap and cfg.swap.output_dir == f"{tmp_path}/data/swapped/synthetic__{swap}__famous"
     assert cfg.swap.swapper.get("frames_dir") == ("/ghost" if swap == "external" else None)
 
@@ -122,7 +139,11 @@ def test_optuna_search_tunes_the_gaussians_for_test_psnr(tmp_path: Path):
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == 0
     assert sweeper.sampler.n_startup_trials == 8
     assert cfg.optimized_metric == "test.psnr" and re.fullmatch(f"gaussians_optuna_{STAMP}", cfg.group)
-    assert (cfg.model.name, cfg.data.name, cfg.trainer.accelerator) == ("gaussians", "synthetic", "cpu")  # fast_gaussians
+    assert (cfg.model.name, cfg.data.name, cfg.trainer.accelerator) == (
+        "gaussians",
+        "synthetic",
+        "cpu",
+    )  # fast_gaussians
     assert cfg.hydra.sweep.dir == f"{tmp_path}/logs/train/multiruns/{cfg.group}"
     assert len(sweeper.params) == 6
     for key, value in sweeper.params.items():
@@ -157,7 +178,9 @@ def test_trainer_ddp_is_lightning_ddp_on_every_gpu(tmp_path: Path):
     assert (cfg.trainer.strategy, cfg.trainer.accelerator, cfg.trainer.devices) == ("ddp", "gpu", "auto")
     gpu = compose_train(tmp_path, "trainer=gpu", "model=nerf_fast").trainer
     ignore = ("strategy", "devices")
-    assert {k: v for k, v in cfg.trainer.items() if k not in ignore} == {k: v for k, v in gpu.items() if k not in ignore}
+    assert {k: v for k, v in cfg.trainer.items() if k not in ignore} == {
+        k: v for k, v in gpu.items() if k not in ignore
+    }
     assert cfg.trainer.max_steps == gpu.max_steps > 0  # the model's, as with trainer=gpu
 
 

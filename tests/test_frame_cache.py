@@ -53,5 +53,7 @@ def test_opaque_frames_have_no_alpha_array(tmp_path: Path) -> None:
     root = write_tiny_dataset(tmp_path / "data", size=8, per_split=2, rgba=False)
     frames = load_frames(root, "train", BACKGROUND)
     assert frames.alpha8 is None and torch.equal(frames.alpha, torch.ones(2, 8, 8, 1))
-    assert torch.equal(frames.opacities(torch.tensor([1, 0]), torch.tensor([2, 3]), torch.tensor([4, 5])), torch.ones(2, 1))
+    assert torch.equal(
+        frames.opacities(torch.tensor([1, 0]), torch.tensor([2, 3]), torch.tensor([4, 5])), torch.ones(2, 1)
+    )
     assert not list((root / CACHE_DIR).glob("train-*.alpha.npy"))

@@ -50,7 +50,7 @@ def test_triangulation_recovers_a_known_mesh_and_rejects_outlier_views(face_mesh
     observed = project_landmarks(points, cameras)
     observed[..., :2] += rng.normal(0, 0.3, observed[..., :2].shape)  # a detector's jitter, in pixels
     observed[5, :, :2] += np.array([9.0, -6.0])  # one view's detection badly off
-    detections = [o for o in observed]
+    detections = list(observed)
     detections[7] = None  # and one view without a detection
     mesh = triangulate_face(detections, cameras, triangles)
     error = np.linalg.norm(mesh.points - points, axis=1)

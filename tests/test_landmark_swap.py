@@ -40,16 +40,6 @@ def turned_face(photo: np.ndarray, landmarks: np.ndarray, degrees: float, size: 
 
 
 @pytest.fixture(scope="module")
-def landmarker() -> FaceLandmarker:
-    return FaceLandmarker()
-
-
-@pytest.fixture(scope="module")
-def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
-    return DlibEmbedder(landmarker=landmarker)
-
-
-@pytest.fixture(scope="module")
 def target_embedding(embedder: DlibEmbedder) -> np.ndarray:
     return embedder.embed(load_photo("astronaut"))
 
@@ -85,7 +75,9 @@ def test_swap_replaces_the_face_only(swapper: LandmarkSwapper, hopper: tuple[np.
 
 
 def test_swap_moves_identity_to_the_target(
-    swapper: LandmarkSwapper, embedder: DlibEmbedder, target_embedding: np.ndarray,
+    swapper: LandmarkSwapper,
+    embedder: DlibEmbedder,
+    target_embedding: np.ndarray,
     hopper: tuple[np.ndarray, np.ndarray],
 ) -> None:
     frame, _ = hopper
@@ -111,8 +103,12 @@ def _roll(photo: np.ndarray) -> np.ndarray:
     [("small", 0.5), ("roll", 0.45), ("yaw30", 0.55), ("yaw60", 0.75)],
 )
 def test_swap_works_on_small_and_turned_faces(
-    swapper: LandmarkSwapper, embedder: DlibEmbedder, target_embedding: np.ndarray,
-    hopper: tuple[np.ndarray, np.ndarray], kind: str, limit: float,
+    swapper: LandmarkSwapper,
+    embedder: DlibEmbedder,
+    target_embedding: np.ndarray,
+    hopper: tuple[np.ndarray, np.ndarray],
+    kind: str,
+    limit: float,
 ) -> None:
     photo, landmarks = hopper
     if kind == "small":
@@ -159,8 +155,11 @@ def test_turned_mesh_drops_hidden_triangles_and_near_side_wins(
 
 @pytest.mark.parametrize("blend", ["pyramid", "poisson"])
 def test_blend_near_the_border(
-    landmarker: FaceLandmarker, embedder: DlibEmbedder, target_embedding: np.ndarray,
-    hopper: tuple[np.ndarray, np.ndarray], blend: str,
+    landmarker: FaceLandmarker,
+    embedder: DlibEmbedder,
+    target_embedding: np.ndarray,
+    hopper: tuple[np.ndarray, np.ndarray],
+    blend: str,
 ) -> None:
     swapper = LandmarkSwapper(blend=blend, landmarker=landmarker)
     swapper.prepare(load_photo("astronaut"), {})
@@ -168,9 +167,7 @@ def test_blend_near_the_border(
     swapped = swapper.swap(frame, "x.png")
     assert swapped.shape == frame.shape
     assert np.abs(swapped.astype(np.int16) - frame)[:, -40:].max() == 0
-    assert identity_distance(embedder, swapped, target_embedding) < identity_distance(
-        embedder, frame, target_embedding
-    )
+    assert identity_distance(embedder, swapped, target_embedding) < identity_distance(embedder, frame, target_embedding)
 
 
 def test_no_face_frame_gives_none_and_faceless_target_raises(
@@ -185,8 +182,13 @@ def test_no_face_frame_gives_none_and_faceless_target_raises(
 def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
     config = LandmarkSwapper(blend="poisson", color_transfer=False, landmarker=landmarker).config()
     assert config == {
-        "name": "landmark", "blend": "poisson", "color_transfer": False,
-        "feather": 0.08, "skin": True, "min_area_ratio": 0.05, "keep_mouth": True,
+        "name": "landmark",
+        "blend": "poisson",
+        "color_transfer": False,
+        "feather": 0.08,
+        "skin": True,
+        "min_area_ratio": 0.05,
+        "keep_mouth": True,
     }
     with pytest.raises(DeepfakeError, match="swap.blend"):
         LandmarkSwapper(blend="laplacian", landmarker=landmarker)

@@ -53,9 +53,21 @@ def test_a_parallel_sweep_on_an_empty_data_folder(tmp_path: Path) -> None:
     """Two train.py jobs in two processes (hydra/launcher=parallel) share the dataset and the swap."""
     overrides = [o for o in TINY_JOB if not o.startswith("trainer.max_steps")]
     result = subprocess.run(
-        [sys.executable, "train.py", "-m", "hydra/launcher=parallel", "seed=0,1", "logger=csv",
-         "trainer.max_steps=4", f"paths.root_dir={tmp_path}", *overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hydra/launcher=parallel",
+            "seed=0,1",
+            "logger=csv",
+            "trainer.max_steps=4",
+            f"paths.root_dir={tmp_path}",
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     folder = next((tmp_path / "logs" / "train" / "multiruns").iterdir())

@@ -28,7 +28,7 @@ from implicit_deepfake.swap.runner import run_swap
 from tests.conftest import orbit_cameras
 
 SIZE, FOCAL = 16, 20.0
-SYNTH = dict(image_size=64, n_train=6, n_val=2, n_test=2, mesh_resolution=96)
+SYNTH = {"image_size": 64, "n_train": 6, "n_val": 2, "n_test": 2, "mesh_resolution": 96}
 
 
 def write_tiny_nerface(root: Path, intrinsics=(FOCAL, 22.0, 0.5, 0.5), per_split: int = 2) -> Path:
@@ -39,11 +39,17 @@ def write_tiny_nerface(root: Path, intrinsics=(FOCAL, 22.0, 0.5, 0.5), per_split
     for split in SPLITS:
         frames = []
         for i in range(per_split):
-            write_png(root / split / f"f_{i:04d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), synthetic=False)
-            frames.append({
-                "file_path": f"./{split}/f_{i:04d}", "transform_matrix": c2w[i].tolist(),
-                "expression": rng.normal(size=EXPRESSION_DIM).round(4).tolist(), "bbox": [0.1, 0.9, 0.2, 0.7 + 0.1 * i],
-            })
+            write_png(
+                root / split / f"f_{i:04d}.png", rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), synthetic=False
+            )
+            frames.append(
+                {
+                    "file_path": f"./{split}/f_{i:04d}",
+                    "transform_matrix": c2w[i].tolist(),
+                    "expression": rng.normal(size=EXPRESSION_DIM).round(4).tolist(),
+                    "bbox": [0.1, 0.9, 0.2, 0.7 + 0.1 * i],
+                }
+            )
         write_split_index(root, split, angle, frames, intrinsics=list(intrinsics))
     return root
 
@@ -94,7 +100,9 @@ def test_intrinsics_variants_camera_angle_x_and_pixel_principal_point(tmp_path: 
     assert (k[0, 2], k[1, 2]) == (7.0, 9.5)
     half = load_nerface_split(pixels, "val", downscale=2)
     assert half.images.shape == (2, 8, 8, 3) and half.background.shape == (8, 8, 3)
-    assert torch.allclose(half.cameras.intrinsics[0], torch.tensor([[FOCAL / 2, 0, 3.5], [0, FOCAL / 2, 4.75], [0, 0, 1]]))
+    assert torch.allclose(
+        half.cameras.intrinsics[0], torch.tensor([[FOCAL / 2, 0, 3.5], [0, FOCAL / 2, 4.75], [0, 0, 1]])
+    )
 
 
 @pytest.mark.parametrize("flip_columns", [(0,), (0, 2)], ids=["same-rays", "mirrored"])
@@ -109,8 +117,13 @@ def test_negative_fx_keeps_nerfaces_rays_with_proper_cameras(tmp_path: Path, fli
     signs = np.ones(4)
     signs[list(flip_columns)] = -1
     for split in SPLITS:
-        edit_json(root, split, lambda m: [f.update(transform_matrix=(np.array(f["transform_matrix"]) * signs).tolist())
-                                          for f in m["frames"]])
+        edit_json(
+            root,
+            split,
+            lambda m: [
+                f.update(transform_matrix=(np.array(f["transform_matrix"]) * signs).tolist()) for f in m["frames"]
+            ],
+        )
     data = load_nerface_split(root, "train")
     mirror = np.diag([-1.0, 1.0, 1.0]) if len(flip_columns) == 2 else np.eye(3)
     assert (torch.linalg.det(data.cameras.world_to_camera[:, :3, :3]) > 0).all()
@@ -137,8 +150,12 @@ def test_negative_fx_keeps_nerfaces_rays_with_proper_cameras(tmp_path: Path, fli
         (lambda m: m.update(intrinsics=[0.0, 20.0, 0.5, 0.5]), r"`intrinsics` has a zero focal length"),
         (lambda m: m.update(intrinsics=[20.0, 20.0, 40.0, 8.0]), r"`intrinsics` puts the principal point at \(40, 8\)"),
         (lambda m: [m.pop("intrinsics"), m.pop("camera_angle_x")], r"`camera_angle_x`.*or give NeRFace's `intrinsics`"),
-        (lambda m: m["frames"][1].update(transform_matrix=(np.array(m["frames"][1]["transform_matrix"]) * [-1, 1, 1, 1])
-                                         .tolist()), r"frames \[1\] have a mirrored `transform_matrix`"),
+        (
+            lambda m: m["frames"][1].update(
+                transform_matrix=(np.array(m["frames"][1]["transform_matrix"]) * [-1, 1, 1, 1]).tolist()
+            ),
+            r"frames \[1\] have a mirrored `transform_matrix`",
+        ),
         (lambda m: m["frames"][0].pop("transform_matrix"), r"frames\[0\].*`transform_matrix`"),
     ],
 )
@@ -161,8 +178,10 @@ def test_background_found_checked_and_composited_under_transparent_frames(tiny: 
     (tiny / "background.png").rename(tiny / "bg" / "00050.png")  # NeRFace's own releases
     background = read_image(tiny / "bg" / "00050.png")
     for i in range(2):  # RGBA frames: the top half opaque in the first, all of the second
-        rgba = np.concatenate([read_image(tiny / "train" / f"f_{i:04d}.png"), np.full((SIZE, SIZE, 1), 255, np.uint8)], -1)
-        rgba[SIZE // 2 * (1 - i):, :, 3] = 255 * i
+        rgba = np.concatenate(
+            [read_image(tiny / "train" / f"f_{i:04d}.png"), np.full((SIZE, SIZE, 1), 255, np.uint8)], -1
+        )
+        rgba[SIZE // 2 * (1 - i) :, :, 3] = 255 * i
         write_png(tiny / "train" / f"f_{i:04d}.png", rgba, synthetic=False)
     data = load_nerface_split(tiny, "train")
     assert np.array_equal(data.images[1], rgba[..., :3])
@@ -216,14 +235,18 @@ def test_synthetic4d_is_a_nerface_video_in_contiguous_chunks(built4d: Path):
     for split in SPLITS:
         data = load_nerface_split(built4d, split)
         meta = json.loads((built4d / f"transforms_{split}.json").read_text())
-        assert meta["intrinsics"][2:] == [0.5, 0.5] and meta["intrinsics"][0] == pytest.approx(32 / math.tan(0.3), rel=1e-5)
+        assert meta["intrinsics"][2:] == [0.5, 0.5] and meta["intrinsics"][0] == pytest.approx(
+            32 / math.tan(0.3), rel=1e-5
+        )
         assert data.images.shape == (SYNTH[f"n_{split}"], 64, 64, 3) and np.array_equal(data.background, background)
         assert data.expressions.shape[1] == 76 and not data.expressions[:, 3:].any()
         assert (data.expressions[:, 0] >= 0).all() and (np.abs(data.expressions[:, 1:3]) <= 1).all()
         assert ((data.bboxes >= 0) & (data.bboxes <= 1)).all() and (data.bboxes[:, 1] - data.bboxes[:, 0] > 0.4).all()
         poses = np.array([f["head_pose_deg"] for f in meta["frames"]])
         assert (np.abs(poses) <= [25, 15, 5]).all()
-        assert np.array_equal(data.images[:, 0, 0], np.broadcast_to(background[0, 0], (len(data.images), 3)))  # a corner
+        assert np.array_equal(
+            data.images[:, 0, 0], np.broadcast_to(background[0, 0], (len(data.images), 3))
+        )  # a corner
         indices += [f["frame_index"] for f in meta["frames"]]
         first = data if first is None else first
     assert indices == list(range(10))  # train, then val, then test: the end of the video is held out
@@ -252,7 +275,7 @@ def _region_change(rigged, expression: np.ndarray, landmarks: dict[str, list[int
     for name, ids in landmarks.items():
         (x0, y0), (x1, y1) = pix[ids].min(0) - 4, pix[ids].max(0) + 4
         box = np.zeros_like(head)
-        box[int(y0): int(y1) + 1, int(x0): int(x1) + 1] = True
+        box[int(y0) : int(y1) + 1, int(x0) : int(x1) + 1] = True
         out[name], rest = float(diff[box].mean()), rest & ~box
     return {**out, "rest": float(diff[rest].mean())}
 

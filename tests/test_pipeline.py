@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,14 @@ from tests.conftest import REPO
 
 # The face-bearing front of the head at 128 px (the default goes all around at 256 px; its back views
 # are kept unswapped), where every view is swapped: the swap figures below were measured on it.
-SMALL = ["data.source.n_train=4", "data.source.n_val=2", "data.source.n_test=4", "data.source.image_size=128",
-         "data.source.azimuth_deg=70", "data.source.elevation_deg=[-15,30]"]
+SMALL = [
+    "data.source.n_train=4",
+    "data.source.n_val=2",
+    "data.source.n_test=4",
+    "data.source.image_size=128",
+    "data.source.azimuth_deg=70",
+    "data.source.elevation_deg=[-15,30]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def swapped_run(tmp_path_factory):
 
 
 def test_swap_stage_swaps_the_synthetic_avatar_towards_the_target(swapped_run):
-    cfg, source, swapped, _ = swapped_run
+    _cfg, source, swapped, _ = swapped_run
     manifest = json.loads((swapped / "manifest.json").read_text())
     summary = manifest["summary"]
     assert manifest["complete"] and summary["frames"] == 10
@@ -87,7 +92,7 @@ def test_evaluate_writes_face_metrics(swapped_run, tmp_path):
 
 
 def test_target_photo_without_a_face_is_a_clear_error(swapped_run, tmp_path):
-    cfg, source, _, root = swapped_run
+    cfg, source, _, _root = swapped_run
     cfg = cfg.copy()
     faceless = tmp_path / "famous.jpg"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(faceless)
@@ -102,7 +107,13 @@ def test_target_photo_without_a_face_is_a_clear_error(swapped_run, tmp_path):
 
 def test_swap_py_reports_a_missing_dataset_folder(tmp_path):
     result = subprocess.run(
-        [sys.executable, "swap.py", "data=tina", f"paths.data_dir={tmp_path}/nowhere", f"paths.log_dir={tmp_path}/logs"],
+        [
+            sys.executable,
+            "swap.py",
+            "data=tina",
+            f"paths.data_dir={tmp_path}/nowhere",
+            f"paths.log_dir={tmp_path}/logs",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -114,14 +125,15 @@ def test_swap_py_reports_a_missing_dataset_folder(tmp_path):
 
 
 def test_target_argument_picks_a_face_of_a_group_photo_with_its_own_cache(swapped_run):
-    cfg, _, swapped, root = swapped_run
+    _cfg, _, swapped, root = swapped_run
     from hydra import compose, initialize_config_dir
 
     from tests.test_target_photo import GROUP
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        other = compose("swap", overrides=[f"paths.root_dir={root}", "progress=false", *SMALL,
-                                           f"target={GROUP}", "target_face=2"])
+        other = compose(
+            "swap", overrides=[f"paths.root_dir={root}", "progress=false", *SMALL, f"target={GROUP}", "target_face=2"]
+        )
     _, other_swapped = swap_stage(other)
     assert other_swapped != swapped and other_swapped.name.endswith("-face2")
     assert (swapped / "manifest.json").is_file()  # the first target's cache is still there
@@ -138,8 +150,9 @@ def test_two_worker_processes_swap_the_same_frames_as_one(swapped_run, tmp_path)
     from implicit_deepfake.swap.landmark import LandmarkSwapper
     from implicit_deepfake.swap.runner import run_swap
 
-    manifest = run_swap(source.root, source.target_photo, tmp_path / "one", LandmarkSwapper(), DlibEmbedder(),
-                        progress=False, workers=1)
+    manifest = run_swap(
+        source.root, source.target_photo, tmp_path / "one", LandmarkSwapper(), DlibEmbedder(), progress=False, workers=1
+    )
     one = json.loads((swapped / "manifest.json").read_text())
     assert [r["output_sha256"] for r in manifest["frames"]] == [r["output_sha256"] for r in one["frames"]]
     assert manifest["summary"] == one["summary"]

@@ -10,7 +10,14 @@ from torch import Tensor, nn
 
 from implicit_deepfake.data.datamodule import Frames, RayDataset
 from implicit_deepfake.models.nerf import CoarseFineNeRF, NeRFMLP, positional_encoding, render_samples
-from implicit_deepfake.render.rays import marching_samples, pixel_coordinates, pixel_rays, ray_box, sample_pdf, stratified_samples
+from implicit_deepfake.render.rays import (
+    marching_samples,
+    pixel_coordinates,
+    pixel_rays,
+    ray_box,
+    sample_pdf,
+    stratified_samples,
+)
 from implicit_deepfake.render.volume import composite, interval_lengths, render_weights
 from tests.conftest import orbit_cameras
 
@@ -35,7 +42,9 @@ def test_rays_pass_through_pixel_centres_as_cameras_project():
 
 def test_ray_box_entry_exit_and_misses():
     origins = torch.tensor([[-3.0, 0.0, 0.0], [-3.0, 5.0, 0.0], [0.0, 0.0, 0.0], [-3.0, -3.0, 0.0]])
-    directions = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), dim=1)
+    directions = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), dim=1
+    )
     near, far = ray_box(origins, directions)
     hits = torch.tensor([0, 2, 3])
     # From inside, the ray starts at its origin; diagonally it enters through an edge.
@@ -78,7 +87,9 @@ def test_stratified_samples_stay_in_their_bins():
     near, far = torch.tensor([2.0, 1.0]), torch.tensor([6.0, 2.0])
     even = stratified_samples(near, far, 5, perturb=False)
     assert even[0].tolist() == pytest.approx([2.0, 3.0, 4.0, 5.0, 6.0])
-    jittered = stratified_samples(near.repeat(500), far.repeat(500), 5, perturb=True, generator=torch.Generator().manual_seed(0))
+    jittered = stratified_samples(
+        near.repeat(500), far.repeat(500), 5, perturb=True, generator=torch.Generator().manual_seed(0)
+    )
     lower = torch.tensor([2.0, 2.5, 3.5, 4.5, 5.5])
     upper = torch.tensor([2.5, 3.5, 4.5, 5.5, 6.0])
     first = jittered[::2]
@@ -92,9 +103,18 @@ def test_sample_pdf_inverts_the_cdf():
     assert uniform[0].tolist() == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0], abs=1e-4)
     # Three quarters of the weight on [1, 2], a quarter on [3, 4]: quantiles split 3:1 between them.
     skewed = sample_pdf(bins, torch.tensor([[0.0, 3.0, 0.0, 1.0]]), 1001, perturb=False)[0]
-    in_second, in_fourth = ((skewed >= 1) & (skewed <= 2)).float().mean(), ((skewed >= 3) & (skewed <= 4)).float().mean()
+    in_second, in_fourth = (
+        ((skewed >= 1) & (skewed <= 2)).float().mean(),
+        ((skewed >= 3) & (skewed <= 4)).float().mean(),
+    )
     assert float(in_second) == pytest.approx(0.75, abs=0.01) and float(in_fourth) == pytest.approx(0.25, abs=0.01)
-    drawn = sample_pdf(bins.expand(2000, 5), torch.tensor([[0.0, 3.0, 0.0, 1.0]]).expand(2000, 4), 1, perturb=True, generator=torch.Generator().manual_seed(0))
+    drawn = sample_pdf(
+        bins.expand(2000, 5),
+        torch.tensor([[0.0, 3.0, 0.0, 1.0]]).expand(2000, 4),
+        1,
+        perturb=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert float(((drawn >= 1) & (drawn <= 2)).float().mean()) == pytest.approx(0.75, abs=0.03)
 
 
@@ -123,7 +143,9 @@ def test_hierarchical_sampling_puts_fine_samples_on_the_slab():
     points = (origins[:, None] + t[..., None] * directions[:, None]).reshape(-1, 3)
     sigma = SlabField()(points, directions.repeat_interleave(16, 0))[0].view(n, 16)
     weights, _ = render_weights(sigma, interval_lengths(t, far))
-    fine = sample_pdf(0.5 * (t[:, 1:] + t[:, :-1]), weights[:, 1:-1], 32, perturb=True, generator=torch.Generator().manual_seed(1))
+    fine = sample_pdf(
+        0.5 * (t[:, 1:] + t[:, :-1]), weights[:, 1:-1], 32, perturb=True, generator=torch.Generator().manual_seed(1)
+    )
     near_slab = ((fine >= 1.0) & (fine <= 1.5)).float().mean()
     assert near_slab > 0.9, float(near_slab)
 
@@ -141,7 +163,15 @@ def test_hierarchical_sampling_puts_fine_samples_on_the_slab():
 def test_positional_encoding_and_nerf_pytorch_network_size():
     x = torch.tensor([[0.5, -1.0, 2.0]])
     encoded = positional_encoding(x, 2)
-    expected = [0.5, -1.0, 2.0, *torch.sin(x[0]).tolist(), *torch.cos(x[0]).tolist(), *torch.sin(2 * x[0]).tolist(), *torch.cos(2 * x[0]).tolist()]
+    expected = [
+        0.5,
+        -1.0,
+        2.0,
+        *torch.sin(x[0]).tolist(),
+        *torch.cos(x[0]).tolist(),
+        *torch.sin(2 * x[0]).tolist(),
+        *torch.cos(2 * x[0]).tolist(),
+    ]
     assert encoded[0].tolist() == pytest.approx(expected)
     network = NeRFMLP()
     # nerf-pytorch's NeRF(D=8, W=256, input_ch=63, input_ch_views=27, skips=[4], use_viewdirs=True).
@@ -164,4 +194,6 @@ def test_ray_batches_carry_the_pixels_they_pass_through():
         view = int(torch.argmin((cameras.centers - batch["origins"][i]).norm(dim=1)))
         pix, _ = cameras[view].project(point)
         x, y = (pix[0, 0] - 0.5).round().long().tolist()
-        assert torch.equal(batch["rgb"][i], rgb[view, y, x] / 255.0) and torch.equal(batch["alpha"][i], alpha[view, y, x] / 255.0)
+        assert torch.equal(batch["rgb"][i], rgb[view, y, x] / 255.0) and torch.equal(
+            batch["alpha"][i], alpha[view, y, x] / 255.0
+        )

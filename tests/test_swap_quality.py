@@ -24,11 +24,6 @@ SIZE = (128, 128)
 
 
 @pytest.fixture(scope="module")
-def landmarker() -> FaceLandmarker:
-    return FaceLandmarker()
-
-
-@pytest.fixture(scope="module")
 def hopper(landmarker: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
     """Grace Hopper's photo and its (468, 3) landmarks."""
     photo = load_photo("grace_hopper")
@@ -128,8 +123,9 @@ def test_multiview_colour_difference(hopper: tuple[np.ndarray, np.ndarray]) -> N
     assert consistent < 3 < 20 < inconsistent, (consistent, inconsistent)  # measured 1.0 and 61.0
     assert multiview_colour_difference(views, pixels, np.zeros_like(visible)) is None
     # Three views, two pairs kept: still a median over the pairs' shared points.
-    three = multiview_colour_difference(views + [views[0]], np.concatenate([pixels, pixels[:1]]),
-                                        np.ones((3, pixels.shape[1]), bool), max_pairs=2)
+    three = multiview_colour_difference(
+        views + [views[0]], np.concatenate([pixels, pixels[:1]]), np.ones((3, pixels.shape[1]), bool), max_pairs=2
+    )
     assert three < 3
 
 
@@ -145,8 +141,12 @@ def test_yaw_bucket_report() -> None:
     }
     report = yaw_bucket_report([5, 70], [None, 1 / 3], [None, None])
     assert list(report) == ["0-30", "30-60", "60-90"]
-    assert report["0-30"] == {"views": 1, "faces": 0, "identity_distance_to_target": None,
-                              "identity_distance_to_base": None}
+    assert report["0-30"] == {
+        "views": 1,
+        "faces": 0,
+        "identity_distance_to_target": None,
+        "identity_distance_to_base": None,
+    }
     assert report["30-60"]["views"] == 0 and report["60-90"]["identity_distance_to_target"] == 0.3333
     with pytest.raises(ValueError, match="one entry per view"):
         yaw_bucket_report([0, 1], [0.1], [0.1, 0.2])

@@ -129,7 +129,9 @@ def test_none_backend_keeps_frames(tiny_dataset: Path, tmp_path: Path):
     for record in manifest["frames"]:
         assert record["identity_distance_after"] == record["identity_distance_before"]
         base = read_image(tiny_dataset / record["source"])
-        assert np.array_equal(read_image(tmp_path / "none" / record["output"]), np.dstack([composite(base), base[..., 3]]))
+        assert np.array_equal(
+            read_image(tmp_path / "none" / record["output"]), np.dstack([composite(base), base[..., 3]])
+        )
 
 
 def _external_frames(root: Path, folder: Path, size: int = 16) -> None:
@@ -145,7 +147,9 @@ def test_external_backend_restores_alpha(tiny_dataset: Path, tmp_path: Path):
     manifest = swap(tiny_dataset, tmp_path / "ext", ExternalSwapper(str(frames)))
     assert manifest["summary"]["swapped"] == 6
     result = read_image(tmp_path / "ext" / "test" / "r_1.png")
-    assert np.all(result[..., :3] == 50) and np.array_equal(result[..., 3], read_image(tiny_dataset / "test/r_1.png")[..., 3])
+    assert np.all(result[..., :3] == 50) and np.array_equal(
+        result[..., 3], read_image(tiny_dataset / "test/r_1.png")[..., 3]
+    )
 
 
 def test_external_backend_validates_names_and_sizes_before_writing(tiny_dataset: Path, tmp_path: Path):

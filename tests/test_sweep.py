@@ -180,13 +180,22 @@ def test_optuna_search_keeps_the_best_trials_psnr(root: Path):
     best = OmegaConf.load(folder / "optimization_results.yaml")
     winner = max(trials, key=lambda trial: trial["test.psnr"])  # train.py returned each trial's test.psnr
     assert best.best_value == pytest.approx(winner["test.psnr"])
-    assert best.best_params["model.module.lr.means"] == pytest.approx(winner["config"]["model"]["module"]["lr"]["means"])
+    assert best.best_params["model.module.lr.means"] == pytest.approx(
+        winner["config"]["model"]["module"]["lr"]["means"]
+    )
     study = optuna.load_study(study_name="gaussians_lr_densify", storage=storage)
     assert [t.value for t in study.trials] == pytest.approx([trial["test.psnr"] for trial in trials])
 
 
 def test_parallel_launcher_runs_the_jobs_in_processes(tmp_path: Path):
-    cli("train.py", "hparams_search=ablation", "hydra/launcher=parallel", TWO_JOBS, f"paths.root_dir={tmp_path}", *TINY_JOB)
+    cli(
+        "train.py",
+        "hparams_search=ablation",
+        "hydra/launcher=parallel",
+        TWO_JOBS,
+        f"paths.root_dir={tmp_path}",
+        *TINY_JOB,
+    )
     folder = sweep_folder(tmp_path, "ablation")
     for job, downscale in (("0", 1), ("1", 2)):
         metrics = json.loads((folder / job / "metrics.json").read_text())
@@ -202,7 +211,12 @@ def write_job(sweep: Path, job: str, overrides: list[str], **metrics) -> None:
 
 def test_summary_tabulates_hand_written_jobs(tmp_path: Path, caplog):
     sweep = tmp_path / "sweep"
-    write_job(sweep, "0", ["hparams_search=ablation", "swap=none"], **{"test.psnr": 20.5, "test.identity_distance_to_target": 0.41})
+    write_job(
+        sweep,
+        "0",
+        ["hparams_search=ablation", "swap=none"],
+        **{"test.psnr": 20.5, "test.identity_distance_to_target": 0.41},
+    )
     write_job(sweep, "1", ["hparams_search=ablation", "swap=landmark"], **{"test.psnr": 18.0, "test.lpips": None})
     write_job(sweep, "10", ["hparams_search=ablation", "swap=external"], **{"test.psnr": 17.25, "steps": 30})
     (sweep / "2" / ".hydra").mkdir(parents=True)  # a failed job: no metrics.json

@@ -28,7 +28,11 @@ SIZE, COUNTS, RESOLUTION = 96, {"train": 4, "val": 2, "test": 2}, 128
 def built(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "synthetic"
     source = SyntheticAvatarSource(
-        str(root), image_size=SIZE, n_train=COUNTS["train"], n_val=COUNTS["val"], n_test=COUNTS["test"],
+        str(root),
+        image_size=SIZE,
+        n_train=COUNTS["train"],
+        n_val=COUNTS["val"],
+        n_test=COUNTS["test"],
         mesh_resolution=RESOLUTION,
     )
     return source.prepare()
@@ -64,7 +68,7 @@ def test_dataset_layout_alpha_and_disjoint_views(built: Path):
         assert data.images.shape == (COUNTS[split], SIZE, SIZE, 4)
         corners = data.images[:, [0, 0, -1, -1], [0, -1, 0, -1], 3]
         assert (corners == 0).all()  # white, transparent background
-        assert (data.images[:, SIZE // 2 - 4: SIZE // 2 + 4, SIZE // 2 - 4: SIZE // 2 + 4, 3] == 255).all()
+        assert (data.images[:, SIZE // 2 - 4 : SIZE // 2 + 4, SIZE // 2 - 4 : SIZE // 2 + 4, 3] == 255).all()
         assert (data.images[..., :3][data.images[..., 3] == 0] == 255).all()
         azimuths = [frame["azimuth_deg"] for frame in data.index.frames]
         assert all(-15 <= frame["elevation_deg"] <= 40 for frame in data.index.frames)
@@ -169,7 +173,10 @@ def test_second_prepare_reuses_the_cache_and_a_new_config_rebuilds(tmp_path: Pat
     changed.prepare()
     assert json.loads(stamp.read_text())["config"]["seed"] == 1
     assert load_blender_split(root, "test").images.shape == (2, 32, 32, 4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "data.lock"]  # no staging folder left (the lock stays)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data",
+        "data.lock",
+    ]  # no staging folder left (the lock stays)
 
 
 def test_a_failed_build_leaves_the_previous_dataset_in_place(tmp_path: Path, monkeypatch):

@@ -39,11 +39,6 @@ def assert_upright(face: Face) -> None:
 
 
 @pytest.fixture(scope="module")
-def landmarker() -> FaceLandmarker:
-    return FaceLandmarker()
-
-
-@pytest.fixture(scope="module")
 def group(landmarker: FaceLandmarker) -> list[DetectedFace]:
     return landmarker.detect_all(rgb_of(GROUP))
 

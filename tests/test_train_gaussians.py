@@ -51,7 +51,14 @@ def tiny_cfg(root: Path, run: str, *overrides: str):
     tiny = [o for o in TINY if o.split("=")[0] not in keys]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(
-            "train", overrides=[f"paths.root_dir={root}", "progress=false", f"run_dir={root}/logs/train/runs/{run}", *tiny, *overrides]
+            "train",
+            overrides=[
+                f"paths.root_dir={root}",
+                "progress=false",
+                f"run_dir={root}/logs/train/runs/{run}",
+                *tiny,
+                *overrides,
+            ],
         )
 
 
@@ -69,7 +76,7 @@ def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
 
 
 def test_training_lowers_the_loss_and_beats_the_initial_cloud(trained):
-    root, cfg, metrics = trained
+    _root, cfg, metrics = trained
     run_dir = Path(cfg.run_dir)
     losses = [v for _, v in logged(run_dir, "train/loss")]
     assert len(losses) == 200 and sum(losses[-10:]) < 0.5 * sum(losses[:10])  # measured: 0.18 -> 0.05
@@ -86,7 +93,7 @@ def test_training_lowers_the_loss_and_beats_the_initial_cloud(trained):
 
 
 def test_run_folder_holds_metrics_renders_video_and_ply(trained):
-    _, cfg, metrics = trained
+    _, cfg, _metrics = trained
     run_dir = Path(cfg.run_dir)
     saved = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test.psnr", "test.ssim", "test.identity_distance_to_target", "test.identity_distance_to_base",
@@ -111,7 +118,9 @@ def test_contact_sheet_shows_the_test_renders_and_their_metrics(trained):
     render = np.asarray(Image.open(run_dir / "renders" / "test" / "r_0.png").convert("RGB"))
     # The first view's render panel (48 px x 4), right of its base and swapped panels, below the header.
     found = [
-        (y, x) for y in range(sheet.shape[0] - 192) for x in range(2 * 192, sheet.shape[1] - 192, 4)
+        (y, x)
+        for y in range(sheet.shape[0] - 192)
+        for x in range(2 * 192, sheet.shape[1] - 192, 4)
         if (sheet[y, x : x + 192 : 4] == render[0]).all() and (sheet[y + 191, x : x + 192 : 4] == render[47]).all()
     ]
     assert found, "the render of r_0 is not on the sheet"
@@ -139,7 +148,14 @@ def test_ckpt_path_last_resumes_the_stopped_run(trained):
     first = train(short)
     assert first["steps"] == 20
     resumed = train(
-        tiny_cfg(root, "new", "ckpt_path=last", "trainer.max_steps=40", "model.name=gaussians_resume", "logger=[csv,tensorboard]")
+        tiny_cfg(
+            root,
+            "new",
+            "ckpt_path=last",
+            "trainer.max_steps=40",
+            "model.name=gaussians_resume",
+            "logger=[csv,tensorboard]",
+        )
     )
     stopped = Path(short.run_dir)
     assert resumed["steps"] == 40 and Path(resumed["config"]["run_dir"]) == stopped

@@ -81,7 +81,7 @@ def test_nerf_fast_training_raises_psnr(fast):
 
 
 def test_nerf_fast_run_folder_holds_evaluate_outputs(fast):
-    cfg, metrics = fast
+    cfg, _metrics = fast
     run_dir = Path(cfg.run_dir)
     saved = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test.psnr", "test.ssim", "test.face_detection_rate", "train_seconds", "steps", "num_parameters"):
@@ -93,7 +93,10 @@ def test_nerf_fast_run_folder_holds_evaluate_outputs(fast):
 def test_evaluate_py_reproduces_the_saved_run(fast, root, tmp_path):
     cfg, metrics = fast
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        eval_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"])
+        eval_cfg = compose(
+            "evaluate",
+            overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"],
+        )
     again = evaluate(eval_cfg, tmp_path)
     assert again["steps"] == 150 and again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
 
@@ -101,8 +104,12 @@ def test_evaluate_py_reproduces_the_saved_run(fast, root, tmp_path):
 def test_stopped_run_resumes_from_its_checkpoint(fast, root):
     short = compose_train(root, "stopped", *FAST, "trainer.max_steps=20", "model.name=nerf_fast_resume")
     first = train(short)
-    module = LitNeRF.load_from_checkpoint(Path(short.run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    resumed = train(compose_train(root, "new", *FAST, "ckpt_path=last", "trainer.max_steps=40", "model.name=nerf_fast_resume"))
+    module = LitNeRF.load_from_checkpoint(
+        Path(short.run_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    resumed = train(
+        compose_train(root, "new", *FAST, "ckpt_path=last", "trainer.max_steps=40", "model.name=nerf_fast_resume")
+    )
     assert resumed["steps"] == 40 and Path(resumed["config"]["run_dir"]) == Path(short.run_dir)
     assert resumed["train_seconds"] > first["train_seconds"]
     assert sorted(s for s, _ in logged(Path(short.run_dir), "train/loss")) == list(range(40))

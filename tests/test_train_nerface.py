@@ -102,7 +102,9 @@ def _rays(n: int) -> tuple[torch.Tensor, ...]:
 def test_the_condition_changes_the_rendered_rays(kind):
     torch.manual_seed(0)
     if kind == "grid":
-        model = MarchedField(ConditionedGridField(8, resolution=16, initial_density=2.0), OccupancyGrid(8), march_steps=64)
+        model = MarchedField(
+            ConditionedGridField(8, resolution=16, initial_density=2.0), OccupancyGrid(8), march_steps=64
+        )
     else:
         mlp = NeRFMLP(depth=2, width=32, skips=(), pos_freqs=2, dir_freqs=1, condition_dims=8)
         model = CoarseFineNeRF(mlp, mlp, n_coarse=8, n_fine=8)
@@ -167,13 +169,29 @@ def test_mouth_change_separates_inside_from_outside():
 
 
 def test_edit_needs_a_4d_run(root, tmp_path):
-    cfg = compose_train(root, "gs", "data.source.image_size=48", "data.source.n_train=4", "data.source.n_val=1",
-                        "data.source.n_test=1", "+data.source.mesh_resolution=64", "swap=none", "logger=csv",
-                        "trainer.max_steps=2", "evaluate.orbit_frames=2")
+    cfg = compose_train(
+        root,
+        "gs",
+        "data.source.image_size=48",
+        "data.source.n_train=4",
+        "data.source.n_val=1",
+        "data.source.n_test=1",
+        "+data.source.mesh_resolution=64",
+        "swap=none",
+        "logger=csv",
+        "trainer.max_steps=2",
+        "evaluate.orbit_frames=2",
+    )
     train(cfg)
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                                                  "edit.expressions_from=0"])
+        edit_cfg = compose(
+            "evaluate",
+            overrides=[
+                f"paths.root_dir={root}",
+                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
+                "edit.expressions_from=0",
+            ],
+        )
     with pytest.raises(DeepfakeError, match="needs an expression-conditioned run"):
         evaluate(edit_cfg, tmp_path)
 
@@ -182,8 +200,14 @@ def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
     cfg, _ = run
     np.save(tmp_path / "jaw.npy", expression_vector(jaw_open=1.0))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                                                  f"edit.expressions_from={tmp_path / 'jaw.npy'}"])
+        edit_cfg = compose(
+            "evaluate",
+            overrides=[
+                f"paths.root_dir={root}",
+                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
+                f"edit.expressions_from={tmp_path / 'jaw.npy'}",
+            ],
+        )
     report = evaluate(edit_cfg, tmp_path)
     out = Path(cfg.run_dir) / "edits" / "file_jaw"
     saved = json.loads((out / "edit.json").read_text())

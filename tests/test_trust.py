@@ -57,7 +57,9 @@ def test_a_checkpoint_whose_unpickling_runs_code_is_refused(tmp_path: Path) -> N
     # The same through the command line a user types: exit 1 with the message, nothing run.
     result = subprocess.run(
         [sys.executable, str(REPO / "evaluate.py"), f"ckpt={ckpt}", f"paths.root_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 1 and "refused" in result.stderr + result.stdout and not marker.exists()
 
@@ -83,8 +85,9 @@ def test_a_config_that_would_build_torch_load_is_refused(tmp_path: Path) -> None
         ("identity", "${oc.env:HOME}", "refused"),
     ],
 )
-def test_only_this_packages_classes_of_the_right_kind_are_built(tmp_path: Path, node: str, target: str,
-                                                                 message: str) -> None:
+def test_only_this_packages_classes_of_the_right_kind_are_built(
+    tmp_path: Path, node: str, target: str, message: str
+) -> None:
     from implicit_deepfake.data.datamodule import FrameDataModule
     from implicit_deepfake.lit.base import SceneModule
     from implicit_deepfake.metrics.identity import FaceEmbedder
@@ -99,7 +102,9 @@ def test_only_this_packages_classes_of_the_right_kind_are_built(tmp_path: Path, 
 
 def test_a_train_checkpoint_loads_as_data(tmp_path: Path) -> None:
     ckpt = tmp_path / "last.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(3)}, "global_step": 7, "strategy_state": {"count": torch.zeros(2)}}, ckpt)
+    torch.save(
+        {"state_dict": {"w": torch.ones(3)}, "global_step": 7, "strategy_state": {"count": torch.zeros(2)}}, ckpt
+    )
     loaded = load_checkpoint(ckpt)
     assert loaded["global_step"] == 7 and torch.equal(loaded["state_dict"]["w"], torch.ones(3))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")

@@ -41,7 +41,9 @@ def _vectors(value: object, source: str) -> np.ndarray:
     try:
         return np.atleast_2d(np.asarray(value, dtype=np.float32))
     except (TypeError, ValueError) as err:
-        raise DeepfakeError(f"edit.expressions_from={source}: not a list of numbers or of expression vectors ({err}).") from err
+        raise DeepfakeError(
+            f"edit.expressions_from={source}: not a list of numbers or of expression vectors ({err})."
+        ) from err
 
 
 def load_expressions(source: int | str, train_expressions: Tensor) -> Tensor:
@@ -56,7 +58,8 @@ def load_expressions(source: int | str, train_expressions: Tensor) -> Tensor:
     path = Path(source)
     if not path.is_file():
         raise DeepfakeError(
-            f"edit.expressions_from={source}: no such file. Give a training frame number or a .npy/.txt/.json file of expressions."
+            f"edit.expressions_from={source}: no such file. "
+            "Give a training frame number or a .npy/.txt/.json file of expressions."
         )
     if path.suffix == ".npy":
         vectors = np.atleast_2d(np.load(path).astype(np.float32))
@@ -65,7 +68,9 @@ def load_expressions(source: int | str, train_expressions: Tensor) -> Tensor:
     else:
         vectors = np.atleast_2d(np.loadtxt(path, dtype=np.float32))
     if vectors.ndim != 2 or vectors.shape[1] != dims or not len(vectors):
-        raise DeepfakeError(f"{path}: expressions must be vectors of {dims} numbers (the model's), got shape {vectors.shape}.")
+        raise DeepfakeError(
+            f"{path}: expressions must be vectors of {dims} numbers (the model's), got shape {vectors.shape}."
+        )
     if not np.isfinite(vectors).all():
         raise DeepfakeError(f"{path}: expressions hold NaN or infinite values.")
     return torch.from_numpy(vectors).to(train_expressions)
@@ -98,7 +103,9 @@ def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: i
     edit.json's content."""
     out_dir = edit_dir(run_dir, source)
     if not hasattr(module, "train_expressions"):
-        raise DeepfakeError("edit.expressions_from needs an expression-conditioned run (model=nerface or nerface_paper).")
+        raise DeepfakeError(
+            "edit.expressions_from needs an expression-conditioned run (model=nerface or nerface_paper)."
+        )
     module.eval()
     test = datamodule.frames("test")
     expressions = load_expressions(source, module.train_expressions)

@@ -127,9 +127,7 @@ class FaceLandmarker:
         """Like `detect`, but a photo without a face is a user error naming `source`."""
         face = self.detect(rgb)
         if face is None:
-            raise DeepfakeError(
-                f"{source}: no face found. Use a photo with one clearly visible, roughly frontal face."
-            )
+            raise DeepfakeError(f"{source}: no face found. Use a photo with one clearly visible, roughly frontal face.")
         return face
 
     def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[float, np.ndarray]]:
@@ -156,7 +154,7 @@ class FaceLandmarker:
                     for det in self._detector.process(tile).detections or []:
                         b = det.location_data.relative_bounding_box
                         box = np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h])
-                        box = np.clip(box + [x, y, x, y], 0, [width, height, width, height]).astype(np.float32)
+                        box = np.clip(box + (x, y, x, y), 0, (width, height, width, height)).astype(np.float32)
                         if _area(box) > 0:
                             boxes.append((float(det.score[0]), box))
             side //= 2
@@ -169,7 +167,9 @@ class FaceLandmarker:
 
             # up to 3 faces: neighbours inside the margin must not hide the face in the middle
             self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=True, max_num_faces=3, refine_landmarks=False,
+                static_image_mode=True,
+                max_num_faces=3,
+                refine_landmarks=False,
                 min_detection_confidence=self._confidence,
             )
         height, width = rgb.shape[:2]

@@ -11,9 +11,10 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -115,9 +116,7 @@ def read_image(path: str | Path) -> np.ndarray:
             mode = "RGBA" if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info else "RGB"
             return np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DeepfakeError(
-            f"{path}: cannot read this image ({err}). Replace it with a valid PNG or JPG."
-        ) from err
+        raise DeepfakeError(f"{path}: cannot read this image ({err}). Replace it with a valid PNG or JPG.") from err
 
 
 def read_photo(path: str | Path, max_side: int = 4096) -> np.ndarray:

@@ -22,16 +22,16 @@ from implicit_deepfake.edit import edit_expressions
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.evaluation import evaluate_module, test_yaws
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.lit.base import SceneModule
-from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
+from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.run_table import print_run_summary
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
-from implicit_deepfake.trust import check_buildable, load_checkpoint
 from implicit_deepfake.swap.runner import run_swap
 from implicit_deepfake.swap.target import target_image, target_photo
+from implicit_deepfake.trust import check_buildable, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,9 @@ def _run_config(ckpt: Path) -> tuple[DictConfig, Path]:
     run_dir = ckpt.parent.parent
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        raise DeepfakeError(f"{saved} is missing: ckpt= must be <run folder>/checkpoints/<name>.ckpt of a train.py run.")
+        raise DeepfakeError(
+            f"{saved} is missing: ckpt= must be <run folder>/checkpoints/<name>.ckpt of a train.py run."
+        )
     return OmegaConf.load(saved), run_dir
 
 
@@ -160,9 +162,16 @@ def load_run(ckpt: str, log_dir: str | Path) -> TrainedRun:
             raise DeepfakeError(f"ckpt={path}: no such checkpoint file.")
     run_cfg, run_dir = _run_config(path)
     # Someone else's run folder: build only this package's classes, read the checkpoint as data.
-    check_buildable(run_cfg, run_dir / "config.yaml", {
-        "model.module": SceneModule, "datamodule": FrameDataModule, "data.source": object, "identity": FaceEmbedder,
-    })
+    check_buildable(
+        run_cfg,
+        run_dir / "config.yaml",
+        {
+            "model.module": SceneModule,
+            "datamodule": FrameDataModule,
+            "data.source": object,
+            "identity": FaceEmbedder,
+        },
+    )
     checkpoint = load_checkpoint(path)
     module = instantiate(run_cfg.model.module)
     module.on_load_checkpoint(checkpoint)

@@ -127,13 +127,21 @@ def load_blender_split(root: str | Path, split: str, downscale: int = 1) -> Blen
             )
     height, width = first.shape[:2]
     # Intrinsics are given for the frames as stored: build them at full size, then scale.
-    cameras = index.camera.cameras(index.camera_to_world_gl, width * downscale, height * downscale).scaled(1 / downscale)
+    cameras = index.camera.cameras(index.camera_to_world_gl, width * downscale, height * downscale).scaled(
+        1 / downscale
+    )
     return BlenderSplit(index, cameras, np.stack(images))
 
 
 def write_split_index(
-    root: str | Path, split: str, camera_angle_x: float | None, frames: list[dict], intrinsics: Sequence[float] | None = None
+    root: str | Path,
+    split: str,
+    camera_angle_x: float | None,
+    frames: list[dict],
+    intrinsics: Sequence[float] | None = None,
 ) -> None:
     """Write `transforms_<split>.json` atomically; `intrinsics` is NeRFace's [fx, fy, cx, cy] (left out when None)."""
     header = {"camera_angle_x": camera_angle_x, "intrinsics": None if intrinsics is None else list(intrinsics)}
-    write_json(transforms_path(Path(root), split), {**{k: v for k, v in header.items() if v is not None}, "frames": frames})
+    write_json(
+        transforms_path(Path(root), split), {**{k: v for k, v in header.items() if v is not None}, "frames": frames}
+    )

@@ -70,7 +70,9 @@ class Cameras:
                 "the cameras all look in the same direction, so there is no point they look at "
                 "(needed for the orbit video and the scene bounds); use views from several directions."
             )
-        return torch.linalg.solve(system, (projectors @ centers[:, :, None]).mean(0))[:, 0].to(self.world_to_camera.dtype)
+        return torch.linalg.solve(system, (projectors @ centers[:, :, None]).mean(0))[:, 0].to(
+            self.world_to_camera.dtype
+        )
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """points (P, 3) world -> pixel coordinates (N, P, 2) and camera depth z (N, P)."""

@@ -21,9 +21,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from implicit_deepfake.data.blender import read_split_index
+from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.frame_cache import PixelReader, cached_frames, decode_frames
 from implicit_deepfake.data.nerface import is_nerface_split, read_background, read_bboxes, read_expressions
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.io import image_size
 from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
@@ -76,8 +76,9 @@ class Frames:
         return self.opacities(slice(None))
 
 
-def load_frames(root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1,
-                cache: bool = True) -> Frames:
+def load_frames(
+    root: str | Path, split: str, background: tuple[float, float, float], downscale: int = 1, cache: bool = True
+) -> Frames:
     """Load a split composited onto `background` (RGB frames count as fully opaque); a NeRFace-format
     split (frames with an `expression`) comes with its expressions, bboxes and background image,
     its frames composited on that image. cache: decode into `<root>/.frames` once and memory-map
@@ -90,8 +91,11 @@ def load_frames(root: str | Path, split: str, background: tuple[float, float, fl
     cameras = index.camera.cameras(index.camera_to_world_gl, width, height).scaled(1 / downscale)
     video = is_nerface_split(root, split)
     shape = (cameras.height, cameras.width)
-    backdrop = read_background(root, downscale, shape).astype(np.float32) if video else \
-        np.asarray(background, np.float32) * 255.0
+    backdrop = (
+        read_background(root, downscale, shape).astype(np.float32)
+        if video
+        else np.asarray(background, np.float32) * 255.0
+    )
     if cache:
         rgb, alpha = cached_frames(Path(root), split, index.image_paths, backdrop, downscale)
     else:
@@ -100,9 +104,16 @@ def load_frames(root: str | Path, split: str, background: tuple[float, float, fl
     if not video:
         return Frames(cameras, rgb8, alpha8, index.relpaths, readers=(_reader(rgb), _reader(alpha)))
     bboxes = read_bboxes(index)
-    return Frames(cameras, rgb8, None, index.relpaths, torch.from_numpy(read_expressions(index)),
-                  None if bboxes is None else torch.from_numpy(bboxes), torch.from_numpy(backdrop / 255.0),
-                  readers=(_reader(rgb), None))
+    return Frames(
+        cameras,
+        rgb8,
+        None,
+        index.relpaths,
+        torch.from_numpy(read_expressions(index)),
+        None if bboxes is None else torch.from_numpy(bboxes),
+        torch.from_numpy(backdrop / 255.0),
+        readers=(_reader(rgb), None),
+    )
 
 
 def _reader(array: np.ndarray | None) -> PixelReader | None:
@@ -138,7 +149,9 @@ def batch_cameras(batch: dict[str, Tensor], width: int, height: int) -> Cameras:
     return Cameras(batch["world_to_camera"], batch["intrinsics"], width, height)
 
 
-def bbox_pixels(bboxes: Tensor, width: int, height: int, weight: float, generator: torch.Generator | None = None) -> Tensor:
+def bbox_pixels(
+    bboxes: Tensor, width: int, height: int, weight: float, generator: torch.Generator | None = None
+) -> Tensor:
     """One random pixel (x, y) per box (R, 4) [top, bottom, left, right] fractions -> (R, 2): a pixel
     inside its box `weight / (1 - weight)` times as likely as one outside (NeRFace's sampling map:
     0.9 inside, 0.1 outside). Pixels inside: uniform in the box; outside: uniform in the rest."""
@@ -157,7 +170,12 @@ def bbox_pixels(bboxes: Tensor, width: int, height: int, weight: float, generato
         index = todo.nonzero()[:, 0]
         x[index] = torch.randint(width, (len(index),), generator=generator)
         y[index] = torch.randint(height, (len(index),), generator=generator)
-        todo[index] = (x[index] >= left[index]) & (x[index] < right[index]) & (y[index] >= top[index]) & (y[index] < bottom[index])
+        todo[index] = (
+            (x[index] >= left[index])
+            & (x[index] < right[index])
+            & (y[index] >= top[index])
+            & (y[index] < bottom[index])
+        )
     return torch.stack([x, y], dim=1)
 
 
@@ -173,7 +191,9 @@ class RayDataset(Dataset):
     `generator` draws them (each DDP process needs its own, or all would train on the same rays).
     """
 
-    def __init__(self, frames: Frames, batch_size: int, bbox_weight: float = 0.9, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, frames: Frames, batch_size: int, bbox_weight: float = 0.9, generator: torch.Generator | None = None
+    ) -> None:
         if not 0.0 < bbox_weight < 1.0:
             raise DeepfakeError(f"datamodule.bbox_weight must be in (0, 1), got {bbox_weight}.")
         self.frames, self.batch_size, self.bbox_weight, self.generator = frames, batch_size, bbox_weight, generator
@@ -186,12 +206,19 @@ class RayDataset(Dataset):
         f = self.frames
         view = torch.randint(len(f), (self.batch_size,), generator=self.generator)
         if f.bboxes is None:
-            pixels = pixel_coordinates(torch.randint(self.pixels, (self.batch_size,), generator=self.generator), f.cameras.width)
+            pixels = pixel_coordinates(
+                torch.randint(self.pixels, (self.batch_size,), generator=self.generator), f.cameras.width
+            )
         else:
             pixels = bbox_pixels(f.bboxes[view], f.cameras.width, f.cameras.height, self.bbox_weight, self.generator)
         origins, directions = pixel_rays(f.cameras, view, pixels)
         x, y = pixels.unbind(1)
-        batch = {"origins": origins, "directions": directions, "rgb": f.colors(view, y, x), "alpha": f.opacities(view, y, x)}
+        batch = {
+            "origins": origins,
+            "directions": directions,
+            "rgb": f.colors(view, y, x),
+            "alpha": f.opacities(view, y, x),
+        }
         if f.expressions is not None:
             batch |= {"frame": view, "expression": f.expressions[view], "background": f.background_image[y, x]}
         return batch

@@ -86,7 +86,9 @@ class ExpressionRig:
             brow += np.exp(-0.5 * (((x - cx) / _BROW_SIGMA[0]) ** 2 + ((z - cz) / _BROW_SIGMA[1]) ** 2))
 
         offsets = np.stack([jaw[:, None] * np.array(_JAW), smile, brow[:, None] * np.array(_BROW)]) * weight
-        return cls(torch.as_tensor(offsets, dtype=torch.float32), torch.as_tensor(mouth * weight[:, 0], dtype=torch.float32))
+        return cls(
+            torch.as_tensor(offsets, dtype=torch.float32), torch.as_tensor(mouth * weight[:, 0], dtype=torch.float32)
+        )
 
     def apply(self, avatar: Avatar, expression: np.ndarray | Tensor) -> Avatar:
         """The avatar with `expression` (D >= 3,) applied (components clipped to their ranges)."""
@@ -99,6 +101,8 @@ class ExpressionRig:
         dark = (weights[0] * self.mouth)[:, None]
         texture = avatar.texture_weight[:, None]
         new_texture = texture * (1 - dark)
-        mixed = (1 - dark) * (1 - texture) * avatar.base_color + dark * torch.as_tensor(_MOUTH_INSIDE, dtype=torch.float32)
+        mixed = (1 - dark) * (1 - texture) * avatar.base_color + dark * torch.as_tensor(
+            _MOUTH_INSIDE, dtype=torch.float32
+        )
         base = torch.where(1 - new_texture > 1e-6, mixed / (1 - new_texture).clamp_min(1e-6), avatar.base_color)
         return dataclasses.replace(avatar, vertices=vertices, texture_weight=new_texture[:, 0], base_color=base)

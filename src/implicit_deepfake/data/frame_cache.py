@@ -48,13 +48,17 @@ def _decoded(paths: Sequence[Path], downscale: int):
     for path in paths:
         image = load_resized(path, downscale)
         if shape is not None and image.shape != shape:
-            raise DeepfakeError(f"{path}: size/channels {image.shape} differ from {paths[0].name} {shape}; "
-                                "all frames of a dataset must have the same size.")
+            raise DeepfakeError(
+                f"{path}: size/channels {image.shape} differ from {paths[0].name} {shape}; "
+                "all frames of a dataset must have the same size."
+            )
         shape = image.shape
         yield image
 
 
-def decode_frames(paths: Sequence[Path], background: np.ndarray, downscale: int) -> tuple[np.ndarray, np.ndarray | None]:
+def decode_frames(
+    paths: Sequence[Path], background: np.ndarray, downscale: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Like `cached_frames`, into memory (for a small split of a folder this tool may not write to)."""
     pairs = [_composite(image, background) for image in _decoded(paths, downscale)]
     alpha = None if pairs[0][1] is None else np.stack([a for _, a in pairs])
@@ -68,9 +72,14 @@ def _build(rgb_path: Path, alpha_path: Path, paths: Sequence[Path], background: 
     first = next(frames)
     count, (height, width), has_alpha = len(paths), first.shape[:2], first.shape[-1] == 4
     with ExitStack() as stack:
+
         def array(path: Path, channels: int) -> np.memmap:
-            return np.lib.format.open_memmap(stack.enter_context(atomic_path(path)), mode="w+", dtype=np.uint8,
-                                             shape=(count, height, width, channels))
+            return np.lib.format.open_memmap(
+                stack.enter_context(atomic_path(path)),
+                mode="w+",
+                dtype=np.uint8,
+                shape=(count, height, width, channels),
+            )
 
         rgb, alpha = array(rgb_path, 3), array(alpha_path, 1) if has_alpha else None
         for i, image in enumerate(chain([first], frames)):
@@ -84,8 +93,9 @@ def _build(rgb_path: Path, alpha_path: Path, paths: Sequence[Path], background: 
     return has_alpha
 
 
-def cached_frames(root: Path, split: str, paths: Sequence[Path], background: np.ndarray,
-                  downscale: int) -> tuple[np.ndarray, np.ndarray | None]:
+def cached_frames(
+    root: Path, split: str, paths: Sequence[Path], background: np.ndarray, downscale: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, H, W, 3) uint8 RGB on `background` and (N, H, W, 1) uint8 alpha (None: the frames are
     RGB, opaque), memory-mapped copy-on-write from the split's cache (built first if missing).
 

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from implicit_deepfake.data.blender import SPLITS, SplitIndex, load_blender_split, load_resized, read_split_index, transforms_path
+from implicit_deepfake.data.blender import (
+    SPLITS,
+    SplitIndex,
+    load_blender_split,
+    load_resized,
+    read_split_index,
+    transforms_path,
+)
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.errors import DeepfakeError
 
@@ -63,11 +70,15 @@ def read_expressions(index: SplitIndex) -> np.ndarray:
     for i, frame in enumerate(index.frames):
         value = frame.get("expression")
         if not _number_list(value, None) or not value:
-            raise DeepfakeError(f"{path} frames[{i}]: field `expression` must be a non-empty list of finite numbers "
-                                f"(NeRFace's are {EXPRESSION_DIM} blendshape weights).")
+            raise DeepfakeError(
+                f"{path} frames[{i}]: field `expression` must be a non-empty list of finite numbers "
+                f"(NeRFace's are {EXPRESSION_DIM} blendshape weights)."
+            )
         if rows and len(value) != len(rows[0]):
-            raise DeepfakeError(f"{path} frames[{i}]: field `expression` has {len(value)} values, frames[0] has "
-                                f"{len(rows[0])}; all frames need the same length.")
+            raise DeepfakeError(
+                f"{path} frames[{i}]: field `expression` has {len(value)} values, frames[0] has "
+                f"{len(rows[0])}; all frames need the same length."
+            )
         rows.append(value)
     return np.asarray(rows, np.float32)
 
@@ -82,8 +93,10 @@ def read_bboxes(index: SplitIndex) -> np.ndarray | None:
     for i, frame in enumerate(index.frames):
         box = frame.get("bbox", list(FULL_FRAME_BBOX))
         if not _number_list(box, 4) or not (0 <= box[0] <= box[1] <= 1 and 0 <= box[2] <= box[3] <= 1):
-            raise DeepfakeError(f"{path} frames[{i}]: field `bbox` must be [top, bottom, left, right] as fractions "
-                                f"of the frame (0 <= top <= bottom <= 1, 0 <= left <= right <= 1), got {box!r}.")
+            raise DeepfakeError(
+                f"{path} frames[{i}]: field `bbox` must be [top, bottom, left, right] as fractions "
+                f"of the frame (0 <= top <= bottom <= 1, 0 <= left <= right <= 1), got {box!r}."
+            )
         rows.append(box)
     return np.asarray(rows, np.float32)
 
@@ -93,8 +106,12 @@ def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
     (P, 2) in pixels, grown like its `find_bbox`: 27% up for the forehead, 15% on the other sides."""
     (left, top), (right, bottom) = np.asarray(xy, np.float64).min(0), np.asarray(xy, np.float64).max(0)
     box_h, box_w = bottom - top, right - left
-    box = [(top - 0.27 * box_h) / height, (bottom + 0.15 * box_h) / height,
-           (left - 0.15 * box_w) / width, (right + 0.15 * box_w) / width]
+    box = [
+        (top - 0.27 * box_h) / height,
+        (bottom + 0.15 * box_h) / height,
+        (left - 0.15 * box_w) / width,
+        (right + 0.15 * box_w) / width,
+    ]
     return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
 
 
@@ -102,12 +119,16 @@ def read_background(root: str | Path, downscale: int, shape: tuple[int, int]) ->
     """The background (H, W, 3) uint8, box-downscaled like the frames; `shape` is the frames' (H, W)."""
     path = find_background(root)
     if path is None:
-        raise DeepfakeError(f"{root}: no static background image; a NeRFace dataset needs one of "
-                            f"{', '.join(BACKGROUND_FILES)} (the empty scene the video was filmed against).")
+        raise DeepfakeError(
+            f"{root}: no static background image; a NeRFace dataset needs one of "
+            f"{', '.join(BACKGROUND_FILES)} (the empty scene the video was filmed against)."
+        )
     background = load_resized(path, downscale)[..., :3]
     if background.shape[:2] != shape:
-        raise DeepfakeError(f"{path}: size {background.shape[1]}x{background.shape[0]} differs from the frames' "
-                            f"{shape[1]}x{shape[0]} (after data.downscale={downscale}); it must match them.")
+        raise DeepfakeError(
+            f"{path}: size {background.shape[1]}x{background.shape[0]} differs from the frames' "
+            f"{shape[1]}x{shape[0]} (after data.downscale={downscale}); it must match them."
+        )
     return background
 
 
@@ -132,8 +153,9 @@ def load_nerface_split(root: str | Path, split: str, downscale: int = 1) -> Nerf
     if images.shape[-1] == 4:  # transparent where the background shows
         alpha = images[..., 3:].astype(np.float32) / 255.0
         images = (images[..., :3] * alpha + background * (1.0 - alpha) + 0.5).astype(np.uint8)
-    return NerfaceSplit(loaded.index, loaded.cameras, images, read_expressions(loaded.index),
-                        read_bboxes(loaded.index), background)
+    return NerfaceSplit(
+        loaded.index, loaded.cameras, images, read_expressions(loaded.index), read_bboxes(loaded.index), background
+    )
 
 
 class NerfaceSource:

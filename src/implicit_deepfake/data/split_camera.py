@@ -65,7 +65,9 @@ class SplitCamera:
         fx, fy, cx, cy = self.pixel_intrinsics(width, height)
         # A negative focal length flips that image axis: the same rays come from a camera whose
         # axis points the other way, with a positive focal length.
-        flips = torch.diag(torch.tensor([math.copysign(1.0, fx), math.copysign(1.0, fy), 1.0, 1.0], dtype=torch.float64))
+        flips = torch.diag(
+            torch.tensor([math.copysign(1.0, fx), math.copysign(1.0, fy), 1.0, 1.0], dtype=torch.float64)
+        )
         c2w = camera_to_world_gl.to(torch.float64) @ flips
         det = torch.linalg.det(c2w[:, :3, :3])
         if (det < 0).all():  # every camera mirrored: mirror the world instead, keeping them rotations
@@ -87,7 +89,9 @@ def read_split_camera(path: Path, meta: dict) -> SplitCamera:
     angle = meta.get("camera_angle_x")
     if intrinsics is not None:
         if not isinstance(intrinsics, list) or len(intrinsics) != 4 or not all(map(_is_number, intrinsics)):
-            raise DeepfakeError(f"{path}: field `intrinsics` must be 4 finite numbers [fx, fy, cx, cy], got {intrinsics!r}.")
+            raise DeepfakeError(
+                f"{path}: field `intrinsics` must be 4 finite numbers [fx, fy, cx, cy], got {intrinsics!r}."
+            )
         if intrinsics[0] == 0 or intrinsics[1] == 0:
             raise DeepfakeError(f"{path}: field `intrinsics` has a zero focal length (fx, fy = {intrinsics[:2]}).")
         return SplitCamera(path, float(angle) if _is_number(angle) else None, tuple(float(v) for v in intrinsics))

@@ -53,8 +53,10 @@ class LitGaussians(SceneModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if self.trainer.world_size > 1:
-            raise DeepfakeError("model=gaussians cannot train with trainer=ddp: densification reshapes the parameters "
-                                "every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run).")
+            raise DeepfakeError(
+                "model=gaussians cannot train with trainer=ddp: densification reshapes the parameters "
+                "every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run)."
+            )
         if stage == "fit" and self.trainer.ckpt_path is None and len(self.cloud) == 0:
             frames = self.trainer.datamodule.frames("train")
             points, colors = hull_points(frames, self.hparams.init_points, self.hparams.seed)
@@ -101,7 +103,11 @@ class LitGaussians(SceneModule):
 
         self.log_dict({"train/loss": loss, "train/l1": l1, "train/ssim": ssim}, prog_bar=True, batch_size=len(target))
         self.log_dict(
-            {"train/num_gaussians": float(len(self.cloud)), "train/sh_degree": float(sh_degree), "lr/means": self._position_lr(step)},
+            {
+                "train/num_gaussians": float(len(self.cloud)),
+                "train/sh_degree": float(sh_degree),
+                "lr/means": self._position_lr(step),
+            },
             batch_size=len(target),
         )
         self.log("gaussians", float(len(self.cloud)), prog_bar=True, logger=False, batch_size=len(target))

@@ -78,7 +78,9 @@ class LitNeRF(SceneModule):
         for name, parameter in self.model.named_parameters():
             prefix = next((p for p in lr if name == p or name.startswith(p + ".")), None)
             if prefix is None:
-                raise DeepfakeError(f"model.module.lr has no learning rate for parameter {name!r}: add one for a prefix of it.")
+                raise DeepfakeError(
+                    f"model.module.lr has no learning rate for parameter {name!r}: add one for a prefix of it."
+                )
             groups[prefix].append(parameter)
         return [{"params": params, "lr": lr[prefix]} for prefix, params in groups.items() if params]
 
@@ -106,7 +108,9 @@ class LitNeRF(SceneModule):
         background = torch.rand_like(batch["rgb"])
         return batch["rgb"] + (background - self.background) * (1.0 - batch["alpha"]), background, None
 
-    def view_rays(self, cameras: Cameras, view: int, flat: Tensor, expressions: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def view_rays(
+        self, cameras: Cameras, view: int, flat: Tensor, expressions: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Background and condition of the pixels `flat` (R,) of view `view` when rendering."""
         return self.background, None
 
@@ -140,7 +144,9 @@ class LitNeRF(SceneModule):
         for view in range(len(cameras)):
             rows = []
             for flat in torch.arange(pixels, device=self.device).split(self.hparams.chunk):
-                origins, directions = pixel_rays(cameras, torch.full_like(flat, view), pixel_coordinates(flat, cameras.width))
+                origins, directions = pixel_rays(
+                    cameras, torch.full_like(flat, view), pixel_coordinates(flat, cameras.width)
+                )
                 background, condition = self.view_rays(cameras, view, flat, expressions)
                 rows.append(self.render_rays(origins, directions, background, perturb=False, condition=condition).rgb)
             images.append(torch.cat(rows).view(cameras.height, cameras.width, 3))

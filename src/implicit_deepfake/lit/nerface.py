@@ -108,7 +108,9 @@ class LitNeRFace(LitNeRF):
         """The background image at the cameras' size (H, W, 3): resized when they render smaller or larger."""
         image = self.background_image
         if image.shape[:2] != (cameras.height, cameras.width):
-            resized = nn.functional.interpolate(image.permute(2, 0, 1)[None], (cameras.height, cameras.width), mode="area")
+            resized = nn.functional.interpolate(
+                image.permute(2, 0, 1)[None], (cameras.height, cameras.width), mode="area"
+            )
             image = resized[0].permute(1, 2, 0)
         return image
 

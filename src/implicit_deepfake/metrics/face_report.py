@@ -46,8 +46,9 @@ def face_metrics(
             expression.append(expression_error(face.landmarks, reference_face.landmarks))
         embedding = embedder.embed(image)
         reference = embedder.embed(references[i]) if references is not None and embedding is not None else None
-        to_target.append(None if embedding is None or target_embedding is None
-                         else embedder.distance(embedding, target_embedding))
+        to_target.append(
+            None if embedding is None or target_embedding is None else embedder.distance(embedding, target_embedding)
+        )
         to_base.append(None if reference is None else embedder.distance(embedding, reference))
     report = {
         "images": len(images),

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -126,9 +127,7 @@ class ImageMetrics:
         for start in range(0, len(pred), _CHUNK):
             p = pred[start : start + _CHUNK].to(self.device).clamp(0.0, 1.0)
             t = target[start : start + _CHUNK].to(self.device).clamp(0.0, 1.0)
-            scores["psnr"].append(
-                peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
-            )
+            scores["psnr"].append(peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)))
             scores["ssim"].append(structural_similarity_index_measure(p, t, data_range=1.0, reduction="none"))
             if self._lpips is not None:
                 scores["lpips"].append(self._lpips(p, t).reshape(-1))

@@ -10,7 +10,7 @@ them can only be as consistent as they are). All pixel coordinates put pixel cen
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
+from itertools import combinations, pairwise
 
 import cv2
 import numpy as np
@@ -191,7 +191,7 @@ def yaw_bucket_report(
     if not len(yaws_deg) == len(to_target) == len(to_base):
         raise ValueError("yaws_deg, to_target and to_base must have one entry per view")
     angles = np.abs(np.asarray(yaws_deg, np.float64))
-    buckets = {f"{low:g}-{high:g}": (angles >= low) & (angles < high) for low, high in zip(edges[:-1], edges[1:])}
+    buckets = {f"{low:g}-{high:g}": (angles >= low) & (angles < high) for low, high in pairwise(edges)}
     buckets[f"{edges[-2]:g}-{edges[-1]:g}"] |= angles == edges[-1]
     beyond = angles > edges[-1]
     if beyond.any():
@@ -202,7 +202,7 @@ def yaw_bucket_report(
         targets = [to_target[v] for v in views if to_target[v] is not None]
         bases = [to_base[v] for v in views if to_base[v] is not None]
         report[name] = {
-            "views": int(len(views)),
+            "views": len(views),
             "faces": sum(to_target[v] is not None or to_base[v] is not None for v in views),
             "identity_distance_to_target": _mean(targets),
             "identity_distance_to_base": _mean(bases),

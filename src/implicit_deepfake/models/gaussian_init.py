@@ -89,7 +89,10 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         for _ in range(_BISECTIONS):  # the crossing lies between the last outside and first inside sample
             middle = 0.5 * (outside + inside_depth)
             is_inside = inside_hull(origins[rows] + middle[:, None] * directions[rows], cameras[carve], alpha[carve])
-            inside_depth, outside = torch.where(is_inside, middle, inside_depth), torch.where(is_inside, outside, middle)
+            inside_depth, outside = (
+                torch.where(is_inside, middle, inside_depth),
+                torch.where(is_inside, outside, middle),
+            )
         points.append(origins[rows] + inside_depth[:, None] * directions[rows])
         colors.append(frames.colors(view[rows], y[rows], x[rows]))
     points, colors = torch.cat(points)[:n], torch.cat(colors)[:n]

@@ -31,7 +31,14 @@ class GaussianCloud(nn.Module):
         self.sh_degree = sh_degree
         self.rasterizer = rasterizer
         k = num_sh_bases(sh_degree)
-        shapes = {"means": (n, 3), "scales": (n, 3), "quats": (n, 4), "opacities": (n,), "sh0": (n, 1, 3), "shN": (n, k - 1, 3)}
+        shapes = {
+            "means": (n, 3),
+            "scales": (n, 3),
+            "quats": (n, 4),
+            "opacities": (n,),
+            "sh0": (n, 1, 3),
+            "shN": (n, k - 1, 3),
+        }
         self.params = nn.ParameterDict({name: nn.Parameter(torch.zeros(shape)) for name, shape in shapes.items()})
 
     def __len__(self) -> int:
@@ -83,12 +90,20 @@ class GaussianCloud(nn.Module):
         return render.clamp(0.0, 1.0), alphas, meta
 
     def save_ply(self, path: str | Path) -> None:
-        """The standard 3DGS .ply (x y z nx ny nz f_dc_* f_rest_* opacity scale_* rot_*), opened by the usual viewers."""
+        """The standard 3DGS .ply (x y z nx ny nz f_dc_* f_rest_* opacity scale_* rot_*), read by the usual viewers."""
         p = {name: t.detach().cpu().float() for name, t in self.params.items()}
         n = len(self)
         # 3DGS stores the SH rest channel-major: f_rest_{c * (K - 1) + k}.
         rest = p["shN"].transpose(1, 2).reshape(n, -1)
-        columns = [p["means"], torch.zeros(n, 3), p["sh0"].reshape(n, 3), rest, p["opacities"][:, None], p["scales"], p["quats"]]
+        columns = [
+            p["means"],
+            torch.zeros(n, 3),
+            p["sh0"].reshape(n, 3),
+            rest,
+            p["opacities"][:, None],
+            p["scales"],
+            p["quats"],
+        ]
         names = (
             ["x", "y", "z", "nx", "ny", "nz"]
             + [f"f_dc_{i}" for i in range(3)]
@@ -104,10 +119,9 @@ class GaussianCloud(nn.Module):
             + [f"property float {name}" for name in names]
             + ["end_header"]
         )
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write((header + "\n").encode("ascii"))
-                f.write(data.tobytes())
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write((header + "\n").encode("ascii"))
+            f.write(data.tobytes())
 
     @classmethod
     def load_ply(cls, path: str | Path) -> GaussianCloud:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -83,7 +84,7 @@ class GridField(nn.Module):
         self.feature_grid = VoxelGrid(feature_resolution, features, init_std=0.1)
         self.dir_freqs = dir_freqs
         widths = [features + encoded_size(3, dir_freqs)] + [hidden] * layers
-        blocks = [m for i, o in zip(widths[:-1], widths[1:]) for m in (nn.Linear(i, o), nn.ReLU())]
+        blocks = [m for i, o in pairwise(widths) for m in (nn.Linear(i, o), nn.ReLU())]
         self.color = nn.Sequential(*blocks, nn.Linear(widths[-1], 3))
         self.shift = math.log(math.expm1(initial_density))  # softplus(shift) = initial_density
 
@@ -143,11 +144,13 @@ class ConditionedGridField(nn.Module):
         return nn.functional.softplus(self.density_out(h)[:, 0] + self.shift), h
 
     def density(self, x: Tensor, code: Tensor) -> Tensor:
-        """Points (M, 3) in the box, their rays' `embed`ded conditions (M, hidden + blendshapes) -> density (M,) >= 0."""
+        """Points (M, 3) in the box, their rays' `embed`ded conditions (M, hidden + blendshapes)
+        -> density (M,) >= 0."""
         return self._trunk(x, code)[0]
 
     def forward(self, x: Tensor, d: Tensor, code: Tensor) -> tuple[Tensor, Tensor]:
-        """Points (M, 3), unit view directions (M, 3), embedded conditions (M, hidden + blendshapes) -> density (M,), rgb (M, 3)."""
+        """Points (M, 3), unit view directions (M, 3), embedded conditions (M, hidden + blendshapes)
+        -> density (M,), rgb (M, 3)."""
         sigma, h = self._trunk(x, code)
         return sigma, torch.sigmoid(self.color(torch.cat([h, positional_encoding(d, self.dir_freqs)], dim=1)))
 
@@ -238,9 +241,11 @@ class MarchedField(RayModel):
             return
         density = self.field.density
         if conditions is not None:  # each cell sees the field under a random training frame's condition
+
             def density(x: Tensor) -> Tensor:
                 picked = conditions[torch.randint(len(conditions), (len(x),), device=x.device)]
                 return self.field.density(x, self.field.embed(picked))
+
         self.occupancy.update(density, self.step, learned=step >= self.warmup_steps)
 
     def carve(self, inside: Callable[[Tensor], Tensor]) -> None:

@@ -46,7 +46,9 @@ def ray_box(origins: Tensor, directions: Tensor, low: float = -1.0, high: float 
     return near, torch.maximum(far, near)
 
 
-def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None) -> Tensor:
+def stratified_samples(
+    near: Tensor, far: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None
+) -> Tensor:
     """n depths per ray (R, n), sorted: evenly spaced in [near, far] (R,), or with perturb one
     uniform draw inside each of the n bins between the even samples' midpoints (nerf-pytorch)."""
     steps = torch.linspace(0.0, 1.0, n, device=near.device)
@@ -58,7 +60,9 @@ def stratified_samples(near: Tensor, far: Tensor, n: int, perturb: bool, generat
     return lower + (upper - lower) * torch.rand(t.shape, generator=generator, device=t.device)
 
 
-def sample_pdf(bins: Tensor, weights: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None) -> Tensor:
+def sample_pdf(
+    bins: Tensor, weights: Tensor, n: int, perturb: bool, generator: torch.Generator | None = None
+) -> Tensor:
     """n depths per ray (R, n) drawn from the piecewise-constant density with `weights` (R, B) on
     the intervals between `bins` (R, B + 1): inverse transform sampling, as nerf-pytorch's sample_pdf
     (evenly spaced quantiles without perturb). No gradient flows to bins or weights."""

@@ -32,7 +32,7 @@ class FaceSwapper(ABC):
         ("train/r_0.png") -> (H, W) of every base frame. Raises DeepfakeError when the target has no
         face or inputs mismatch."""
 
-    def calibrate(self, samples: Sequence[tuple[np.ndarray, Face]]) -> None:
+    def calibrate(self, samples: Sequence[tuple[np.ndarray, Face]]) -> None:  # noqa: B027 (an optional hook)
         """Fit what should be one for the whole dataset (e.g. a colour transfer) on (frame, face)
         samples; by default nothing."""
 

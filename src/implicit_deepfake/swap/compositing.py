@@ -33,8 +33,14 @@ def feature_regions() -> list[np.ndarray]:
     import mediapipe as mp
 
     mesh = mp.solutions.face_mesh
-    sets = (mesh.FACEMESH_LEFT_EYE, mesh.FACEMESH_RIGHT_EYE, mesh.FACEMESH_LEFT_EYEBROW,
-            mesh.FACEMESH_RIGHT_EYEBROW, mesh.FACEMESH_NOSE, mesh.FACEMESH_LIPS)
+    sets = (
+        mesh.FACEMESH_LEFT_EYE,
+        mesh.FACEMESH_RIGHT_EYE,
+        mesh.FACEMESH_LEFT_EYEBROW,
+        mesh.FACEMESH_RIGHT_EYEBROW,
+        mesh.FACEMESH_NOSE,
+        mesh.FACEMESH_LIPS,
+    )
     return [np.unique(np.array(list(edges))) for edges in sets]
 
 
@@ -52,10 +58,10 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     so no hair bleeds in through the soft edge) and smoothed, so it never cuts a hard edge."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
-    radius = max(1, int(round(0.03 * size)))
+    radius = max(1, round(0.03 * size))
     samples = []
     for x, y in landmarks[list(SKIN_SAMPLES), :2].astype(int):
-        patch = lab[max(0, y - radius): y + radius + 1, max(0, x - radius): x + radius + 1]
+        patch = lab[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
         samples.append(patch.reshape(-1, 3))
     samples = np.concatenate(samples)
     mean = samples.mean(0)
@@ -131,7 +137,9 @@ class ColourTransfer:
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> HxWx3 uint8."""
         lab = to_lab(rgb)
-        out = cv2.cvtColor(((lab - self.source_mean) * self.gain + self.target_mean).astype(np.float32), cv2.COLOR_LAB2RGB)
+        out = cv2.cvtColor(
+            ((lab - self.source_mean) * self.gain + self.target_mean).astype(np.float32), cv2.COLOR_LAB2RGB
+        )
         return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def record(self) -> dict:

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import composite, read_image, sha256_file
 from implicit_deepfake.faces import Face
+from implicit_deepfake.io import composite, read_image, sha256_file
 from implicit_deepfake.swap.base import FaceSwapper
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -89,19 +89,29 @@ def swap_all(context: SwapContext, tasks: list[tuple], workers: int | None) -> I
         try:
             pickle.dumps(context)
         except (TypeError, AttributeError, pickle.PicklingError) as err:
-            log.info("swap.workers: the %s backend cannot run in worker processes (%s): one process swaps",
-                     context.swapper.name, err)
+            log.info(
+                "swap.workers: the %s backend cannot run in worker processes (%s): one process swaps",
+                context.swapper.name,
+                err,
+            )
             workers = 1
     if workers <= 1:
         yield from (_swap_frame(*task, context) for task in tasks)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(context,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(context,)
+    ) as pool:
         yield from pool.map(_swap_in_worker, tasks, chunksize=4)
 
 
-def _swap_frame(frame: Frame, input_hash: str, tracked: TrackedFrame, detected: np.ndarray | None,
-                measure: bool, context: SwapContext) -> dict:
+def _swap_frame(
+    frame: Frame,
+    input_hash: str,
+    tracked: TrackedFrame,
+    detected: np.ndarray | None,
+    measure: bool,
+    context: SwapContext,
+) -> dict:
     """Swap one frame, write it (alpha from the base frame) and return its manifest record, with its
     identity and quality figures when `measure`."""
     swapper, identity, on_no_face = context.swapper, context.identity, context.on_no_face
@@ -135,8 +145,9 @@ def _swap_frame(frame: Frame, input_hash: str, tracked: TrackedFrame, detected: 
         "identity_distance_before": identity.distance(rgb) if measure else None,
     }
     # A frame left as it was is as far from the target after as before.
-    record["identity_distance_after"] = record["identity_distance_before"] if swapped is rgb or not measure \
-        else identity.distance(swapped)
+    record["identity_distance_after"] = (
+        record["identity_distance_before"] if swapped is rgb or not measure else identity.distance(swapped)
+    )
     if status == "swapped" and measure:
         after = landmarker.detect(swapped)
         record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))

@@ -14,6 +14,7 @@ expression change per frame) the per-frame landmarks are smoothed over time inst
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -91,8 +92,10 @@ def triangulate(projections: np.ndarray, xy: np.ndarray, weights: np.ndarray) ->
     projections: (N, 3, 4); xy: (N, P, 2) pixels; weights: (N, P) (0 = not seen). Returns (P, 3);
     points seen by fewer than two views come back nan."""
     rows = np.concatenate(
-        [xy[..., :1, None] * projections[:, None, 2:3] - projections[:, None, 0:1],
-         xy[..., 1:2, None] * projections[:, None, 2:3] - projections[:, None, 1:2]],
+        [
+            xy[..., :1, None] * projections[:, None, 2:3] - projections[:, None, 0:1],
+            xy[..., 1:2, None] * projections[:, None, 2:3] - projections[:, None, 1:2],
+        ],
         axis=2,
     )  # (N, P, 2, 4)
     rows = rows / np.linalg.norm(rows, axis=-1, keepdims=True).clip(1e-12)
@@ -118,8 +121,9 @@ def project_landmarks(points: np.ndarray, cameras: Cameras) -> np.ndarray:
     return torch.cat([pix, depth[..., None]], -1).numpy()
 
 
-def visible_points(landmarks: np.ndarray, triangles: np.ndarray, size: tuple[int, int], queries: np.ndarray,
-                   tolerance: float = 0.02) -> np.ndarray:
+def visible_points(
+    landmarks: np.ndarray, triangles: np.ndarray, size: tuple[int, int], queries: np.ndarray, tolerance: float = 0.02
+) -> np.ndarray:
     """Which points on the face mesh one view sees, by the mesh's own depth.
 
     landmarks: (P, 3) pixel x, y, depth of the mesh in the view; triangles: (T, 3), counter-
@@ -192,15 +196,16 @@ def triangulate_face(
         if active.sum() < 2:
             active = view_error <= np.sort(view_error)[1]
         projected = project_landmarks(points, cameras[seen])
-        visible = np.stack([visible_landmarks(p, triangles, (cameras.height, cameras.width))
-                            for p in projected])
-        point_limit = max(outlier_factor * np.median(errors[active][visible[active]]) if visible[active].any() else 0,
-                          floor)
+        visible = np.stack([visible_landmarks(p, triangles, (cameras.height, cameras.width)) for p in projected])
+        point_limit = max(
+            outlier_factor * np.median(errors[active][visible[active]]) if visible[active].any() else 0, floor
+        )
         weights = (visible & (errors <= point_limit)).astype(np.float64)
     all_errors = np.full(len(detected), np.nan)
     all_errors[seen] = view_error
-    return FaceMesh3D(points, [seen[i] for i in np.flatnonzero(voted)],
-                      [seen[i] for i in np.flatnonzero(~voted)], all_errors)
+    return FaceMesh3D(
+        points, [seen[i] for i in np.flatnonzero(voted)], [seen[i] for i in np.flatnonzero(~voted)], all_errors
+    )
 
 
 def smooth_tracks(detected: list[np.ndarray | None], sigma: float, max_gap: int = 2) -> list[np.ndarray | None]:
@@ -216,12 +221,18 @@ def smooth_tracks(detected: list[np.ndarray | None], sigma: float, max_gap: int 
     tracks = np.stack([detected[i] for i in index]).astype(np.float64)
     # Frames between two detections at most max_gap + 1 apart are filled, then each run smoothed.
     filled = np.zeros(len(detected), bool)
-    for start, end in zip(index[:-1], index[1:]):
+    for start, end in pairwise(index):
         if end - start <= max_gap + 1:
-            filled[start:end + 1] = True
+            filled[start : end + 1] = True
     filled[index] = True
-    values = np.stack([np.interp(np.arange(len(detected)), index, tracks[:, p, c])
-                       for p in range(tracks.shape[1]) for c in range(tracks.shape[2])], 1)
+    values = np.stack(
+        [
+            np.interp(np.arange(len(detected)), index, tracks[:, p, c])
+            for p in range(tracks.shape[1])
+            for c in range(tracks.shape[2])
+        ],
+        1,
+    )
     values = values.reshape(len(detected), *tracks.shape[1:])
     runs = np.split(np.arange(len(detected)), np.flatnonzero(np.diff(filled.astype(int))) + 1)
     for run in runs:

@@ -79,8 +79,8 @@ def warp_triangles(
     y and depth (smaller is nearer) in the output; triangles: (T, 3) landmark ids, counter-
     clockwise or all clockwise in `src_xy`. A triangle is drawn only when its output area keeps
     the source's sign and is at least `min_area_ratio` of the source area brought to the output's
-    face size (back-facing and edge-on triangles of a turned head are not). Returns the HxWxC warped image and the HxW bool
-    map of pixels some triangle covers. Landmark coordinates put pixel centres at +0.5.
+    face size (back-facing and edge-on triangles of a turned head are not). Returns the HxWxC warped
+    image and the HxW bool map of pixels some triangle covers. Landmark coordinates put pixel centres at +0.5.
     """
     dst_xy = dst_landmarks[:, :2]
     # A turn shrinks the face along one axis only: the other gives the scale between the faces.
@@ -120,8 +120,9 @@ def _fill(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
     if not holes.any():
         return image
     mask = holes.astype(np.uint8)
-    return np.dstack([cv2.inpaint(np.ascontiguousarray(image[..., c]), mask, 3, cv2.INPAINT_TELEA)
-                      for c in range(image.shape[-1])])
+    return np.dstack(
+        [cv2.inpaint(np.ascontiguousarray(image[..., c]), mask, 3, cv2.INPAINT_TELEA) for c in range(image.shape[-1])]
+    )
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
-def frame_quality(base: np.ndarray, swapped: np.ndarray, base_landmarks: np.ndarray | None,
-                  swapped_landmarks: np.ndarray | None) -> dict:
+def frame_quality(
+    base: np.ndarray, swapped: np.ndarray, base_landmarks: np.ndarray | None, swapped_landmarks: np.ndarray | None
+) -> dict:
     """Pose and expression error of the swapped frame against its base frame (None where a face is
     not detected in both), and the seam score (None where nothing changed). Images HxWx3 uint8."""
     both = base_landmarks is not None and swapped_landmarks is not None

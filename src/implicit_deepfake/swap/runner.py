@@ -3,8 +3,8 @@
 Output: `<output_dir>/` with the base layout (`<split>/r_<i>.png`, `transforms_<split>.json` with
 every field kept), `famous.jpg`, a NeRFace dataset's static background, and `manifest.json`. Each
 frame is written atomically, and the manifest every MANIFEST_EVERY frames and when the run stops,
-so a stopped run resumes where it stopped (a killed one, where it last wrote the manifest); a changed swapper, target, identity backend or base frame invalidates exactly
-what it affects.
+so a stopped run resumes where it stopped (a killed one, where it last wrote the manifest); a
+changed swapper, target, identity backend or base frame invalidates exactly what it affects.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index,
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.nerface import find_background
 from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.faces import Face, FaceLandmarker
 from implicit_deepfake.io import (
     atomic_path,
     composite,
@@ -36,7 +37,6 @@ from implicit_deepfake.io import (
     synthetic_metadata,
     write_json,
 )
-from implicit_deepfake.faces import Face, FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.frames import Frame, Identity, SwapContext, swap_all
@@ -89,11 +89,14 @@ def _cameras(indexes: Sequence[SplitIndex], size: tuple[int, int]) -> Cameras:
     """Every frame's camera, in the order of `_frames`."""
     height, width = size
     parts = [index.camera.cameras(index.camera_to_world_gl, width, height) for index in indexes]
-    return Cameras(torch.cat([c.world_to_camera for c in parts]), torch.cat([c.intrinsics for c in parts]), width, height)
+    return Cameras(
+        torch.cat([c.world_to_camera for c in parts]), torch.cat([c.intrinsics for c in parts]), width, height
+    )
 
 
-def _detect_frames(frames: Sequence[Frame], hashes: Sequence[str], background: Sequence[float],
-                   landmarker: FaceLandmarker, cache: Path) -> list[np.ndarray | None]:
+def _detect_frames(
+    frames: Sequence[Frame], hashes: Sequence[str], background: Sequence[float], landmarker: FaceLandmarker, cache: Path
+) -> list[np.ndarray | None]:
     """Each base frame's detected landmarks (468, 3) or None, cached in `cache` (an .npz of plain
     arrays, read without pickle) by the frame's hash, so a resumed swap does not detect again."""
     known: dict[tuple[str, str], np.ndarray] = {}
@@ -111,25 +114,40 @@ def _detect_frames(frames: Sequence[Frame], hashes: Sequence[str], background: S
             found = np.full((468, 3), np.nan, np.float32) if face is None else face.landmarks
         landmarks.append(found)
     with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, sources=np.array([frame.relpath for frame in frames]), hashes=np.array(list(hashes)),
-                 landmarks=np.stack(landmarks))
+        np.savez(
+            handle,
+            sources=np.array([frame.relpath for frame in frames]),
+            hashes=np.array(list(hashes)),
+            landmarks=np.stack(landmarks),
+        )
     return [None if np.isnan(lm).any() else lm for lm in landmarks]
 
 
-def _calibration_samples(frames: Sequence[Frame], track: FaceTrack, background: Sequence[float],
-                         count: int = 12) -> list[tuple[np.ndarray, Face]]:
+def _calibration_samples(
+    frames: Sequence[Frame], track: FaceTrack, background: Sequence[float], count: int = 12
+) -> list[tuple[np.ndarray, Face]]:
     """(frame, face) of up to `count` frames with a face, the most visible (multiview) or evenly
     spread (a video), for the swapper's one colour transfer."""
     found = [i for i, t in enumerate(track.frames) if t.face is not None]
     if track.mode == "multiview":
         found = sorted(found, key=lambda i: -track.frames[i].visible)[:count]
     else:
-        found = [found[i] for i in np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)] if found else []
+        found = (
+            [found[i] for i in np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)]
+            if found
+            else []
+        )
     return [(composite(read_image(frames[i].source), background), track.frames[i].face) for i in found]
 
 
-def run_swap(source_root: str | Path, target_photo: str | Path, output_dir: str | Path, swapper: FaceSwapper,
-             embedder: FaceEmbedder | None = None, **options) -> dict:
+def run_swap(
+    source_root: str | Path,
+    target_photo: str | Path,
+    output_dir: str | Path,
+    swapper: FaceSwapper,
+    embedder: FaceEmbedder | None = None,
+    **options,
+) -> dict:
     """Swap every frame of `source_root` (Blender or NeRFace format) into `output_dir`; returns the
     manifest. One job at a time per cache: another job swapping into it waits, then reuses its work.
     embedder: the identity backend of the manifest's distances (None: none); options: see `_run_swap`."""
@@ -177,8 +195,11 @@ def _run_swap(
 
     hashes = [sha256_file(f.source) for f in frames]
     cameras = _cameras(indexes, sizes[frames[0].relpath])
-    detections = _detect_frames(frames, hashes, background, landmarker, out_dir / LANDMARKS_CACHE) \
-        if swapper.changes_frames else [None] * len(frames)
+    detections = (
+        _detect_frames(frames, hashes, background, landmarker, out_dir / LANDMARKS_CACHE)
+        if swapper.changes_frames
+        else [None] * len(frames)
+    )
     runs = np.split(np.arange(len(frames)), np.cumsum([len(i.frames) for i in indexes])[:-1])
     video = any("expression" in f.entry for f in frames)
     faces = track_faces(detections, cameras, runs, video=video, **track_options)
@@ -220,8 +241,9 @@ def _run_swap(
     stride = -(-len(frames) // MEASURED_FRAMES)  # which frames get identity and quality figures
     todo = [i for i, frame in enumerate(frames) if not _is_done(done.get(frame.relpath), hashes[i], out_dir)]
     context = SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir)
-    swapped = swap_all(context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0)
-                                  for i in todo], workers)
+    swapped = swap_all(
+        context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0) for i in todo], workers
+    )
     todo = set(todo)
     try:
         for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
@@ -240,15 +262,18 @@ def _run_swap(
     _copy_side_files(source_root, target_photo, out_dir)
     manifest["summary"] = summary(records)
     if faces.mesh is not None and manifest["summary"]["swapped"]:
-        manifest["summary"]["multiview_colour_difference"] = _consistency(frames, faces, cameras, records,
-                                                                          background, out_dir)
+        manifest["summary"]["multiview_colour_difference"] = _consistency(
+            frames, faces, cameras, records, background, out_dir
+        )
     manifest["complete"] = True
     write_json(manifest_path, manifest)
     log.info("swap: %d frames (%d already done) -> %s; %s", len(frames), skipped, out_dir, manifest["summary"])
     return manifest
 
 
-def _write_indexes(indexes: Sequence[SplitIndex], frames: Sequence[Frame], records: Sequence[dict], out_dir: Path) -> None:
+def _write_indexes(
+    indexes: Sequence[SplitIndex], frames: Sequence[Frame], records: Sequence[dict], out_dir: Path
+) -> None:
     """The swapped dataset's transforms jsons: the base entries of the frames that were written."""
     for index in indexes:
         kept = {r["source"]: r for r in records if r["split"] == index.split and r["output"]}
@@ -273,12 +298,20 @@ def _copy_side_files(source_root: Path, target_photo: Path, out_dir: Path) -> No
             shutil.copyfile(source, tmp)
 
 
-def _consistency(frames: Sequence[Frame], faces: FaceTrack, cameras: Cameras, records: Sequence[dict],
-                 background: Sequence[float], out_dir: Path) -> dict:
+def _consistency(
+    frames: Sequence[Frame],
+    faces: FaceTrack,
+    cameras: Cameras,
+    records: Sequence[dict],
+    background: Sequence[float],
+    out_dir: Path,
+) -> dict:
     views = [i for i, r in enumerate(records) if r["status"] == "swapped"]
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray]:
-        return (composite(read_image(frames[i].source), background),
-                composite(read_image(out_dir / records[i]["output"]), background))
+        return (
+            composite(read_image(frames[i].source), background),
+            composite(read_image(out_dir / records[i]["output"]), background),
+        )
 
     return multiview_consistency(faces.mesh, faces.triangles, cameras, views, load)

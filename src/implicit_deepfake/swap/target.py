@@ -79,7 +79,11 @@ def load_target(path: str | Path, face_index: int = 0, landmarker: FaceLandmarke
     if len(faces) > 1:
         log.info(
             "%s: %d faces found; using face %d (box %s; target_face=<0..%d> picks another)",
-            path, len(faces), face_index, boxes[face_index], len(faces) - 1,
+            path,
+            len(faces),
+            face_index,
+            boxes[face_index],
+            len(faces) - 1,
         )
     return TargetPhoto(path, rgb, faces[face_index].face, face_index, len(faces), boxes)
 

@@ -46,7 +46,9 @@ class FaceTrack:
 
     def fingerprint(self) -> str:
         """A hash of every frame's driving landmarks (to 0.01 px): a changed track re-swaps."""
-        return sha256_json([None if f.face is None else np.round(f.face.landmarks[:, :2], 2).tolist() for f in self.frames])
+        return sha256_json(
+            [None if f.face is None else np.round(f.face.landmarks[:, :2], 2).tolist() for f in self.frames]
+        )
 
     def record(self) -> dict:
         counts = {s: sum(f.status == s for f in self.frames) for s in ("found", "no_face", "hidden")}
@@ -55,14 +57,16 @@ class FaceTrack:
 
 def _most_frontal(detections: Sequence[np.ndarray | None]) -> np.ndarray:
     """The detection whose eyes are widest apart for its face height: the most frontal one."""
+
     def frontality(landmarks: np.ndarray) -> float:
         return float(np.linalg.norm(landmarks[263, :2] - landmarks[33, :2]) / (np.ptp(landmarks[:, 1]) + 1e-6))
 
     return max((d for d in detections if d is not None), key=frontality)
 
 
-def _multiview(detections: list[np.ndarray | None], cameras: Cameras, triangles: np.ndarray,
-               min_visible: float) -> FaceTrack | None:
+def _multiview(
+    detections: list[np.ndarray | None], cameras: Cameras, triangles: np.ndarray, min_visible: float
+) -> FaceTrack | None:
     mesh = triangulate_face(detections, cameras, triangles)
     if mesh is None:
         return None
@@ -71,17 +75,24 @@ def _multiview(detections: list[np.ndarray | None], cameras: Cameras, triangles:
     for landmarks in projected:
         visible = float(visible_landmarks(landmarks, triangles, (cameras.height, cameras.width)).mean())
         status = "found" if visible >= min_visible else "hidden"
-        frames.append(TrackedFrame(Face(landmarks.astype(np.float32)) if status == "found" else None, status,
-                                   round(visible, 3)))
+        frames.append(
+            TrackedFrame(Face(landmarks.astype(np.float32)) if status == "found" else None, status, round(visible, 3))
+        )
     record = mesh.record()
-    log.info("face mesh triangulated from %d views (%d rejected as outliers), reprojection error %.2f px median",
-             record["views_used"], len(record["views_rejected"]), record["reprojection_error_px_median"])
+    log.info(
+        "face mesh triangulated from %d views (%d rejected as outliers), reprojection error %.2f px median",
+        record["views_used"],
+        len(record["views_rejected"]),
+        record["reprojection_error_px_median"],
+    )
     return FaceTrack("multiview", frames, mesh, triangles)
 
 
 def _from_detections(mode: str, detections: list[np.ndarray | None], triangles: np.ndarray) -> FaceTrack:
-    frames = [TrackedFrame(None, "no_face") if d is None else TrackedFrame(Face(d.astype(np.float32)), "found")
-              for d in detections]
+    frames = [
+        TrackedFrame(None, "no_face") if d is None else TrackedFrame(Face(d.astype(np.float32)), "found")
+        for d in detections
+    ]
     return FaceTrack(mode, frames, None, triangles)
 
 
