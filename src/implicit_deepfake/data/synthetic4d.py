@@ -37,18 +37,23 @@ PIVOT = (0.0, 0.05, -0.35)  # the head turns about the top of the neck
 SYLLABLE_FRAMES = 10  # one mouth opening every this many frames
 
 
-def talking_sequence(n: int, seed: int, yaw_deg: float, pitch_deg: float, roll_deg: float) -> tuple[np.ndarray, np.ndarray]:
+def talking_sequence(
+    n: int, seed: int, yaw_deg: float, pitch_deg: float, roll_deg: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Smooth head poses (n, 3) degrees [yaw, pitch, roll] within the given amplitudes and
     expressions (n, 76): slow turns and nods, a mouth opening every SYLLABLE_FRAMES frames under a
     slower loudness envelope, slow smiles and brow raises. Incommensurate periods make every
     chunk of the video (each split) see many pose/expression combinations."""
     t = np.arange(n) / n
     phase = np.random.default_rng(seed).uniform(0, 2 * math.pi, 7)
-    poses = np.stack([
-        yaw_deg * np.sin(2 * math.pi * 1.5 * t + phase[0]),
-        pitch_deg * np.sin(2 * math.pi * 2.5 * t + phase[1]),
-        roll_deg * np.sin(2 * math.pi * 2.0 * t + phase[2]),
-    ], 1)
+    poses = np.stack(
+        [
+            yaw_deg * np.sin(2 * math.pi * 1.5 * t + phase[0]),
+            pitch_deg * np.sin(2 * math.pi * 2.5 * t + phase[1]),
+            roll_deg * np.sin(2 * math.pi * 2.0 * t + phase[2]),
+        ],
+        1,
+    )
     syllables = 0.5 * (1 - np.cos(2 * math.pi * np.arange(n) / SYLLABLE_FRAMES + phase[3]))
     jaw = syllables * (0.6 + 0.4 * np.sin(2 * math.pi * 3.0 * t + phase[4]))
     smile = 0.2 + 0.6 * np.sin(2 * math.pi * 2.0 * t + phase[5])
@@ -116,17 +121,30 @@ class SyntheticTalkingHeadSource(SyntheticAvatarSource):
         mesh_resolution: int = 192,
         supersample: int = 2,
     ) -> None:
-        super().__init__(root, image_size=image_size, n_train=n_train, n_val=n_val, n_test=n_test,
-                         camera_angle_x=camera_angle_x, seed=seed, distance=distance,
-                         mesh_resolution=mesh_resolution, supersample=supersample)
+        super().__init__(
+            root,
+            image_size=image_size,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            camera_angle_x=camera_angle_x,
+            seed=seed,
+            distance=distance,
+            mesh_resolution=mesh_resolution,
+            supersample=supersample,
+        )
         for unused in ("azimuth_deg", "elevation_deg"):  # the multi-view dataset's view sampling
             del self.config[unused]
-        self.config.update(talking_head_version=TALKING_HEAD_VERSION, yaw_deg=yaw_deg, pitch_deg=pitch_deg, roll_deg=roll_deg)
+        self.config.update(
+            talking_head_version=TALKING_HEAD_VERSION, yaw_deg=yaw_deg, pitch_deg=pitch_deg, roll_deg=roll_deg
+        )
 
     def _render(self, avatar: Avatar, out: Path) -> None:
         cfg = self.config
         counts = [cfg["counts"][split] for split in SPLITS]
-        poses, expressions = talking_sequence(sum(counts), cfg["seed"], cfg["yaw_deg"], cfg["pitch_deg"], cfg["roll_deg"])
+        poses, expressions = talking_sequence(
+            sum(counts), cfg["seed"], cfg["yaw_deg"], cfg["pitch_deg"], cfg["roll_deg"]
+        )
         cameras = head_cameras(poses, cfg["image_size"], cfg["camera_angle_x"], cfg["distance"])
         c2w, angle = cameras.to_blender()
         focal = float(cameras.intrinsics[0, 0, 0])
@@ -142,11 +160,15 @@ class SyntheticTalkingHeadSource(SyntheticAvatarSource):
                 alpha = rgba[0, ..., 3:].astype(np.float32) / 255.0
                 rgb = (rgba[0, ..., :3] * alpha + background * (1 - alpha) + 0.5).astype(np.uint8)
                 write_png(out / split / f"f_{i:04d}.png", rgb, Source="synthetic talking avatar of grace_hopper.jpg")
-                frames.append({
-                    "file_path": f"./{split}/f_{i:04d}", "transform_matrix": c2w[k].tolist(),
-                    "expression": [round(float(v), 5) for v in expressions[k]],
-                    "bbox": face_bbox(posed, cameras[int(k)]),
-                    "frame_index": int(k), "head_pose_deg": [round(float(v), 3) for v in poses[k]],
-                })
+                frames.append(
+                    {
+                        "file_path": f"./{split}/f_{i:04d}",
+                        "transform_matrix": c2w[k].tolist(),
+                        "expression": [round(float(v), 5) for v in expressions[k]],
+                        "bbox": face_bbox(posed, cameras[int(k)]),
+                        "frame_index": int(k),
+                        "head_pose_deg": [round(float(v), 3) for v in poses[k]],
+                    }
+                )
             # NeRFace's fields: intrinsics [fx, fy, cx, cy] (cx, cy as fractions), camera_angle_x from fx.
             write_split_index(out, split, angle, frames, intrinsics=[focal, focal, 0.5, 0.5])
