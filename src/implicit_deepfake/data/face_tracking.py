@@ -173,7 +173,7 @@ def head_rotations(poses: np.ndarray) -> np.ndarray:
 
 
 def track_head(
-    landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: int, smooth: float, decorrelate_pose: bool = True
+    landmarks: np.ndarray, intrinsics: np.ndarray, expression_dim: int, smooth: float, decorrelate_pose: bool = False
 ) -> HeadTrack:
     """Head pose and expression of every frame of a clip from its landmarks (N, 468, 3) (see module
     doc); `decorrelate_pose`: the expressions carry no linear dependence on the head rotation."""

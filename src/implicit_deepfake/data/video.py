@@ -160,7 +160,7 @@ class VideoSource(CachedDataset):
         fps: float = 25.0,
         expression_dim: int = 76,
         smooth: float = 1.0,
-        decorrelate_pose: bool = True,
+        decorrelate_pose: bool = False,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         min_frames: int = 30,
