@@ -90,6 +90,22 @@ def test_multiview_track_swaps_every_view_that_sees_the_face_and_hides_the_back(
     assert track.record()["found"] == 6 and track.record()["hidden"] == 1
 
 
+def test_views_from_behind_the_face_are_hidden_whatever_the_face_mesh_alone_shows(face_mesh) -> None:
+    points, _ = face_mesh
+    azimuths = [-30, 0, 30, 100, 135, 180]
+    cameras = ring_cameras(azimuths)
+    observed = project_landmarks(points, cameras)
+    detections = [observed[i] if i < 3 else None for i in range(len(observed))]
+    mesh = triangulate_face(detections, cameras, face_triangles(observed[1][:, :2]))
+    np.testing.assert_allclose(mesh.turn_deg(cameras), np.abs(azimuths), atol=10.0)
+    # Counting any share of the mesh as enough, only the turn keeps the views round the back out.
+    track = track_faces(detections, cameras, [list(range(6))], mode="multiview", video=False, min_visible=0.0)
+    assert [f.status for f in track.frames] == ["found"] * 4 + ["hidden"] * 2
+    wide = track_faces(detections, cameras, [list(range(6))], mode="multiview", video=False, min_visible=0.0,
+                       max_turn=150.0)  # fmt: skip
+    assert [f.status for f in wide.frames] == ["found"] * 5 + ["hidden"]
+
+
 def test_smoothed_tracks_lose_jitter_keep_motion_and_fill_short_gaps() -> None:
     rng = np.random.default_rng(1)
     frames = 60

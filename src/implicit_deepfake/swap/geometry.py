@@ -67,6 +67,13 @@ class FaceMesh3D:
         side = np.cross(self.up, self.forward)
         return np.degrees(np.arctan2(direction @ side, direction @ self.forward))
 
+    def turn_deg(self, cameras: Cameras) -> np.ndarray:
+        """(N,) angle between the face's forward direction and the direction from the face to each
+        camera: 0 = frontal, 90 = profile, 180 = the back of the head."""
+        to_camera = cameras.camera_to_world[:, :3, 3].double().numpy() - self.points.mean(0)
+        to_camera /= np.linalg.norm(to_camera, axis=1, keepdims=True)
+        return np.degrees(np.arccos(np.clip(to_camera @ self.forward, -1.0, 1.0)))
+
     def record(self) -> dict:
         valid = self.errors[np.isfinite(self.errors)]
         return {

@@ -170,12 +170,12 @@ def _run_swap(
     workers: int | None = 1,
 ) -> dict:
     """target_face: which face of the target photo (0 = largest); track: `track_faces` options
-    (mode, min_visible, smooth_sigma); on_no_face: one of ON_NO_FACE; workers: processes that swap
+    (mode, min_visible, max_turn, smooth_sigma); on_no_face: one of ON_NO_FACE; workers: processes that swap
     frames at once (None: one per core), with the same output as one."""
     if on_no_face not in ON_NO_FACE:
         raise DeepfakeError(f"swap.on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}.")
     source_root, out_dir, target_photo = Path(source_root), Path(output_dir), Path(target_photo)
-    track_options = {"mode": "auto", "min_visible": 0.2, "smooth_sigma": 1.0, **(track or {})}
+    track_options = {"mode": "auto", "min_visible": 0.2, "max_turn": 120.0, "smooth_sigma": 1.0, **(track or {})}
     indexes = [read_split_index(source_root, split) for split in SPLITS]
     frames = _frames(indexes)
     sizes = _check_sizes(frames)

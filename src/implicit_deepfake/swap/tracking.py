@@ -65,16 +65,21 @@ def _most_frontal(detections: Sequence[np.ndarray | None]) -> np.ndarray:
 
 
 def _multiview(
-    detections: list[np.ndarray | None], cameras: Cameras, triangles: np.ndarray, min_visible: float
+    detections: list[np.ndarray | None],
+    cameras: Cameras,
+    triangles: np.ndarray,
+    min_visible: float,
+    max_turn: float,
 ) -> FaceTrack | None:
     mesh = triangulate_face(detections, cameras, triangles)
     if mesh is None:
         return None
     projected = project_landmarks(mesh.points, cameras)
     frames = []
-    for landmarks in projected:
+    # The mesh is the face alone: from behind, nothing in it stands for the skull that hides the face.
+    for landmarks, turn in zip(projected, mesh.turn_deg(cameras)):
         visible = float(visible_landmarks(landmarks, triangles, (cameras.height, cameras.width)).mean())
-        status = "found" if visible >= min_visible else "hidden"
+        status = "found" if visible >= min_visible and turn <= max_turn else "hidden"
         frames.append(
             TrackedFrame(Face(landmarks.astype(np.float32)) if status == "found" else None, status, round(visible, 3))
         )
@@ -104,13 +109,16 @@ def track_faces(
     video: bool,
     min_visible: float = 0.2,
     smooth_sigma: float = 1.0,
+    max_turn: float = 120.0,
 ) -> FaceTrack:
     """The driving landmarks of every frame.
 
     detections: per frame, (468, 3) detected landmarks or None; cameras: every frame's camera;
     sequences: frame indices in time order, one list per contiguous run (a video's splits);
     mode: one of TRACK_MODES ("auto": temporal for a `video`, multiview otherwise);
-    min_visible: a multiview frame that sees less of the mesh is "hidden"; smooth_sigma: frames."""
+    min_visible: a multiview frame that sees less of the mesh is "hidden", and so is one whose camera
+    is more than `max_turn` degrees round from the face's front (the skull hides the face there);
+    smooth_sigma: frames."""
     if mode not in TRACK_MODES:
         raise DeepfakeError(f"swap.track.mode must be one of {TRACK_MODES}, got {mode!r}.")
     if not any(d is not None for d in detections):
@@ -119,7 +127,7 @@ def track_faces(
         mode = "temporal" if video else "multiview"
     triangles = face_triangles(_most_frontal(detections)[:, :2]) if mode == "multiview" else np.zeros((0, 3), np.int64)
     if mode == "multiview":
-        track = _multiview(detections, cameras, triangles, min_visible)
+        track = _multiview(detections, cameras, triangles, min_visible, max_turn)
         if track is not None:
             return track
         log.warning("fewer than two views with a face: no mesh to triangulate, each view uses its own detection")
