@@ -6,7 +6,8 @@ field of view given as data.fov) and prints, per input: frames tracked, the rota
 degrees and the translation error (synthetic head units, the head is 1 unit tall; also as a share
 of the camera distance) after one similarity alignment (metrics/tracking.py), and the R^2 on
 held-out frames (every 4th) of a linear map from the tracked expression coefficients to the true
-jaw_open, smile and brow_raise weights.
+jaw_open, smile and brow_raise weights, and the share of the first 12 expression coefficients' variance that
+a linear map from the true head rotation predicts (pose_share: the codes following the pose).
 
 With --train, also the 4D comparison: `train.py model=nerface swap=none` on data=synthetic4d (true
 poses and expressions) and on data=video over the same frames (the folder of PNGs), with the same
@@ -32,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from implicit_deepfake.data.blender import SPLITS, read_split_index
+from implicit_deepfake.data.face_tracking import head_rotations
 from implicit_deepfake.data.synthetic import LOOK_AT
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
 from implicit_deepfake.data.video import VideoSource
@@ -58,6 +60,9 @@ def compare(true_root: Path, tracked_root: Path) -> dict[str, float]:
     distance = float(np.linalg.norm(np.linalg.inv(true.world_to_camera[0])[:3, 3] - LOOK_AT))
     held_out = np.arange(len(rows)) % 4 == 0
     r2 = expression_r2(tracked.expressions, true.expressions[rows, :3], held_out)
+    design = np.c_[head_rotations(true.world_to_camera[rows]), np.ones(len(rows))]
+    codes = tracked.expressions[:, :12]
+    residual = codes - design @ np.linalg.lstsq(design, codes, rcond=None)[0]
     return {
         "frames": len(rows),
         "rot_median_deg": float(np.median(errors.rotation_deg)),
@@ -66,6 +71,7 @@ def compare(true_root: Path, tracked_root: Path) -> dict[str, float]:
         "trans_median": float(np.median(errors.translation)),
         "trans_median_pct": 100 * float(np.median(errors.translation)) / distance,
         **{f"r2_{name}": float(v) for name, v in zip(EXPRESSION_NAMES, r2)},
+        "pose_share": float(1 - (residual**2).sum() / ((codes - codes.mean(0)) ** 2).sum()),
     }
 
 
@@ -114,6 +120,7 @@ def main() -> int:
         "trans_median",
         "trans_median_pct",
         *(f"r2_{n}" for n in EXPRESSION_NAMES),
+        "pose_share",
     ]
     print(" | ".join(header))
     for name, path in (("mp4", clip), ("frames", folder)):
