@@ -47,7 +47,9 @@ def test_matches_dense_reference_on_overlapping_triangles(seed: int):
 def test_perspective_correct_barycentrics_interpolate_3d_points_exactly():
     # A quad in 3D, tilted away from a pinhole camera: barycentric interpolation of the 3D
     # corners must give points that re-project onto their own pixel centres.
-    corners = torch.tensor([[-1.0, -1.0, 2.0], [1.0, -1.0, 2.0], [1.0, 1.0, 6.0], [-1.0, 1.0, 6.0]], dtype=torch.float64)
+    corners = torch.tensor(
+        [[-1.0, -1.0, 2.0], [1.0, -1.0, 2.0], [1.0, 1.0, 6.0], [-1.0, 1.0, 6.0]], dtype=torch.float64
+    )
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
     focal, size = 20.0, 32
     pix = corners[:, :2] / corners[:, 2:] * focal + size / 2

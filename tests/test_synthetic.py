@@ -160,7 +160,7 @@ def test_the_back_of_the_head_is_curly_grey_hair_in_a_closed_silhouette(avatar):
 
 
 def test_second_prepare_reuses_the_cache_and_a_new_config_rebuilds(tmp_path: Path):
-    small = dict(image_size=32, n_train=1, n_val=1, n_test=1, mesh_resolution=48)
+    small = {"image_size": 32, "n_train": 1, "n_val": 1, "n_test": 1, "mesh_resolution": 48}
     root = SyntheticAvatarSource(str(tmp_path / "data"), **small).prepare()
     stamp = root / "avatar.json"
     before = stamp.stat().st_mtime_ns
@@ -180,7 +180,7 @@ def test_second_prepare_reuses_the_cache_and_a_new_config_rebuilds(tmp_path: Pat
 
 
 def test_a_failed_build_leaves_the_previous_dataset_in_place(tmp_path: Path, monkeypatch):
-    small = dict(image_size=32, n_train=1, n_val=1, n_test=1, mesh_resolution=48)
+    small = {"image_size": 32, "n_train": 1, "n_val": 1, "n_test": 1, "mesh_resolution": 48}
     root = SyntheticAvatarSource(str(tmp_path / "data"), **small).prepare()
     stamp = (root / "avatar.json").read_text()
 

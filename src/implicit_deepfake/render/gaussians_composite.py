@@ -15,8 +15,8 @@ so neither pass keeps more than a few floats per contributing (pixel, Gaussian) 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
