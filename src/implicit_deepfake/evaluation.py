@@ -15,29 +15,21 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from implicit_deepfake.contact_sheet import SheetView, headline, write_contact_sheet
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import FrameDataModule, load_frames
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import read_json, synthetic_metadata, write_json, write_png
+from implicit_deepfake.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
-from implicit_deepfake.swap.geometry import FaceMesh3D
+from implicit_deepfake.swap.report import head_yaws
 from implicit_deepfake.swap.target import target_image
 from implicit_deepfake.view.webpage import export_viewer_page
 
 log = logging.getLogger(__name__)
 ORBIT_FPS = 24
 SEQUENCE_FPS = 12  # a test sequence of a talking head: slow enough to follow the mouth
-
-
-def test_yaws(swapped_root: Path, cameras: Cameras) -> list[float] | None:
-    """Each camera's head yaw, against the face mesh the swap triangulated (None without one: a video)."""
-    manifest = swapped_root / "manifest.json"
-    mesh = read_json(manifest).get("faces", {}).get("mesh") if manifest.is_file() else None
-    return None if mesh is None else FaceMesh3D.from_record(mesh).yaw_deg(cameras).round(2).tolist()
 
 
 def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
@@ -74,7 +66,7 @@ def evaluate_module(
         instantiate(cfg.identity),
         FaceLandmarker(),
         references=uint8_images(base.rgb),
-        yaws_deg=test_yaws(Path(datamodule.root), test.cameras),
+        yaws_deg=head_yaws(Path(datamodule.root), test.cameras),
     )
     train_cameras = datamodule.frames("train").cameras
     turn = cfg.evaluate.get("orbit", "auto")  # configs of older runs have no evaluate.orbit

@@ -20,7 +20,7 @@ from implicit_deepfake.data.blender import load_blender_split
 from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.edit import edit_expressions
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import evaluate_module, test_yaws
+from implicit_deepfake.evaluation import evaluate_module
 from implicit_deepfake.faces import FaceLandmarker
 from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
 from implicit_deepfake.lit.base import SceneModule
@@ -29,6 +29,7 @@ from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.run_table import print_run_summary
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
+from implicit_deepfake.swap.report import head_yaws
 from implicit_deepfake.swap.runner import run_swap
 from implicit_deepfake.swap.target import target_image, target_photo
 from implicit_deepfake.trust import check_buildable, load_checkpoint
@@ -210,7 +211,7 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
         instantiate(cfg.identity),
         FaceLandmarker(),
         references=base,
-        yaws_deg=test_yaws(swapped, split.cameras),
+        yaws_deg=head_yaws(swapped, split.cameras),
     )
     metrics = {
         **{f"{cfg.split}.{k}": v for k, v in report.items()},

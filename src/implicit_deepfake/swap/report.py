@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.io import read_json
 from implicit_deepfake.metrics.swap_quality import (
     expression_error,
     multiview_colour_difference,
@@ -84,3 +86,11 @@ def multiview_consistency(
     swapped = multiview_colour_difference([s for _, s in images], projected[..., :2], visible)
     ratio = swapped / base if base and swapped is not None else None
     return {"views": len(views), "base": _rounded(base), "swapped": _rounded(swapped), "ratio": _rounded(ratio)}
+
+
+def head_yaws(swapped_root: Path, cameras: Cameras) -> list[float] | None:
+    """Each camera's head yaw, against the face mesh the swap into `swapped_root` triangulated (its
+    manifest's `faces.mesh`; None without one: a video)."""
+    manifest = swapped_root / "manifest.json"
+    mesh = read_json(manifest).get("faces", {}).get("mesh") if manifest.is_file() else None
+    return None if mesh is None else FaceMesh3D.from_record(mesh).yaw_deg(cameras).round(2).tolist()

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.swap.report import head_yaws
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,4 @@ def initial_view(cameras: Cameras, yaws_deg: Sequence[float] | None = None) -> I
 def front_view(cameras: Cameras, swapped_root: str | Path) -> InitialView:
     """`initial_view` of a run's training cameras, with their yaws against the face mesh the swap
     triangulated (in `swapped_root`'s manifest) where it has one: views all around a head need it."""
-    from implicit_deepfake.evaluation import test_yaws  # evaluation writes viewer.html: imported when called
-
-    return initial_view(cameras, test_yaws(Path(swapped_root), cameras))
+    return initial_view(cameras, head_yaws(Path(swapped_root), cameras))
