@@ -56,11 +56,12 @@ class HeadTrack:
 
 
 def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Umeyama's least-squares similarity: target ~ scale * source @ R.T + shift, for (P, 3) point sets."""
+    """Umeyama's least-squares similarity: target ~ scale * source @ R.T + shift, for (P, D) point
+    sets (D = 2 or 3); R is a rotation, never a reflection."""
     mu_s, mu_t = source.mean(0), target.mean(0)
     s, t = source - mu_s, target - mu_t
     u, sigma, vt = np.linalg.svd(t.T @ s / len(s))
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    d = np.diag([1.0] * (source.shape[1] - 1) + [np.sign(np.linalg.det(u @ vt))])
     rotation = u @ d @ vt
     scale = float(np.trace(np.diag(sigma) @ d) / (s**2).sum(1).mean())
     return scale, rotation, mu_t - scale * rotation @ mu_s

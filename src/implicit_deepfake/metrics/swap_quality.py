@@ -15,6 +15,8 @@ from itertools import combinations, pairwise
 import cv2
 import numpy as np
 
+from implicit_deepfake.data.face_tracking import similarity_fit
+
 # Outer eye corners of the mediapipe mesh (image left, image right): the inter-ocular distance.
 OUTER_EYE_CORNERS = (33, 263)
 # Pixel values differing by more than this (max over channels) count as changed by the swap.
@@ -64,17 +66,6 @@ def pose_error_deg(swapped: np.ndarray, base: np.ndarray, image_size: tuple[int,
     return float(np.degrees(np.arccos(cosine)))
 
 
-def _similarity_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Umeyama: (P, 2) `source` moved by the scale, rotation and translation best fitting `target`."""
-    mu_source, mu_target = source.mean(0), target.mean(0)
-    src, dst = source - mu_source, target - mu_target
-    u, singular, vt = np.linalg.svd(dst.T @ src / len(src))
-    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])  # a rotation, never a reflection
-    rotation = u @ sign @ vt
-    scale = np.trace(np.diag(singular) @ sign) / src.var(0).sum()
-    return scale * src @ rotation.T + mu_target
-
-
 def expression_error(swapped: np.ndarray, base: np.ndarray) -> float:
     """Mean 2D landmark distance between the frames once head pose and size are aligned away.
 
@@ -83,7 +74,9 @@ def expression_error(swapped: np.ndarray, base: np.ndarray) -> float:
     inter-ocular distance (outer eye corners), so it does not depend on the face's size in pixels.
     """
     base_xy = base[:, :2].astype(np.float64)
-    aligned = _similarity_align(swapped[:, :2].astype(np.float64), base_xy)
+    swapped_xy = swapped[:, :2].astype(np.float64)
+    scale, rotation, shift = similarity_fit(swapped_xy, base_xy)
+    aligned = scale * swapped_xy @ rotation.T + shift
     inter_ocular = np.linalg.norm(base_xy[OUTER_EYE_CORNERS[0]] - base_xy[OUTER_EYE_CORNERS[1]])
     return float(np.linalg.norm(aligned - base_xy, axis=1).mean() / inter_ocular)
 
