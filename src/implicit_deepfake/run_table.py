@@ -33,7 +33,7 @@ def _path(path: str | Path) -> str:
         return os.fspath(path)
 
 
-def run_table(metrics: dict, run_dir: Path) -> Table:
+def run_table(metrics: dict) -> Table:
     """The headline metrics, one row each."""
     table = Table(title=f"{metrics['model']} on {metrics['data']}, swap={metrics['swap']}", show_header=False)
     table.add_column(style="bold")
@@ -60,11 +60,10 @@ def run_table(metrics: dict, run_dir: Path) -> Table:
 
 def run_files(metrics: dict, run_dir: Path) -> list[tuple[str, str]]:
     """(what, path) of the run's outputs a person opens; viewer.html where the model has one."""
-    viewer = run_dir / "viewer.html"
     files = [
         ("orbit video", metrics.get("orbit_video")),
         ("point cloud", metrics.get("ply")),
-        ("web viewer", viewer if viewer.is_file() else None),
+        ("web viewer", metrics.get("viewer_html")),
         ("contact sheet", metrics.get("contact_sheet")),
         ("metrics", run_dir / "metrics.json"),
     ]
@@ -74,6 +73,6 @@ def run_files(metrics: dict, run_dir: Path) -> list[tuple[str, str]]:
 def print_run_summary(metrics: dict, run_dir: Path, console: Console | None = None) -> None:
     """The table, then the files one per line, whole (never cut to the terminal's width: they get copied)."""
     console = console or Console()
-    console.print(run_table(metrics, run_dir))
+    console.print(run_table(metrics))
     for name, path in run_files(metrics, run_dir):
         console.print(Text.assemble((f"{name:<14}", "bold"), path), soft_wrap=True)
