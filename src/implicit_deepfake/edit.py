@@ -19,7 +19,7 @@ from torch import Tensor
 
 from implicit_deepfake.data.datamodule import FrameDataModule
 from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import SEQUENCE_FPS, uint8_images
+from implicit_deepfake.evaluation import SEQUENCE_FPS, uint8_images, view_cameras
 from implicit_deepfake.faces import FaceLandmarker, lip_indices
 from implicit_deepfake.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
@@ -97,10 +97,12 @@ def edit_dir(run_dir: Path, source: int | str) -> Path:
     return run_dir / "edits" / (f"frame_{source}" if isinstance(source, int) else f"file_{Path(source).stem}")
 
 
-def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: int | str, run_dir: Path) -> dict:
+def edit_expressions(
+    module: SceneModule, datamodule: FrameDataModule, source: int | str, run_dir: Path, pose_steps: int = 0
+) -> dict:
     """Render the test frames with their own and with `source`'s expressions (test frame i takes
     the i-th, cycling) -> edit_dir(run_dir, source)/{frames/*.png, edit.mp4, edit.json}; returns
-    edit.json's content."""
+    edit.json's content. pose_steps: fit the test frames' poses first, as evaluation does."""
     out_dir = edit_dir(run_dir, source)
     if not hasattr(module, "train_expressions"):
         raise DeepfakeError(
@@ -110,7 +112,7 @@ def edit_expressions(module: SceneModule, datamodule: FrameDataModule, source: i
     test = datamodule.frames("test")
     expressions = load_expressions(source, module.train_expressions)
     changed_expressions = expressions[torch.arange(len(test)) % len(expressions)]
-    cameras = test.cameras.to(module.device)
+    cameras, _ = view_cameras(module, test, pose_steps, datamodule.bbox_weight)
     originals = uint8_images(module.render_views(cameras, test.expressions.to(module.device)))
     changed = uint8_images(module.render_views(cameras, changed_expressions))
 

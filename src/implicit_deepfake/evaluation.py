@@ -15,15 +15,16 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
 from implicit_deepfake.contact_sheet import SheetView, headline, write_contact_sheet
-from implicit_deepfake.data.datamodule import FrameDataModule, load_frames
+from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.data.datamodule import FrameDataModule, Frames, load_frames
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import synthetic_metadata, write_json, write_png
+from implicit_deepfake.io import composite, read_image, synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
-from implicit_deepfake.swap.report import head_yaws
+from implicit_deepfake.swap.report import head_yaws, most_frontal_view
 from implicit_deepfake.swap.target import target_image
 from implicit_deepfake.view.webpage import export_viewer_page
 
@@ -35,6 +36,27 @@ SEQUENCE_FPS = 12  # a test sequence of a talking head: slow enough to follow th
 def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
     """(N, H, W, 3) floats in [0, 1] -> N uint8 images."""
     return list((images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
+def view_cameras(module: SceneModule, frames: Frames, pose_steps: int, bbox_weight: float) -> tuple[Cameras, dict]:
+    """The cameras to render `frames` from: with `pose_steps` and a model that learned pose
+    corrections (a 4D model on tracked poses), their poses fitted photometrically first (and what
+    the fit did, for metrics.json); else their own."""
+    if not pose_steps or not len(getattr(module, "pose_correction", ())):
+        return frames.cameras.to(module.device), {"steps": 0}
+    cameras, degrees = module.fit_view_poses(frames, pose_steps, bbox_weight=bbox_weight)
+    fit = {"steps": pose_steps, "rotation_deg_median": round(float(degrees.median()), 3)}
+    fit["rotation_deg_max"] = round(float(degrees.max()), 3)
+    log.info("test frames' poses fitted with the model frozen: %s", fit)
+    return cameras, fit
+
+
+def base_portrait(source_root: Path, datamodule: FrameDataModule) -> np.ndarray | None:
+    """The base person's most frontal training view (HxWx3 uint8 on the data's background): the base's
+    counterpart of the target photo for the identity measures; None without a face mesh (a video)."""
+    train = datamodule.frames("train")
+    front = most_frontal_view(Path(datamodule.root), train.cameras)
+    return None if front is None else composite(read_image(source_root / train.relpaths[front]), datamodule.background)
 
 
 def evaluate_module(
@@ -50,7 +72,8 @@ def evaluate_module(
     module.eval()
     test = datamodule.frames("test")
     expressions = None if test.expressions is None else test.expressions.to(module.device)
-    renders = uint8_images(module.render_views(test.cameras.to(module.device), expressions))
+    cameras, pose_fit = view_cameras(module, test, cfg.evaluate.get("test_pose_steps", 0), datamodule.bbox_weight)
+    renders = uint8_images(module.render_views(cameras, expressions))
     for relpath, image in zip(test.relpaths, renders):
         write_png(run_dir / "renders" / relpath, image, source=f"{cfg.model.name} render of {relpath}")
     if expressions is not None:
@@ -67,6 +90,7 @@ def evaluate_module(
         FaceLandmarker(),
         references=uint8_images(base.rgb),
         yaws_deg=head_yaws(Path(datamodule.root), test.cameras),
+        portrait=base_portrait(Path(source.root), datamodule),
     )
     train_cameras = datamodule.frames("train").cameras
     turn = cfg.evaluate.get("orbit", "auto")  # configs of older runs have no evaluate.orbit
@@ -97,6 +121,7 @@ def evaluate_module(
         "data": cfg.data.name,
         "swap": cfg.swap.name,
         "model": cfg.model.name,
+        "test_pose_fit": pose_fit,
         "orbit_video": str(video),
         "contact_sheet": str(sheet),
         "per_view": [

@@ -186,7 +186,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     run = load_run(cfg.ckpt, cfg.paths.log_dir)
     source = cfg.get("edit", {}).get("expressions_from")
     if source is not None:
-        return edit_expressions(run.module, run.datamodule, source, run.run_dir)
+        pose_steps = run.cfg.get("evaluate", {}).get("test_pose_steps", 0)
+        return edit_expressions(run.module, run.datamodule, source, run.run_dir, pose_steps)
     run_cfg = run.cfg
     if cfg.get("evaluate", {}).get("orbit"):  # evaluate.py ckpt=... evaluate.orbit=full
         run_cfg = OmegaConf.merge(run_cfg, {"evaluate": {"orbit": cfg.evaluate.orbit}})

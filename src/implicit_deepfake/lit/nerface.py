@@ -7,6 +7,10 @@ DataModule's bbox-weighted sampling (`datamodule.bbox_weight`). Views outside th
 (validation, test, edits, the orbit) use the mean latent code; a view without an expression takes
 the training frames' mean expression. The frames have no alpha: the occupancy grid is carved to
 the visual hull of their foreground against the background image instead.
+
+With `pose_refine` (a tracked clip's poses, `data=video`), each training frame's pose also learns a
+correction (`pose_correction.py`); frames outside training get theirs from `fit_view_poses`, a short
+photometric fit with the model frozen (evaluate.test_pose_steps), as BARF and NeRF-- evaluate.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from scipy import ndimage
 from torch import Tensor, nn
 
 from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.data.datamodule import Frames
+from implicit_deepfake.data.datamodule import Frames, RayDataset
 from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.lit.nerf import LitNeRF
+from implicit_deepfake.lit.pose_correction import PoseCorrection
 
 # A pixel is foreground where a channel differs from the background image by more than this.
 _FOREGROUND_THRESHOLD = 0.06
@@ -39,7 +44,9 @@ def foreground_masks(rgb: Tensor, background: Tensor) -> Tensor:
 class LitNeRFace(LitNeRF):
     """expression_dims: the dataset's expression length (NeRFace: 76); latent_dims: per-frame latent
     code length; latent_lr: its learning rate; latent_weight: weight of the codes' L2 norm in the
-    loss. The model's field must take condition_dims = expression_dims + latent_dims."""
+    loss. The model's field must take condition_dims = expression_dims + latent_dims. pose_refine:
+    learn a pose correction per training frame, with pose_lr and pose_weight (the corrections' L2
+    norm in the loss)."""
 
     def __init__(
         self,
@@ -50,10 +57,14 @@ class LitNeRFace(LitNeRF):
         latent_dims: int = 32,
         latent_lr: float = 1e-3,
         latent_weight: float = 5e-4,
+        pose_refine: bool = False,
+        pose_lr: float = 1e-3,
+        pose_weight: float = 1e-3,
         **kwargs,
     ) -> None:
         super().__init__(model, optimizer, lr, **kwargs)
         self.latents = nn.Parameter(torch.zeros(0, latent_dims))
+        self.pose_correction = PoseCorrection(0)  # one per training frame with pose_refine
         self.register_buffer("train_expressions", torch.zeros(0, expression_dims))
         self.register_buffer("background_image", torch.ones(1, 1, 3))
 
@@ -74,6 +85,8 @@ class LitNeRFace(LitNeRF):
                 f"for {self.hparams.expression_dims}: set model.module.expression_dims={frames.expressions.shape[1]}."
             )
         self.latents = nn.Parameter(torch.zeros(len(frames), self.hparams.latent_dims, device=self.device))
+        if self.hparams.pose_refine:
+            self.pose_correction = PoseCorrection(len(frames)).to(self.device)
         self.train_expressions = frames.expressions.to(self.device)
         self.background_image = frames.background_image.to(self.device)
 
@@ -81,6 +94,9 @@ class LitNeRFace(LitNeRF):
         super().on_load_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         self.latents = nn.Parameter(torch.zeros_like(state["latents"]))
+        # Runs from before pose refinement have no corrections.
+        state.setdefault("pose_correction.params", torch.zeros(0, 6))
+        self.pose_correction = PoseCorrection(len(state["pose_correction.params"]))
         self.train_expressions = torch.zeros_like(state["train_expressions"])
         self.background_image = torch.zeros_like(state["background_image"])
 
@@ -89,11 +105,22 @@ class LitNeRFace(LitNeRF):
         return foreground_masks(frames.colors(views), frames.background_image)
 
     def param_groups(self) -> list[dict]:
-        return [*super().param_groups(), {"params": [self.latents], "lr": self.hparams.latent_lr}]
+        groups = [*super().param_groups(), {"params": [self.latents], "lr": self.hparams.latent_lr}]
+        if len(self.pose_correction):
+            groups.append({"params": [self.pose_correction.params], "lr": self.hparams.pose_lr})
+        return groups
 
     def conditions(self, expressions: Tensor, latents: Tensor) -> Tensor:
         """(R, D) expressions and (R, L) latent codes -> the field's condition (R, D + L)."""
         return torch.cat([expressions, latents], dim=1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if len(self.pose_correction):
+            origins, directions = self.pose_correction.rays(
+                batch["origins"], batch["directions"], batch["frame"], self.box_center
+            )
+            batch = {**batch, "origins": origins, "directions": directions}
+        return super().training_step(batch, batch_idx)
 
     def training_rays(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         return batch["rgb"], batch["background"], self.conditions(batch["expression"], self.latents[batch["frame"]])
@@ -102,7 +129,10 @@ class LitNeRFace(LitNeRF):
         return self.conditions(self.train_expressions, self.latents.detach())
 
     def regularization(self) -> Tensor:
-        return self.hparams.latent_weight * self.latents.norm(dim=1).mean()
+        latents = self.hparams.latent_weight * self.latents.norm(dim=1).mean()
+        if not len(self.pose_correction):
+            return latents
+        return latents + self.hparams.pose_weight * self.pose_correction.penalty()
 
     def background_for(self, cameras: Cameras) -> Tensor:
         """The background image at the cameras' size (H, W, 3): resized when they render smaller or larger."""
@@ -118,3 +148,36 @@ class LitNeRFace(LitNeRF):
         expression = self.train_expressions.mean(0) if expressions is None else expressions[view]
         condition = self.conditions(expression.expand(len(flat), -1), self.latents.mean(0).expand(len(flat), -1))
         return self.background_for(cameras).reshape(-1, 3)[flat], condition
+
+    def fit_view_poses(
+        self, frames: Frames, steps: int, rays: int = 4096, lr: float = 2e-3, bbox_weight: float = 0.9, seed: int = 0
+    ) -> tuple[Cameras, Tensor]:
+        """Frames outside training (their own expressions, the mean latent code) -> their cameras
+        with a pose correction fitted photometrically with the model frozen (`steps` Adam steps of
+        `rays` rays over all the frames, bbox-weighted as in training), and each correction's
+        rotation in degrees (F,)."""
+        correction = PoseCorrection(len(frames)).to(self.device)
+        optimizer = torch.optim.Adam(correction.parameters(), lr=lr)
+        batches = RayDataset(frames, rays, bbox_weight, torch.Generator().manual_seed(seed))
+        latent = self.latents.detach().mean(0)
+        trainable = [p for p in self.parameters() if p.requires_grad]  # the model is frozen
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                for step in range(steps):
+                    batch = {k: v.to(self.device) for k, v in batches[step].items()}
+                    origins, directions = correction.rays(
+                        batch["origins"], batch["directions"], batch["frame"], self.box_center
+                    )
+                    condition = self.conditions(batch["expression"], latent.expand(len(origins), -1))
+                    out = self.render_rays(origins, directions, batch["background"], False, condition)
+                    loss = nn.functional.mse_loss(out.rgb, batch["rgb"])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+        finally:
+            for parameter in trainable:
+                parameter.requires_grad_(True)
+        degrees = correction.params.detach()[:, :3].norm(dim=1).rad2deg()
+        return correction.cameras(frames.cameras.to(self.device), self.box_center), degrees

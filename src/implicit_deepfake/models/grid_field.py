@@ -28,20 +28,22 @@ _CORNERS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)])
 
 class _Trilinear(torch.autograd.Function):
     """Weighted sums of 8 rows of a table each: embedding_bag forward; the backward index_adds into
-    the table's gradient (embedding_bag's own backward sorts the indices: ~3x slower on the CPU)."""
+    the table's gradient (embedding_bag's own backward sorts the indices: ~3x slower on the CPU), and
+    gives the weights theirs only when asked (the points' positions learn: a 4D model's pose correction)."""
 
     @staticmethod
     def forward(ctx, table: Tensor, index: Tensor, weight: Tensor) -> Tensor:
-        ctx.save_for_backward(index, weight)
+        ctx.save_for_backward(table if ctx.needs_input_grad[2] else None, index, weight)
         ctx.rows = table.shape[0]
         return nn.functional.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        index, weight = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor | None]:
+        table, index, weight = ctx.saved_tensors
         table_grad = grad.new_zeros(ctx.rows, grad.shape[1])
         table_grad.index_add_(0, index.flatten(), (weight[..., None] * grad[:, None]).flatten(0, 1))
-        return table_grad, None, None
+        weight_grad = None if table is None else (table[index] * grad[:, None]).sum(2)
+        return table_grad, None, weight_grad
 
 
 class VoxelGrid(nn.Module):

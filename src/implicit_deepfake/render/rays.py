@@ -90,7 +90,7 @@ def marching_samples(
     """Depths every `step` from near (R,) to far (R,) (instant-NGP's ray marching) -> t (R, S) and
     valid (R, S), S fitting the longest ray. Each sample stands for an interval of length `step`;
     perturb shifts every ray's samples by one uniform draw in [0, step), else they sit at mid-steps."""
-    longest = float((far - near).max()) if len(near) else 0.0
+    longest = float((far - near).detach().max()) if len(near) else 0.0
     count = max(math.ceil(longest / step), 1)
     if perturb:
         offset = torch.rand((len(near), 1), generator=generator, device=near.device)
