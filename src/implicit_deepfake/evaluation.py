@@ -18,13 +18,13 @@ from implicit_deepfake.contact_sheet import SheetView, headline, write_contact_s
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import FrameDataModule, Frames, load_frames
 from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import composite, read_image, synthetic_metadata, write_json, write_png
+from implicit_deepfake.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
-from implicit_deepfake.swap.report import head_yaws, most_frontal_view
+from implicit_deepfake.swap.report import head_yaws
 from implicit_deepfake.swap.target import target_image
 from implicit_deepfake.view.webpage import export_viewer_page
 
@@ -49,14 +49,6 @@ def view_cameras(module: SceneModule, frames: Frames, pose_steps: int, bbox_weig
     fit["rotation_deg_max"] = round(float(degrees.max()), 3)
     log.info("test frames' poses fitted with the model frozen: %s", fit)
     return cameras, fit
-
-
-def base_portrait(source_root: Path, datamodule: FrameDataModule) -> np.ndarray | None:
-    """The base person's most frontal training view (HxWx3 uint8 on the data's background): the base's
-    counterpart of the target photo for the identity measures; None without a face mesh (a video)."""
-    train = datamodule.frames("train")
-    front = most_frontal_view(Path(datamodule.root), train.cameras)
-    return None if front is None else composite(read_image(source_root / train.relpaths[front]), datamodule.background)
 
 
 def evaluate_module(
@@ -90,7 +82,6 @@ def evaluate_module(
         FaceLandmarker(),
         references=uint8_images(base.rgb),
         yaws_deg=head_yaws(Path(datamodule.root), test.cameras),
-        portrait=base_portrait(Path(source.root), datamodule),
     )
     train_cameras = datamodule.frames("train").cameras
     turn = cfg.evaluate.get("orbit", "auto")  # configs of older runs have no evaluate.orbit
