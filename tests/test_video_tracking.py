@@ -264,6 +264,8 @@ def test_tracked_clip_trains_nerface_and_edits(clip, tmp_path):
     manifest = json.loads((Path(cfg.swap.output_dir) / "manifest.json").read_text())
     assert manifest["summary"]["swapped"] >= FRAMES - 2  # the target's face on (almost) every frame
     assert metrics["test.psnr"] > 18
+    # data=video learns the training frames' pose corrections and fits the test frames' before the metrics
+    assert metrics["test_pose_fit"]["steps"] == 100 and 0 < metrics["test_pose_fit"]["rotation_deg_median"] < 10
     # the training frame whose jaw differs most from the test frames' (the truth says which)
     split = read_track(cfg.data.source.root).split  # the tracked dataset's, frame by frame as the truth's
     jaw = read_track(clip["truth"]).expressions[:, 0]
