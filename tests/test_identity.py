@@ -85,3 +85,36 @@ def test_missing_model_file_says_how_to_install() -> None:
         dlib_model_path("no_such_model.dat")
     with pytest.raises(DeepfakeError, match="shape_predictor"):
         DlibEmbedder(shape_predictor="81")
+
+
+def test_face_metrics_portrait_columns(embedder: DlibEmbedder, embeddings: dict[str, np.ndarray]) -> None:
+    """With a portrait of the base person, each image's distance to it is reported beside the distance
+    to the base frame of the same view, per yaw bucket, and so is the base frames' own distance to it."""
+    from implicit_deepfake.faces import FaceLandmarker
+    from implicit_deepfake.metrics.face_report import face_metrics
+
+    astronaut, grace = load_photo("astronaut"), load_photo("grace_hopper")
+    grace_small = cv2.resize(grace, (300, 256), interpolation=cv2.INTER_AREA)  # the base person, another copy
+    report = face_metrics(
+        [astronaut, grace_small],  # a swapped view (the target's face), an unswapped one
+        jpeg(astronaut),  # the target photo
+        embedder,
+        FaceLandmarker(),
+        references=[grace, grace],  # the base frames of the two views
+        yaws_deg=[10.0, 45.0],
+        portrait=grace_small,
+    )
+    apart = embedder.distance(embeddings["astronaut"], embeddings["grace_hopper"])
+    by_yaw, base_frames = report["identity_by_yaw"], report["identity_by_yaw_of_base_frames"]
+    assert by_yaw["0-30"]["identity_distance_to_target"] < 0.3
+    assert by_yaw["0-30"]["identity_distance_to_base_portrait"] == pytest.approx(apart, abs=0.05)
+    assert by_yaw["30-60"]["identity_distance_to_base_portrait"] < 1e-6  # the portrait itself
+    assert by_yaw["30-60"]["identity_distance_to_target"] == pytest.approx(apart, abs=0.05)
+    assert base_frames["0-30"]["identity_distance_to_base_portrait"] < 0.3  # the same person, resized
+    assert report["identity_distance_to_base_portrait"] == pytest.approx(by_yaw["0-30"][
+        "identity_distance_to_base_portrait"] / 2, abs=1e-3)  # fmt: skip
+    # Without a portrait: no such columns.
+    plain = face_metrics([astronaut], astronaut, embedder, FaceLandmarker(), [grace], yaws_deg=[0.0])
+    assert "identity_by_yaw_of_base_frames" not in plain and "identity_distance_to_base_portrait" not in plain
+    assert set(plain["identity_by_yaw"]["0-30"]) == {"views", "faces", "identity_distance_to_target",
+                                                    "identity_distance_to_base"}  # fmt: skip

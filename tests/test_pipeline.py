@@ -88,6 +88,9 @@ def test_evaluate_writes_face_metrics(swapped_run, tmp_path):
     assert saved["test.identity_distance_to_target"] < 0.68  # the two photos are 0.68 apart
     buckets = saved["test.identity_by_yaw"]  # yaw of each test camera against the triangulated face
     assert sum(b["views"] for b in buckets.values()) == 4 and set(buckets) <= {"0-30", "30-60", "60-90"}
+    # Portrait against portrait too: the base's most frontal training view, and the base frames' own distance to it.
+    assert all("identity_distance_to_base_portrait" in b for b in buckets.values())
+    assert set(saved["test.identity_by_yaw_of_base_frames"]) == set(buckets)
     assert saved["synthetic"]["AIGenerated"] == "true" and metrics["swap"] == "landmark"
 
 

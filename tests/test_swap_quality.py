@@ -133,13 +133,13 @@ def test_yaw_bucket_report() -> None:
     yaws = [0, -10, 29.9, 30, -45, 60, 90, -120]
     to_target = [0.3, 0.5, None, 0.4, 0.6, 0.5, None, 0.9]
     to_base = [0.2, 0.1, None, 0.3, None, 0.7, 0.8, 0.95]
-    assert yaw_bucket_report(yaws, to_target, to_base) == {
+    assert yaw_bucket_report(yaws, {"target": to_target, "base": to_base}) == {
         "0-30": {"views": 3, "faces": 2, "identity_distance_to_target": 0.4, "identity_distance_to_base": 0.15},
         "30-60": {"views": 2, "faces": 2, "identity_distance_to_target": 0.5, "identity_distance_to_base": 0.3},
         "60-90": {"views": 2, "faces": 2, "identity_distance_to_target": 0.5, "identity_distance_to_base": 0.75},
         ">90": {"views": 1, "faces": 1, "identity_distance_to_target": 0.9, "identity_distance_to_base": 0.95},
     }
-    report = yaw_bucket_report([5, 70], [None, 1 / 3], [None, None])
+    report = yaw_bucket_report([5, 70], {"target": [None, 1 / 3], "base": [None, None]})
     assert list(report) == ["0-30", "30-60", "60-90"]
     assert report["0-30"] == {
         "views": 1,
@@ -148,8 +148,12 @@ def test_yaw_bucket_report() -> None:
         "identity_distance_to_base": None,
     }
     assert report["30-60"]["views"] == 0 and report["60-90"]["identity_distance_to_target"] == 0.3333
+    # Any named reference gets its own column; one list alone works too.
+    portrait = yaw_bucket_report([10, 40, 50], {"base_portrait": [0.7, None, 0.5]})
+    assert portrait["0-30"] == {"views": 1, "faces": 1, "identity_distance_to_base_portrait": 0.7}
+    assert portrait["30-60"] == {"views": 2, "faces": 1, "identity_distance_to_base_portrait": 0.5}
     with pytest.raises(ValueError, match="one entry per view"):
-        yaw_bucket_report([0, 1], [0.1], [0.1, 0.2])
+        yaw_bucket_report([0, 1], {"target": [0.1], "base": [0.1, 0.2]})
 
 
 def test_summarise() -> None:

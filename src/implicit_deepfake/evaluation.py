@@ -24,7 +24,7 @@ from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
 from implicit_deepfake.render.video import orbit_cameras, write_video
-from implicit_deepfake.swap.report import head_yaws
+from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import target_image
 from implicit_deepfake.view.webpage import export_viewer_page
 
@@ -82,6 +82,7 @@ def evaluate_module(
         FaceLandmarker(),
         references=uint8_images(base.rgb),
         yaws_deg=head_yaws(Path(datamodule.root), test.cameras),
+        portrait=base_portrait(Path(source.root), Path(datamodule.root), datamodule.background),
     )
     train_cameras = datamodule.frames("train").cameras
     turn = cfg.evaluate.get("orbit", "auto")  # configs of older runs have no evaluate.orbit

@@ -29,7 +29,7 @@ from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.run_table import print_run_summary
 from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.summary import summarize
-from implicit_deepfake.swap.report import head_yaws
+from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.runner import run_swap
 from implicit_deepfake.swap.target import target_image, target_photo
 from implicit_deepfake.trust import check_buildable, load_checkpoint
@@ -213,6 +213,7 @@ def evaluate(cfg: DictConfig, run_dir: str | Path) -> dict:
         FaceLandmarker(),
         references=base,
         yaws_deg=head_yaws(swapped, split.cameras),
+        portrait=base_portrait(Path(source.root), swapped, background),
     )
     metrics = {
         **{f"{cfg.split}.{k}": v for k, v in report.items()},

@@ -26,6 +26,7 @@ def face_metrics(
     landmarker: FaceLandmarker,
     references: Sequence[np.ndarray] | None = None,
     yaws_deg: Sequence[float] | None = None,
+    portrait: np.ndarray | None = None,
 ) -> dict:
     """images, references: HxWx3 uint8 (references[i] is the base frame of the same view).
 
@@ -34,9 +35,14 @@ def face_metrics(
     and the median head-pose and expression errors against the references (the swap-quality columns).
     Also each image's distance to the target, in order.
     With `yaws_deg` (each view's head yaw), the same distances per yaw bucket (0-30, 30-60, 60-90).
+    With a `portrait` of the base person (its most frontal view: a reference of the same kind as the
+    target photo), also each bucket's distance to it, and the base frames' own: how far turning alone
+    takes a face from a frontal portrait. A base frame of the same view shares the pose, light and
+    hair the target photo cannot, so at a turn "nearer the base frame" reads pose, not who it is.
     """
     target_embedding = embedder.embed(target)
-    detected, to_target, to_base, pose, expression = 0, [], [], [], []
+    portrait_embedding = None if portrait is None else embedder.embed(portrait)
+    detected, to_target, to_base, to_portrait, base_to_portrait, pose, expression = 0, [], [], [], [], [], []
     for i, image in enumerate(images):
         face = landmarker.detect(image)
         detected += face is not None
@@ -45,11 +51,19 @@ def face_metrics(
             pose.append(pose_error_deg(face.landmarks, reference_face.landmarks, image.shape[:2]))
             expression.append(expression_error(face.landmarks, reference_face.landmarks))
         embedding = embedder.embed(image)
-        reference = embedder.embed(references[i]) if references is not None and embedding is not None else None
+        reference = embedder.embed(references[i]) if references is not None else None
         to_target.append(
             None if embedding is None or target_embedding is None else embedder.distance(embedding, target_embedding)
         )
-        to_base.append(None if reference is None else embedder.distance(embedding, reference))
+        to_base.append(None if reference is None or embedding is None else embedder.distance(embedding, reference))
+        if portrait is not None:
+            no_pair = portrait_embedding is None
+            to_portrait.append(
+                None if no_pair or embedding is None else embedder.distance(embedding, portrait_embedding)
+            )
+            base_to_portrait.append(
+                None if no_pair or reference is None else embedder.distance(reference, portrait_embedding)
+            )
     report = {
         "images": len(images),
         "face_detection_rate": round(detected / max(len(images), 1), 4),
@@ -61,6 +75,12 @@ def face_metrics(
         # Each image's distance to the target (None: no face), for the run's contact sheet.
         "identity_distance_to_target_per_image": [None if d is None else round(float(d), 4) for d in to_target],
     }
+    if portrait is not None:
+        report["identity_distance_to_base_portrait"] = _mean([d for d in to_portrait if d is not None])
     if yaws_deg is not None:
-        report["identity_by_yaw"] = yaw_bucket_report(yaws_deg, to_target, to_base)
+        distances = {"target": to_target, "base": to_base}
+        if portrait is not None:
+            distances["base_portrait"] = to_portrait
+            report["identity_by_yaw_of_base_frames"] = yaw_bucket_report(yaws_deg, {"base_portrait": base_to_portrait})
+        report["identity_by_yaw"] = yaw_bucket_report(yaws_deg, distances)
     return report

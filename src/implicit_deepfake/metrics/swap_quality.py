@@ -9,7 +9,7 @@ them can only be as consistent as they are). All pixel coordinates put pixel cen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations, pairwise
 
 import cv2
@@ -169,20 +169,19 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def yaw_bucket_report(
     yaws_deg: Sequence[float],
-    to_target: Sequence[float | None],
-    to_base: Sequence[float | None],
+    distances: Mapping[str, Sequence[float | None]],
     edges: Sequence[float] = (0, 30, 60, 90),
 ) -> dict:
     """Identity distances per head-yaw bucket: swaps usually degrade as the head turns away.
 
-    yaws_deg: each view's yaw; to_target, to_base: its identity distance to the target photo and
-    to the unswapped frame (None: no face found). Buckets split |yaw| at `edges` ("0-30", ...;
-    the last includes its upper edge), plus ">90" (above the last edge) when some view is there.
-    Returns {bucket: {"views", "faces" (views with a distance), "identity_distance_to_target",
-    "identity_distance_to_base" (means over the views with one, 4 decimals, or None)}}.
+    yaws_deg: each view's yaw; distances: {reference name: each view's identity distance to that
+    reference (None: no face found)}, e.g. "target", "base". Buckets split |yaw| at `edges`
+    ("0-30", ...; the last includes its upper edge), plus ">90" (above the last edge) when some
+    view is there. Returns {bucket: {"views", "faces" (views with some distance),
+    "identity_distance_to_<name>" (mean over the views with one, 4 decimals, or None) ...}}.
     """
-    if not len(yaws_deg) == len(to_target) == len(to_base):
-        raise ValueError("yaws_deg, to_target and to_base must have one entry per view")
+    if any(len(values) != len(yaws_deg) for values in distances.values()):
+        raise ValueError("yaws_deg and every list of distances must have one entry per view")
     angles = np.abs(np.asarray(yaws_deg, np.float64))
     buckets = {f"{low:g}-{high:g}": (angles >= low) & (angles < high) for low, high in pairwise(edges)}
     buckets[f"{edges[-2]:g}-{edges[-1]:g}"] |= angles == edges[-1]
@@ -192,13 +191,13 @@ def yaw_bucket_report(
     report = {}
     for name, members in buckets.items():
         views = np.flatnonzero(members)
-        targets = [to_target[v] for v in views if to_target[v] is not None]
-        bases = [to_base[v] for v in views if to_base[v] is not None]
         report[name] = {
             "views": len(views),
-            "faces": sum(to_target[v] is not None or to_base[v] is not None for v in views),
-            "identity_distance_to_target": _mean(targets),
-            "identity_distance_to_base": _mean(bases),
+            "faces": sum(any(values[v] is not None for values in distances.values()) for v in views),
+            **{
+                f"identity_distance_to_{reference}": _mean([values[v] for v in views if values[v] is not None])
+                for reference, values in distances.items()
+            },
         }
     return report
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from implicit_deepfake.data.blender import read_split_index
 from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.io import read_json
+from implicit_deepfake.io import composite, image_size, read_image, read_json
 from implicit_deepfake.metrics.swap_quality import (
     expression_error,
     multiview_colour_difference,
@@ -88,9 +89,28 @@ def multiview_consistency(
     return {"views": len(views), "base": _rounded(base), "swapped": _rounded(swapped), "ratio": _rounded(ratio)}
 
 
-def head_yaws(swapped_root: Path, cameras: Cameras) -> list[float] | None:
-    """Each camera's head yaw, against the face mesh the swap into `swapped_root` triangulated (its
-    manifest's `faces.mesh`; None without one: a video)."""
+def face_mesh(swapped_root: Path) -> FaceMesh3D | None:
+    """The face mesh the swap into `swapped_root` triangulated (its manifest's `faces.mesh`; None
+    without one: a video)."""
     manifest = swapped_root / "manifest.json"
     mesh = read_json(manifest).get("faces", {}).get("mesh") if manifest.is_file() else None
-    return None if mesh is None else FaceMesh3D.from_record(mesh).yaw_deg(cameras).round(2).tolist()
+    return None if mesh is None else FaceMesh3D.from_record(mesh)
+
+
+def head_yaws(swapped_root: Path, cameras: Cameras) -> list[float] | None:
+    """Each camera's head yaw against the swap's face mesh (`face_mesh`; None without one)."""
+    mesh = face_mesh(swapped_root)
+    return None if mesh is None else mesh.yaw_deg(cameras).round(2).tolist()
+
+
+def base_portrait(source_root: Path, swapped_root: Path, background: Sequence[float]) -> np.ndarray | None:
+    """The base person's portrait (HxWx3 uint8 on `background`): its training view that sees the swap's
+    face mesh most frontally, by yaw and pitch together; the base's counterpart of the target photo
+    for the identity measures. None without a mesh (a video)."""
+    mesh = face_mesh(swapped_root)
+    if mesh is None:
+        return None
+    index = read_split_index(source_root, "train")
+    height, width = image_size(index.image_paths[0])
+    front = int(np.argmin(mesh.turn_deg(index.camera.cameras(index.camera_to_world_gl, width, height))))
+    return composite(read_image(index.image_paths[front]), tuple(background))
