@@ -31,9 +31,9 @@ def _rasterize_gsplat(
 
 
 def _rasterize_numba(*args, **options) -> tuple[Tensor, Tensor, dict]:
-    from implicit_deepfake.render.gaussians_numba import composite  # numba loads (or compiles) on first use
+    from implicit_deepfake.render.gaussians_numba import rasterize_numba  # numba loads (or compiles) on first use
 
-    return rasterize_cpu(*args, compositor=composite, **options)
+    return rasterize_numba(*args, **options)
 
 
 class Rasterizer(NamedTuple):

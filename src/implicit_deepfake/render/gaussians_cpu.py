@@ -20,9 +20,11 @@ from torch import Tensor
 from implicit_deepfake.render.gaussians_composite import ALPHA_MIN, composite
 from implicit_deepfake.render.sh import sh_colors
 
-_EXTEND_MAX = 3.33  # box half-size in sigmas; opacity-aware boxes are tighter
+EXTEND_MAX = 3.33  # box half-size in sigmas; opacity-aware boxes are tighter
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 Compositor = Callable[..., tuple[Tensor, Tensor]]  # the signature of gaussians_composite.composite
+Projector = Callable[..., "Projection"]  # the signature of project_gaussians
+PairShColors = Callable[..., Tensor]  # the signature of pair_sh_colors
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def project_gaussians(
     with torch.no_grad():
         # Opacity-aware extent (gsplat, arXiv 2402.00525 B.2): alpha < 1/255 outside it.
         visible_opacity = opacities >= ALPHA_MIN
-        extend = torch.sqrt(2.0 * torch.log(opacities.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp_max(_EXTEND_MAX)
+        extend = torch.sqrt(2.0 * torch.log(opacities.clamp_min(ALPHA_MIN) / ALPHA_MIN)).clamp_max(EXTEND_MAX)
         radii = torch.stack(
             [torch.ceil(extend * a.clamp_min(0).sqrt()), torch.ceil(extend * c.clamp_min(0).sqrt())], dim=-1
         )
@@ -120,6 +122,14 @@ def project_gaussians(
     return Projection(means2d, conics, depths, opacities, radii)
 
 
+def pair_sh_colors(
+    degree: int, means: Tensor, campos: Tensor, coeffs: Tensor, rows: Tensor, gids: Tensor, cams: Tensor
+) -> Tensor:
+    """SH colours (V, 3) of (camera, Gaussian) pairs: coefficient rows `rows` of coeffs (R, K, 3) seen along
+    camera centre campos[cams] -> means[gids]. PyTorch; `sh_numba.sh_colors_numba` is the compiled twin."""
+    return sh_colors(degree, means[gids] - campos[cams], coeffs[rows])
+
+
 def gaussian_features(
     colors: Tensor,
     means: Tensor,
@@ -128,20 +138,23 @@ def gaussian_features(
     depths: Tensor,
     render_mode: str,
     index: Tensor | None = None,
+    sh: PairShColors = pair_sh_colors,
 ) -> Tensor:
-    """Channels each (camera, Gaussian) splats: colours (SH evaluated if sh_degree), then depth.
+    """Channels each (camera, Gaussian) splats: colours (SH evaluated by `sh` if sh_degree), then depth.
 
     colors (N, D) | (C, N, D) | SH (N, K, 3) | (C, N, K, 3); depths (C, N). With `index` (V,) into
-    the flattened (C * N) pairs, only those rows are computed -> (V, D'); else (C, N, D').
+    the flattened (C * N) pairs, in camera order, only those rows are computed -> (V, D'); else (C, N, D').
     """
     n_cameras, n = depths.shape
     flat = torch.arange(n_cameras * n, device=depths.device) if index is None else index
     cam, gid = flat // n, flat % n
     per_camera = colors.dim() == (3 if sh_degree is None else 4)
-    values = colors.flatten(0, 1)[flat] if per_camera else colors[gid]
+    table, rows = (colors.flatten(0, 1), flat) if per_camera else (colors, gid)
     if sh_degree is not None:
         campos = torch.linalg.inv(viewmats)[:, :3, 3]
-        values = sh_colors(sh_degree, means[gid] - campos[cam], values)
+        values = sh(sh_degree, means, campos, table, rows, gid, cam)
+    else:
+        values = table[rows]
     depth = depths.flatten()[flat, None]
     parts = {"RGB": [values], "D": [depth], "ED": [depth], "RGB+D": [values, depth], "RGB+ED": [values, depth]}
     features = torch.cat(parts[render_mode], dim=-1)
@@ -183,11 +196,16 @@ def rasterize_cpu(
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
     absgrad: bool = False,
+    project: Projector = project_gaussians,
+    sh: PairShColors = pair_sh_colors,
     compositor: Compositor = composite,
 ) -> tuple[Tensor, Tensor, dict]:
-    """gsplat `rasterization(..., packed=False)` on the CPU; see `render.gaussians.rasterize_gaussians`."""
+    """gsplat `rasterization(..., packed=False)` on the CPU; see `render.gaussians.rasterize_gaussians`.
+
+    project, sh, compositor: the PyTorch steps, or their compiled twins (`gaussians_numba.rasterize_numba`).
+    """
     n_cameras, n = viewmats.shape[0], means.shape[0]
-    proj = project_gaussians(
+    proj = project(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         near_plane, far_plane, eps2d, radius_clip, rasterize_mode == "antialiased",
     )  # fmt: skip
@@ -199,7 +217,7 @@ def rasterize_cpu(
         lo = torch.ceil(xy - r - 0.5).clamp_min(0).long()
         hi = torch.floor(xy + r - 0.5).long().minimum(torch.tensor([width - 1, height - 1]))
 
-    features = gaussian_features(colors, means, viewmats, sh_degree, proj.depths, render_mode, index=flat)
+    features = gaussian_features(colors, means, viewmats, sh_degree, proj.depths, render_mode, index=flat, sh=sh)
     render, alpha = compositor(
         proj.means2d.flatten(0, 1).index_select(0, flat),
         proj.conics.flatten(0, 1).index_select(0, flat),

@@ -20,13 +20,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numba
 import numpy as np
 import torch
 from numba import njit, prange
 from torch import Tensor
 
 from implicit_deepfake.render.gaussians_composite import ALPHA_MAX, ALPHA_MIN, T_MIN
+from implicit_deepfake.render.gaussians_cpu import rasterize_cpu
+from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
+from implicit_deepfake.render.numba_threads import kernel_threads
+from implicit_deepfake.render.sh_numba import sh_colors_numba
 
 TILE = 16
 # Per-Gaussian gradient sums the backward keeps, in this order, then dL/d feature (D):
@@ -248,13 +251,6 @@ def _backward(
                     break
 
 
-def _chunks() -> int:
-    """Threads for the kernels: as many as torch may use (one knob for both), within numba's pool."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(threads)
-    return threads
-
-
 class _Composite(torch.autograd.Function):
     """Per-pixel sums of w_i f_i and w_i (w_i = alpha_i T_i) by the compiled kernels, with gsplat's backward."""
 
@@ -262,7 +258,7 @@ class _Composite(torch.autograd.Function):
     def forward(ctx, xy, conic, opacity, features, bins, on_absgrad):
         arrays = [t.detach().contiguous().numpy() for t in (xy, conic, opacity, features)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
-        _forward(*arrays, *bins["args"], _chunks(), out)
+        _forward(*arrays, *bins["args"], kernel_threads(), out)
         ctx.save_for_backward(xy, conic, opacity, features)
         ctx.arrays, ctx.bins, ctx.out, ctx.on_absgrad = arrays, bins, out, on_absgrad
         result = torch.from_numpy(out).to(features.dtype)
@@ -272,7 +268,7 @@ class _Composite(torch.autograd.Function):
     def backward(ctx, grad_render, grad_alpha):
         xy, conic, opacity, _ = ctx.saved_tensors
         grad = torch.cat([grad_render, grad_alpha[:, None]], dim=1).double().contiguous().numpy()
-        sums = np.zeros((_chunks(), len(xy), _SUMS + ctx.arrays[3].shape[1]))
+        sums = np.zeros((kernel_threads(), len(xy), _SUMS + ctx.arrays[3].shape[1]))
         _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.on_absgrad is not None, sums)
         total = torch.from_numpy(sums.sum(0) if len(sums) > 1 else sums[0]).to(xy.dtype)
         a, b, c = conic.unbind(1)
@@ -306,3 +302,8 @@ def composite(
     bins = {"n_pixels": n_images * width * height, "args": (lo_np, hi_np, start, rows, width, height, tiles_x, tiles_y)}
     render, alpha = _Composite.apply(xy, conic, opacity, features, bins, on_absgrad)
     return render, alpha
+
+
+def rasterize_numba(*args, **options) -> tuple[Tensor, Tensor, dict]:
+    """`gaussians_cpu.rasterize_cpu` with the compiled projection, SH and compositing."""
+    return rasterize_cpu(*args, project=project_gaussians_numba, sh=sh_colors_numba, compositor=composite, **options)
