@@ -39,10 +39,10 @@ def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
 
 
 def view_cameras(module: SceneModule, frames: Frames, pose_steps: int, bbox_weight: float) -> tuple[Cameras, dict]:
-    """The cameras to render `frames` from: with `pose_steps` and a model that learned pose
-    corrections (a 4D model on tracked poses), their poses fitted photometrically first (and what
-    the fit did, for metrics.json); else their own."""
-    if not pose_steps or not len(getattr(module, "pose_correction", ())):
+    """The cameras to render `frames` from: with `pose_steps` and a model that can fit them (a 4D
+    model, for tracked poses), their poses fitted photometrically first (and what the fit did, for
+    metrics.json); else their own."""
+    if not pose_steps or not hasattr(module, "fit_view_poses"):
         return frames.cameras.to(module.device), {"steps": 0}
     cameras, degrees = module.fit_view_poses(frames, pose_steps, bbox_weight=bbox_weight)
     fit = {"steps": pose_steps, "rotation_deg_median": round(float(degrees.median()), 3)}

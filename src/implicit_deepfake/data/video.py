@@ -38,7 +38,7 @@ from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
 from implicit_deepfake.io import atomic_path, read_image, sha256_file, sha256_json, write_json, write_png
 
 log = logging.getLogger(__name__)
-VIDEO_BUILDER_VERSION = 3
+VIDEO_BUILDER_VERSION = 4
 DEFAULT_FOV_DEG = 50.0  # a webcam's or phone's horizontal field of view, when the clip's is unknown
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 # A face counts only with this share of its landmarks inside the frame: the mesh of a face cut by
@@ -161,6 +161,7 @@ class VideoSource(CachedDataset):
         expression_dim: int = 76,
         smooth: float = 1.0,
         decorrelate_pose: bool = False,
+        texture_points: bool = True,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         min_frames: int = 30,
@@ -195,6 +196,7 @@ class VideoSource(CachedDataset):
             "expression_dim": expression_dim,
             "smooth": smooth,
             "decorrelate_pose": decorrelate_pose,
+            "texture_points": texture_points,
             "val_fraction": val_fraction,
             "test_fraction": test_fraction,
             "min_frames": min_frames,
@@ -230,7 +232,15 @@ class VideoSource(CachedDataset):
         size = cfg["image_size"]
         intrinsics = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
         landmarks = np.stack([faces[i] for i in kept])
-        track = track_head(landmarks, intrinsics, cfg["expression_dim"], cfg["smooth"], cfg["decorrelate_pose"])
+        images = np.stack([frames[i].rgb for i in kept])
+        track = track_head(
+            landmarks,
+            intrinsics,
+            cfg["expression_dim"],
+            cfg["smooth"],
+            cfg["decorrelate_pose"],
+            images if cfg["texture_points"] else None,
+        )
         cameras = Cameras(
             torch.as_tensor(track.world_to_camera, dtype=torch.float32),
             torch.as_tensor(intrinsics, dtype=torch.float32).expand(len(kept), 3, 3),
@@ -238,7 +248,6 @@ class VideoSource(CachedDataset):
             size,
         )
         c2w, angle = cameras.to_blender()
-        images = np.stack([frames[i].rgb for i in kept])
         background, inpainted = self._background(images, landmarks)
         write_png(
             out / BACKGROUND_FILES[0], background, synthetic=False, Source=f"median background of {self.path.name}"
