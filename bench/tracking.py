@@ -105,8 +105,8 @@ def refined_pose_errors(true_root: Path, run_dir: Path) -> dict[str, float]:
     run = load_run(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)
     true, track = read_track(true_root), read_track(run.cfg.datamodule.root)
     rows = np.searchsorted(true.frame_index, track.frame_index[track.split == "train"])
-    cameras, module = run.datamodule.frames("train").cameras, run.module
-    refined = module.pose_correction.cameras(cameras, module.box_center).world_to_camera.double().numpy()
+    cameras = run.datamodule.frames("train").cameras
+    refined = run.module.training_cameras(cameras).world_to_camera.double().numpy()
     return {
         name: float(np.median(pose_errors(true.world_to_camera[rows], w2c).rotation_deg))
         for name, w2c in (("tracked", cameras.world_to_camera.double().numpy()), ("refined", refined))

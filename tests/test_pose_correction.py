@@ -139,6 +139,18 @@ def test_tracked_poses_are_refined_and_known_ones_are_not(compose_cfg, data: str
     assert cfg.model.module.pose_refine is refine and cfg.evaluate.test_pose_steps == steps
 
 
+def test_training_cameras_carry_the_learned_corrections():
+    module, cameras = _scene(), _cameras(_views(2))
+    assert module.training_cameras(cameras) is cameras  # nothing learned
+    module.pose_correction = PoseCorrection(2)
+    with torch.no_grad():
+        module.pose_correction.params[1] = torch.tensor([0.0, 0.05, 0.0, 0.01, 0.0, 0.0])
+    corrected = module.training_cameras(cameras).world_to_camera
+    assert torch.equal(corrected[0], cameras.world_to_camera[0])
+    expected = module.pose_correction.cameras(cameras, module.box_center).world_to_camera
+    assert torch.equal(corrected, expected) and _angle_deg(corrected[1:], cameras.world_to_camera[1:]) > 2.8
+
+
 def test_checkpoints_without_pose_corrections_still_load():
     module = _scene()
     state = {k: v for k, v in module.state_dict().items() if not k.startswith("pose_correction")}

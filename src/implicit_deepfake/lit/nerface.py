@@ -149,6 +149,13 @@ class LitNeRFace(LitNeRF):
         condition = self.conditions(expression.expand(len(flat), -1), self.latents.mean(0).expand(len(flat), -1))
         return self.background_for(cameras).reshape(-1, 3)[flat], condition
 
+    def training_cameras(self, cameras: Cameras) -> Cameras:
+        """The training frames' `cameras` with the pose corrections learned for them (none: as they are)."""
+        if not len(self.pose_correction):
+            return cameras
+        corrected = self.pose_correction.cameras(cameras.to(self.device), self.box_center)
+        return corrected.to(cameras.world_to_camera.device)
+
     def fit_view_poses(
         self, frames: Frames, steps: int, rays: int = 4096, lr: float = 2e-3, bbox_weight: float = 0.9, seed: int = 0
     ) -> tuple[Cameras, Tensor]:

@@ -38,9 +38,12 @@ def view(cfg: DictConfig) -> ModelViewer | None:
         return None
     module = run.module.to(_device(cfg.device)).eval()
     expressions = getattr(module, "train_expressions", None)
+    cameras = run.datamodule.frames("train").cameras
+    if hasattr(module, "training_cameras"):  # a 4D model's learned pose corrections
+        cameras = module.training_cameras(cameras)
     viewer = ModelViewer(
         module,
-        front_view(run.datamodule.frames("train").cameras, run.datamodule.root),
+        front_view(cameras, run.datamodule.root),
         run_title(run.cfg.model.name, run.run_dir),
         cfg.host,
         cfg.port,
