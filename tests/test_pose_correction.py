@@ -1,7 +1,8 @@
 """Learned pose corrections of the 4D model (lit/pose_correction.py): the rotation against SciPy's,
-a zero correction is the identity, corrected rays are those of the corrected cameras, gradients reach
-the corrections through the voxel grid, a frozen model's photometric fit recovers most of a known
-pose error, and checkpoints from before pose refinement still load."""
+a zero correction is the identity, corrected rays are those of the corrected cameras, training rays
+take their frame's correction and the loss's gradient reaches it (through the voxel grid), a frozen
+model's photometric fit recovers most of a known pose error, data=video turns it on, and
+checkpoints from before pose refinement still load."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import Frames
+from implicit_deepfake.lit.nerf import LitNeRF
 from implicit_deepfake.lit.nerface import LitNeRFace
 from implicit_deepfake.lit.pose_correction import PoseCorrection, axis_angle_matrices
 from implicit_deepfake.models.grid_field import VoxelGrid
@@ -137,6 +139,33 @@ def test_tracked_poses_are_refined_and_known_ones_are_not(compose_cfg, data: str
         "train", [f"data={data}", "data.path=clip.mp4" if data == "video" else "swap=none", "model=nerface"]
     )
     assert cfg.model.module.pose_refine is refine and cfg.evaluate.test_pose_steps == steps
+
+
+def test_training_rays_take_their_frames_corrections_which_learn(monkeypatch):
+    module, cameras = _scene(), _cameras(_views(2))
+    module.pose_correction = PoseCorrection(2)
+    with torch.no_grad():
+        module.pose_correction.params[1, :3] = torch.tensor([0.0, 0.03, 0.0])
+    frames, pixels = torch.tensor([0, 1, 1]), torch.tensor([[20, 20], [10, 25], [30, 5]])
+    origins, directions = pixel_rays(cameras, frames, pixels)
+    batch = {"origins": origins, "directions": directions, "frame": frames, "rgb": torch.full((3, 3), 0.2)}
+    batch |= {"expression": torch.zeros(3, 4), "background": torch.full((3, 3), 0.5)}
+    seen = {}
+    monkeypatch.setattr(LitNeRF, "training_step", lambda self, b, i: seen.update(b) or torch.tensor(0.0))
+    module.training_step(batch, 0)
+    expected = pixel_rays(module.pose_correction.cameras(cameras, module.box_center), frames, pixels)
+    torch.testing.assert_close(seen["origins"], expected[0], atol=1e-5, rtol=0)
+    assert torch.equal(seen["origins"][0], origins[0])  # frame 0's correction is still zero
+    # the corrections get the loss's gradient, their own learning rate and their penalty
+    _, background, condition = module.training_rays(seen)
+    out = module.render_rays(seen["origins"], seen["directions"], background, False, condition)
+    torch.nn.functional.mse_loss(out.rgb, seen["rgb"]).backward()
+    assert module.pose_correction.params.grad[1].abs().sum() > 0
+    group = module.param_groups()[-1]
+    assert group["params"][0] is module.pose_correction.params and group["lr"] == module.hparams.pose_lr
+    penalty = module.hparams.pose_weight * 0.03 / 2  # mean norm over the 2 frames
+    latents = module.hparams.latent_weight * module.latents.norm(dim=1).mean()
+    assert module.regularization().item() == pytest.approx(latents.item() + penalty)
 
 
 def test_training_cameras_carry_the_learned_corrections():
