@@ -4,8 +4,8 @@ Projection reuses gsplat's pure-torch reference math (`_quat_scale_to_covar_prec
 `_world_to_cam`, `_persp_proj`: EWA Jacobian with x/z, y/z clamped to 1.3x the field of view) and
 is differentiated by autograd; blur, antialiasing compensation, culling and radii follow gsplat's
 CUDA kernel (opacity-aware 3.33-sigma box, cull below alpha 1/255, near/far, off-screen,
-radius_clip). Compositing is a `Compositor`: `gaussians_composite.composite` (PyTorch, the reference)
-or `gaussians_numba.composite` (compiled), with the same arguments and results.
+radius_clip). The steps (projection, SH colours, splatting: depth order, boxes and compositing) are
+the PyTorch ones here, the reference, or their compiled twins (`gaussians_numba.rasterize_numba`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from implicit_deepfake.render.sh import sh_colors
 
 EXTEND_MAX = 3.33  # box half-size in sigmas; opacity-aware boxes are tighter
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
-Compositor = Callable[..., tuple[Tensor, Tensor]]  # the signature of gaussians_composite.composite
 Projector = Callable[..., "Projection"]  # the signature of project_gaussians
 PairShColors = Callable[..., Tensor]  # the signature of pair_sh_colors
+Splatter = Callable[..., tuple[Tensor, Tensor]]  # the signature of splat_pairs
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,50 @@ def finish_render(
     return render, alphas
 
 
+def splat_pairs(
+    proj: Projection, features_of: Callable[[Tensor], Tensor], width: int, height: int, absgrad: bool
+) -> tuple[Tensor, Tensor]:
+    """Composite the visible pairs front to back (`gaussians_composite.composite`) -> render (C*H*W, D'), alpha.
+
+    features_of(index) gives the channels (V, D') of the pairs at flat (camera * N + Gaussian) `index`.
+    With absgrad, means2d gets `.absgrad` (C, N, 2) in backward.
+    """
+    n_cameras, n = proj.depths.shape
+    with torch.no_grad():
+        flat = _depth_order(proj.radii, proj.depths)
+        xy = proj.means2d.detach().flatten(0, 1).index_select(0, flat)
+        r = proj.radii.flatten(0, 1).index_select(0, flat).to(xy.dtype)
+        # Pixel j (centre j + 0.5) is in the box when |j + 0.5 - x| <= r.
+        lo = torch.ceil(xy - r - 0.5).clamp_min(0).long()
+        hi = torch.floor(xy + r - 0.5).long().minimum(torch.tensor([width - 1, height - 1]))
+    return composite(
+        proj.means2d.flatten(0, 1).index_select(0, flat),
+        proj.conics.flatten(0, 1).index_select(0, flat),
+        proj.opacities.flatten().index_select(0, flat),
+        features_of(flat),
+        image=flat // n,
+        lo=lo,
+        size=(hi - lo + 1).clamp_min(0),
+        n_images=n_cameras,
+        width=width,
+        height=height,
+        on_absgrad=_absgrad_setter(proj.means2d, flat) if absgrad else None,
+    )
+
+
+def _depth_order(radii: Tensor, depths: Tensor) -> Tensor:
+    """Flat (camera * N + Gaussian) indices of the visible pairs, in (camera, depth) order (V,).
+
+    Sorted on integer keys (float32 bits made order-preserving, as gsplat does), which torch
+    radix-sorts, where a float sort is several times slower.
+    """
+    flat = torch.nonzero((radii > 0).all(-1).flatten()).squeeze(1)
+    bits = depths.detach().flatten().index_select(0, flat).float().view(torch.int32)
+    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31  # monotone in the float, >= 0
+    key = (torch.div(flat, depths.shape[1], rounding_mode="floor") << 32) | ordered
+    return flat.index_select(0, torch.sort(key, stable=True).indices)
+
+
 def rasterize_cpu(
     means: Tensor,
     quats: Tensor,
@@ -198,39 +242,22 @@ def rasterize_cpu(
     absgrad: bool = False,
     project: Projector = project_gaussians,
     sh: PairShColors = pair_sh_colors,
-    compositor: Compositor = composite,
+    splat: Splatter = splat_pairs,
 ) -> tuple[Tensor, Tensor, dict]:
     """gsplat `rasterization(..., packed=False)` on the CPU; see `render.gaussians.rasterize_gaussians`.
 
-    project, sh, compositor: the PyTorch steps, or their compiled twins (`gaussians_numba.rasterize_numba`).
+    project, sh, splat: the PyTorch steps, or their compiled twins (`gaussians_numba.rasterize_numba`).
     """
-    n_cameras, n = viewmats.shape[0], means.shape[0]
+    n_cameras = viewmats.shape[0]
     proj = project(
         means, quats, scales, opacities, viewmats, Ks, width, height,
         near_plane, far_plane, eps2d, radius_clip, rasterize_mode == "antialiased",
     )  # fmt: skip
-    with torch.no_grad():
-        flat = _depth_order(proj.radii, proj.depths)
-        xy = proj.means2d.detach().flatten(0, 1).index_select(0, flat)
-        r = proj.radii.flatten(0, 1).index_select(0, flat).to(xy.dtype)
-        # Pixel j (centre j + 0.5) is in the box when |j + 0.5 - x| <= r.
-        lo = torch.ceil(xy - r - 0.5).clamp_min(0).long()
-        hi = torch.floor(xy + r - 0.5).long().minimum(torch.tensor([width - 1, height - 1]))
 
-    features = gaussian_features(colors, means, viewmats, sh_degree, proj.depths, render_mode, index=flat, sh=sh)
-    render, alpha = compositor(
-        proj.means2d.flatten(0, 1).index_select(0, flat),
-        proj.conics.flatten(0, 1).index_select(0, flat),
-        proj.opacities.flatten().index_select(0, flat),
-        features,
-        image=flat // n,
-        lo=lo,
-        size=(hi - lo + 1).clamp_min(0),
-        n_images=n_cameras,
-        width=width,
-        height=height,
-        on_absgrad=_absgrad_setter(proj.means2d, flat) if absgrad else None,
-    )
+    def features_of(index: Tensor) -> Tensor:
+        return gaussian_features(colors, means, viewmats, sh_degree, proj.depths, render_mode, index=index, sh=sh)
+
+    render, alpha = splat(proj, features_of, width, height, absgrad)
     render = render.reshape(n_cameras, height, width, -1)
     alphas = alpha.reshape(n_cameras, height, width, 1)
     render, alphas = finish_render(render, alphas, backgrounds, render_mode)
@@ -252,19 +279,6 @@ def rasterize_cpu(
         "n_cameras": n_cameras,
     }
     return render, alphas, meta
-
-
-def _depth_order(radii: Tensor, depths: Tensor) -> Tensor:
-    """Flat (camera * N + Gaussian) indices of the visible pairs, in (camera, depth) order (V,).
-
-    Sorted on integer keys (float32 bits made order-preserving, as gsplat does), which torch
-    radix-sorts, where a float sort is several times slower.
-    """
-    flat = torch.nonzero((radii > 0).all(-1).flatten()).squeeze(1)
-    bits = depths.detach().flatten().index_select(0, flat).float().view(torch.int32)
-    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).long() + 2**31  # monotone in the float, >= 0
-    key = (torch.div(flat, depths.shape[1], rounding_mode="floor") << 32) | ordered
-    return flat.index_select(0, torch.sort(key, stable=True).indices)
 
 
 def _absgrad_setter(means2d: Tensor, flat: Tensor):

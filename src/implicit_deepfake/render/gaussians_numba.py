@@ -1,9 +1,11 @@
-"""Compiled (numba) front-to-back compositing of screen-space Gaussians: `composite` of gaussians_composite, faster.
+"""Compiled (numba) CPU rasterizer: `rasterize_numba`, `gaussians_cpu.rasterize_cpu` with compiled steps.
 
-Same inputs, outputs, pixel rules and gradients as `gaussians_composite.composite` (gsplat's
-`rasterize_to_pixels`: alpha = min(0.999, o exp(-sigma)), skip alpha < 1/255 or sigma < 0, stop
-before the Gaussian that would take T to <= 1e-4), as loops instead of tensors:
+The projection (`gaussians_numba_projection`) and SH colours (`sh_numba`) have their own modules;
+here is the splatting, `splat_numba`, with the results and gradients of `gaussians_cpu.splat_pairs`
+(gsplat's `rasterize_to_pixels`: alpha = min(0.999, o exp(-sigma)), skip alpha < 1/255 or sigma < 0,
+stop before the Gaussian that would take T to <= 1e-4), as loops instead of tensors:
 
+- depth order: per camera, a radix sort of the visible pairs' float32 depth bits (as gsplat);
 - binning: each Gaussian's pixel box is listed in the 16x16 tiles it touches, in depth order;
 - forward: one tile at a time, its Gaussians front to back, each over the rows of its ellipse
   (alpha >= 1/255) inside the tile, exp(-sigma) carried along a row by multiplications; T and the
@@ -26,9 +28,9 @@ from numba import njit, prange
 from torch import Tensor
 
 from implicit_deepfake.render.gaussians_composite import ALPHA_MAX, ALPHA_MIN, T_MIN
-from implicit_deepfake.render.gaussians_cpu import rasterize_cpu
+from implicit_deepfake.render.gaussians_cpu import Projection, rasterize_cpu
 from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
-from implicit_deepfake.render.numba_threads import kernel_threads
+from implicit_deepfake.render.numba_support import as_array, as_tensor, kernel_threads, numpy_dtype
 from implicit_deepfake.render.sh_numba import sh_colors_numba
 
 TILE = 16
@@ -119,6 +121,7 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
             tw = x1 - x0
             n_pixels = tw * (y1 - y0)
             trans = np.ones(n_pixels)  # T in front of the next Gaussian; < 0 once the pixel has stopped
+            row_done = np.zeros(TILE, np.int64)  # stopped pixels per row of the tile: whole rows are skipped
             acc = np.zeros((n_pixels, n_features + 1))
             n_done = 0
             for k in range(start[tile], start[tile + 1]):
@@ -128,6 +131,8 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
                 step_step = math.exp(-a)
                 x_first, x_last = max(lo[g, 0], x0), min(hi[g, 0], x1 - 1)
                 for py in range(max(lo[g, 1], y0), min(hi[g, 1], y1 - 1) + 1):
+                    if row_done[py - y0] == tw:
+                        continue
                     dy = my - (py + 0.5)
                     row_first, row_last = _row_span(mx, dy, a, b, c, level, x_first, x_last)
                     gauss, step = _row_exp(mx, a, b, c, dy, row_first)
@@ -146,6 +151,7 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
                         if t_next <= T_MIN:
                             trans[i] = -1.0
                             n_done += 1
+                            row_done[py - y0] += 1
                             continue
                         w = alpha * t
                         for d in range(n_features):
@@ -179,6 +185,7 @@ def _backward(
             tw = x1 - x0
             n_pixels = tw * (y1 - y0)
             trans = np.ones(n_pixels)
+            row_done = np.zeros(TILE, np.int64)
             done_sum = np.zeros(n_pixels)  # sum of w_j s_j over the pairs so far
             total = np.zeros(n_pixels)
             for i in range(n_pixels):
@@ -196,6 +203,8 @@ def _backward(
                 step_step = math.exp(-a)
                 x_first, x_last = max(lo[g, 0], x0), min(hi[g, 0], x1 - 1)
                 for py in range(max(lo[g, 1], y0), min(hi[g, 1], y1 - 1) + 1):
+                    if row_done[py - y0] == tw:
+                        continue
                     dy = my - (py + 0.5)
                     row_first, row_last = _row_span(mx, dy, a, b, c, level, x_first, x_last)
                     gauss, step = _row_exp(mx, a, b, c, dy, row_first)
@@ -215,6 +224,7 @@ def _backward(
                         if t_next <= T_MIN:
                             trans[i] = -1.0
                             n_done += 1
+                            row_done[py - y0] += 1
                             continue
                         pixel = first + py * width + px
                         w = alpha * t
@@ -251,59 +261,145 @@ def _backward(
                     break
 
 
+@njit(cache=True, error_model="numpy")
+def _radix_argsort(keys, order):
+    """Sort `order` (indices into keys, uint32) stably by key: three counting passes of 11 bits."""
+    spare = np.empty_like(order)
+    for shift in range(0, 33, 11):
+        counts = np.zeros(2049, np.int64)
+        for i in order:
+            counts[((keys[i] >> shift) & 2047) + 1] += 1
+        counts = np.cumsum(counts)
+        for i in order:
+            bucket = (keys[i] >> shift) & 2047
+            spare[counts[bucket]] = i
+            counts[bucket] += 1
+        order, spare = spare, order
+    return order
+
+
+@njit(cache=True, error_model="numpy")
+def _visible_pairs(radii, keys, xy, width, height):
+    """Visible pairs in (camera, depth) order and their pixel boxes -> flat (V,), image (V,), lo (V, 2), hi (V, 2).
+
+    radii (C, N, 2); keys (C * N,) uint32, monotone in depth; xy (C * N, 2) pixel means.
+    """
+    n_cameras, n = radii.shape[0], radii.shape[1]
+    flat = np.empty(n_cameras * n, np.int64)
+    count = 0
+    for cam in range(n_cameras):
+        first = count
+        for g in range(n):
+            if radii[cam, g, 0] > 0 and radii[cam, g, 1] > 0:
+                flat[count] = cam * n + g
+                count += 1
+        flat[first:count] = _radix_argsort(keys, flat[first:count].copy())
+    flat = flat[:count]
+    image, lo, hi = np.empty(count, np.int64), np.empty((count, 2), np.int64), np.empty((count, 2), np.int64)
+    limit = (width - 1, height - 1)
+    for k in range(count):
+        image[k] = flat[k] // n
+        for axis in range(2):
+            # Pixel j (centre j + 0.5) is in the box when |j + 0.5 - x| <= r.
+            r = radii[image[k], flat[k] % n, axis]
+            lo[k, axis] = max(math.ceil(xy[flat[k], axis] - r - 0.5), 0)
+            hi[k, axis] = min(math.floor(xy[flat[k], axis] + r - 0.5), limit[axis])
+    return flat, image, lo, hi
+
+
+@njit(cache=True, error_model="numpy")
+def _gather(xy, conic, opacity, flat):
+    """The pairs' rows of the projection's (C * N, ...) xy, conic, opacity."""
+    n = len(flat)
+    out_xy, out_conic, out_opacity = np.empty((n, 2), xy.dtype), np.empty((n, 3), xy.dtype), np.empty(n, xy.dtype)
+    for k in range(len(flat)):
+        f = flat[k]
+        out_xy[k, 0], out_xy[k, 1] = xy[f, 0], xy[f, 1]
+        out_conic[k, 0], out_conic[k, 1], out_conic[k, 2] = conic[f, 0], conic[f, 1], conic[f, 2]
+        out_opacity[k] = opacity[f]
+    return out_xy, out_conic, out_opacity
+
+
+@njit(cache=True, error_model="numpy")
+def _pair_gradients(sums, conic, opacity, flat, grad_xy, grad_conic, grad_opacity, absgrad, grad_features):
+    """Sum the chunks' per-pair sums (chunks, V, _SUMS + D) into the (C * N, ...) gradients of the projection's
+    outputs, and the pairs' feature gradients (V, D)."""
+    s = np.empty(sums.shape[2])
+    for k in range(len(flat)):
+        s[:] = sums[0, k]
+        for chunk in range(1, sums.shape[0]):
+            s += sums[chunk, k]
+        grad_features[k] = s[_SUMS:]
+        a, b, c = conic[k, 0], conic[k, 1], conic[k, 2]
+        f = flat[k]
+        grad_xy[f, 0] = a * s[1] + b * s[2]
+        grad_xy[f, 1] = b * s[1] + c * s[2]
+        grad_conic[f, 0], grad_conic[f, 1], grad_conic[f, 2] = 0.5 * s[3], s[4], 0.5 * s[5]
+        # sum_i (dL / d alpha_i) alpha_i / o = -sum_i grad_sigma_i / o
+        grad_opacity[f] = -s[0] / opacity[k]
+        absgrad[f, 0], absgrad[f, 1] = s[6], s[7]
+
+
 class _Composite(torch.autograd.Function):
-    """Per-pixel sums of w_i f_i and w_i (w_i = alpha_i T_i) by the compiled kernels, with gsplat's backward."""
+    """Per-pixel sums of w_i f_i and w_i (w_i = alpha_i T_i) by the compiled kernels, with gsplat's backward.
+
+    Takes the projection's (C, N, ...) outputs whole and gathers the visible pairs itself (numpy), so
+    their gradients come back whole too: no gather/scatter nodes in the graph.
+    """
 
     @staticmethod
-    def forward(ctx, xy, conic, opacity, features, bins, on_absgrad):
-        arrays = [t.detach().contiguous().numpy() for t in (xy, conic, opacity, features)]
+    def forward(ctx, means2d, conics, opacities, features, bins, means2d_for_absgrad):
+        dtype = numpy_dtype(features.dtype)
+        full = [as_array(t, dtype).reshape(len(t.flatten(0, 1)), -1) for t in (means2d, conics, opacities)]
+        arrays = [*_gather(full[0], full[1], full[2][:, 0], bins["flat"]), as_array(features, dtype)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
         _forward(*arrays, *bins["args"], kernel_threads(), out)
-        ctx.save_for_backward(xy, conic, opacity, features)
-        ctx.arrays, ctx.bins, ctx.out, ctx.on_absgrad = arrays, bins, out, on_absgrad
-        result = torch.from_numpy(out).to(features.dtype)
+        ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
+        ctx.shape = means2d.shape[:2]
+        result = as_tensor(out, features.dtype)
         return result[:, :-1], result[:, -1]
 
     @staticmethod
     def backward(ctx, grad_render, grad_alpha):
-        xy, conic, opacity, _ = ctx.saved_tensors
-        grad = torch.cat([grad_render, grad_alpha[:, None]], dim=1).double().contiguous().numpy()
-        sums = np.zeros((kernel_threads(), len(xy), _SUMS + ctx.arrays[3].shape[1]))
-        _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.on_absgrad is not None, sums)
-        total = torch.from_numpy(sums.sum(0) if len(sums) > 1 else sums[0]).to(xy.dtype)
-        a, b, c = conic.unbind(1)
-        grad_xy = torch.stack([a * total[:, 1] + b * total[:, 2], b * total[:, 1] + c * total[:, 2]], dim=1)
-        grad_conic = torch.stack([0.5 * total[:, 3], total[:, 4], 0.5 * total[:, 5]], dim=1)
-        if ctx.on_absgrad is not None:
-            ctx.on_absgrad(total[:, 6:8])
-        # sum_i (dL / d alpha_i) alpha_i / o = -sum_i grad_sigma_i / o
-        return grad_xy, grad_conic, -total[:, 0] / opacity, total[:, _SUMS:], None, None
+        n_features = ctx.arrays[3].shape[1]
+        grad = np.empty((len(ctx.out), n_features + 1))
+        grad[:, :n_features], grad[:, n_features] = grad_render.numpy(), grad_alpha.numpy()
+        n_pairs = len(ctx.arrays[0])
+        sums = np.zeros((kernel_threads(), n_pairs, _SUMS + n_features))
+        _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.absgrad_of is not None, sums)
+        n_total = ctx.shape[0] * ctx.shape[1]
+        grad_xy, grad_conic = np.zeros((n_total, 2)), np.zeros((n_total, 3))
+        grad_opacity, absgrad = np.zeros(n_total), np.zeros((n_total, 2))
+        grad_features = np.empty((n_pairs, n_features))
+        _pair_gradients(sums, *ctx.arrays[1:3], ctx.bins["flat"], grad_xy, grad_conic, grad_opacity, absgrad,
+                        grad_features)  # fmt: skip
+        dtype = grad_render.dtype
+        if ctx.absgrad_of is not None:
+            ctx.absgrad_of.absgrad = as_tensor(absgrad, dtype).reshape(*ctx.shape, 2)
+        grads = [as_tensor(grad, dtype).reshape(*ctx.shape, -1) for grad in (grad_xy, grad_conic, grad_opacity)]
+        grads[2] = grads[2][..., 0]
+        return (*grads, as_tensor(grad_features, dtype), None, None)
 
 
-def composite(
-    xy: Tensor,
-    conic: Tensor,
-    opacity: Tensor,
-    features: Tensor,
-    image: Tensor,
-    lo: Tensor,
-    size: Tensor,
-    n_images: int,
-    width: int,
-    height: int,
-    on_absgrad: Callable[[Tensor], None] | None = None,
+def splat_numba(
+    proj: Projection, features_of: Callable[[Tensor], Tensor], width: int, height: int, absgrad: bool
 ) -> tuple[Tensor, Tensor]:
-    """`gaussians_composite.composite` by the compiled kernels: same arguments, render (I*H*W, D) and alpha (I*H*W,)."""
+    """`gaussians_cpu.splat_pairs` by the compiled kernels: render (C*H*W, D') and alpha (C*H*W,)."""
+    n_cameras = proj.depths.shape[0]
+    # float32 bits made order-preserving (as gsplat and the PyTorch path sort them)
+    bits = as_array(proj.depths, np.float32).reshape(-1).view(np.uint32)
+    keys = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+    xy = as_array(proj.means2d).reshape(-1, 2)
+    flat, image, lo, hi = _visible_pairs(as_array(proj.radii, np.int32), keys, xy, width, height)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    lo_np = lo.contiguous().numpy().astype(np.int64)
-    hi_np = lo_np + size.numpy().astype(np.int64) - 1
-    image_np = image.numpy().astype(np.int64)
-    start, rows = _bin_tiles(lo_np, hi_np, image_np, tiles_x, tiles_y, n_images * tiles_x * tiles_y)
-    bins = {"n_pixels": n_images * width * height, "args": (lo_np, hi_np, start, rows, width, height, tiles_x, tiles_y)}
-    render, alpha = _Composite.apply(xy, conic, opacity, features, bins, on_absgrad)
-    return render, alpha
+    start, rows = _bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
+    bins = {"flat": flat, "n_pixels": n_cameras * width * height,
+            "args": (lo, hi, start, rows, width, height, tiles_x, tiles_y)}  # fmt: skip
+    features = features_of(torch.from_numpy(flat))
+    return _Composite.apply(proj.means2d, proj.conics, proj.opacities, features, bins,
+                            proj.means2d if absgrad else None)  # fmt: skip
 
 
 def rasterize_numba(*args, **options) -> tuple[Tensor, Tensor, dict]:
-    """`gaussians_cpu.rasterize_cpu` with the compiled projection, SH and compositing."""
-    return rasterize_cpu(*args, project=project_gaussians_numba, sh=sh_colors_numba, compositor=composite, **options)
+    """`gaussians_cpu.rasterize_cpu` with the compiled projection, SH and splatting."""
+    return rasterize_cpu(*args, project=project_gaussians_numba, sh=sh_colors_numba, splat=splat_numba, **options)

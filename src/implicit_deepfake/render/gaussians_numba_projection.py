@@ -21,12 +21,12 @@ from torch import Tensor
 
 from implicit_deepfake.render.gaussians_composite import ALPHA_MIN
 from implicit_deepfake.render.gaussians_cpu import EXTEND_MAX, Projection, project_gaussians
-from implicit_deepfake.render.numba_threads import kernel_threads
+from implicit_deepfake.render.numba_support import as_array, as_tensor, kernel_threads
 
 _DET_MIN = 1e-10  # det Sigma_2d is clamped here before 1 / det, as in the PyTorch projection
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rotation_scale(quat, scale, rotation, out):
     """rotation (3, 3) = R(q / |q|), out = R diag(s) -> (w, x, y, z) of q / |q| and |q| (>= 1e-12, as F.normalize)."""
     norm = max(math.sqrt(quat[0] ** 2 + quat[1] ** 2 + quat[2] ** 2 + quat[3] ** 2), 1e-12)
@@ -46,7 +46,7 @@ def _rotation_scale(quat, scale, rotation, out):
     return w, x, y, z, norm
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ewa_rows(view, intrinsics, mean, rot_scale, width, height, near, far, rm, rx, ry):
     """Camera-space mean, rows rx, ry (3,) of J W M (rm = W M) -> (x, y, depth, z, tx, ty, free_x, free_y).
 
@@ -72,7 +72,7 @@ def _ewa_rows(view, intrinsics, mean, rot_scale, width, height, near, far, rm, r
     return x, y, depth, z, tx, ty, ux_lo <= ux <= ux_hi, uy_lo <= uy <= uy_hi
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _project_forward(
     means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, radius_clip, antialiased, chunks,
     means2d, conics, depths, opacities_out, radii,
@@ -120,7 +120,7 @@ def _project_forward(
                 radii[cam, g, 0], radii[cam, g, 1] = (half_x, half_y) if keep else (0, 0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _project_backward(
     means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased, chunks, radii,
     v_means2d, v_conics, v_depths, v_opacities_out, v_means, v_quats, v_scales, v_opacities,
@@ -209,7 +209,7 @@ def _project_backward(
             _quat_backward(qw, qx, qy, qz, q_norm, v_rot_scale, v_quats[g])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _quat_backward(w, x, y, z, norm, g, out):
     """Add dL/dq to out (4,) given g = dL/dR (3, 3) at the unit quaternion (w, x, y, z) = q / norm."""
     v_w = 2.0 * (-z * g[0, 1] + y * g[0, 2] + z * g[1, 0] - x * g[1, 2] - y * g[2, 0] + x * g[2, 1])
@@ -238,13 +238,13 @@ class _Project(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, viewmats, Ks, settings):
-        arrays = [t.detach().double().contiguous().numpy() for t in (means, quats, scales, opacities, viewmats, Ks)]
+        arrays = [as_array(t) for t in (means, quats, scales, opacities, viewmats, Ks)]
         n_cameras, n = len(viewmats), len(means)
         outputs = [np.empty((n_cameras, n, 2)), np.empty((n_cameras, n, 3)), np.empty((n_cameras, n)),
                    np.empty((n_cameras, n)), np.empty((n_cameras, n, 2), np.int32)]  # fmt: skip
         _project_forward(*arrays, *settings, kernel_threads(), *outputs)
         ctx.arrays, ctx.settings, ctx.radii = arrays, settings[:5] + settings[6:], outputs[4]  # all but radius_clip
-        results = [torch.from_numpy(array).to(means.dtype) for array in outputs[:4]]
+        results = [as_tensor(array, means.dtype) for array in outputs[:4]]
         radii = torch.from_numpy(outputs[4])
         ctx.mark_non_differentiable(radii)
         return (*results, radii)
@@ -253,10 +253,9 @@ class _Project(torch.autograd.Function):
     def backward(ctx, v_means2d, v_conics, v_depths, v_opacities, _):
         means, quats, scales, opacities = ctx.arrays[:4]
         grads = [np.zeros_like(means), np.zeros_like(quats), np.zeros_like(scales), np.zeros_like(opacities)]
-        v_out = [t.double().contiguous().numpy() for t in (v_means2d, v_conics, v_depths, v_opacities)]
+        v_out = [as_array(t) for t in (v_means2d, v_conics, v_depths, v_opacities)]
         _project_backward(*ctx.arrays, *ctx.settings, kernel_threads(), ctx.radii, *v_out, *grads)
-        dtype = v_means2d.dtype
-        return (*(torch.from_numpy(grad).to(dtype) for grad in grads), None, None, None)
+        return (*(as_tensor(grad, v_means2d.dtype) for grad in grads), None, None, None)
 
 
 def project_gaussians_numba(

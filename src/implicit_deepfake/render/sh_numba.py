@@ -15,7 +15,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from implicit_deepfake.render.numba_threads import kernel_threads
+from implicit_deepfake.render.numba_support import as_array, as_tensor, kernel_threads
 from implicit_deepfake.render.sh import MAX_SH_DEGREE, num_sh_bases
 
 # gsplat `_eval_sh_bases_fast` constants
@@ -25,7 +25,7 @@ _C3 = (1.865881662950577, 1.119528997770346, 2.285228997322329, 0.45704579946446
        0.5900435899266435)  # fmt: skip
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _unit(means, campos, g, cam):
     """(x, y, z, |d|) of the direction d = mean - camera centre, normalised as F.normalize (|d| >= 1e-12)."""
     dx, dy, dz = means[g, 0] - campos[cam, 0], means[g, 1] - campos[cam, 1], means[g, 2] - campos[cam, 2]
@@ -33,7 +33,7 @@ def _unit(means, campos, g, cam):
     return dx / norm, dy / norm, dz / norm, norm
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _basis(degree, x, y, z, b):
     """b (16,) = the basis values at the unit direction (x, y, z), up to `degree` (the rest left alone)."""
     b[0] = 0.2820947917738781
@@ -50,7 +50,7 @@ def _basis(degree, x, y, z, b):
             b[12], b[13], b[14], b[15] = z * (_C3[0] * z2 - _C3[1]), tmp_c * x, _C3[4] * z * c1, -_C3[5] * c2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _direction_grad(degree, x, y, z, vb):
     """dL/d(x, y, z) of the unit direction, given vb (16,) = dL/d basis."""
     gx = gy = gz = 0.0
@@ -73,7 +73,7 @@ def _direction_grad(degree, x, y, z, vb):
     return gx, gy, gz
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _sh_forward(degree, means, campos, coeffs, rows, gids, cams, chunks, out):
     """out (V, 3) = max(SH + 0.5, 0) of each pair's coefficient row along its camera -> Gaussian direction."""
     n_bases = (degree + 1) ** 2
@@ -90,7 +90,7 @@ def _sh_forward(degree, means, campos, coeffs, rows, gids, cams, chunks, out):
                 out[i, ch] = max(value, 0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _sh_backward(degree, means, campos, coeffs, rows, gids, camera_start, chunks, v_out, v_means, v_coeffs):
     """Add the pairs' gradients to v_means (N, 3) and v_coeffs (R, K, 3).
 
@@ -128,12 +128,12 @@ def _sh_backward(degree, means, campos, coeffs, rows, gids, camera_start, chunks
 class _ShColors(torch.autograd.Function):
     @staticmethod
     def forward(ctx, degree, means, campos, coeffs, rows, gids, cams):
-        arrays = [t.detach().double().contiguous().numpy() for t in (means, campos, coeffs)]
-        index = [t.contiguous().numpy().astype(np.int64) for t in (rows, gids, cams)]
+        arrays = [as_array(t) for t in (means, campos, coeffs)]
+        index = [as_array(t, np.int64) for t in (rows, gids, cams)]
         out = np.empty((len(rows), 3))
         _sh_forward(degree, *arrays, *index, kernel_threads(), out)
         ctx.degree, ctx.arrays, ctx.index, ctx.n_cameras = degree, arrays, index, len(campos)
-        return torch.from_numpy(out).to(coeffs.dtype)
+        return as_tensor(out, coeffs.dtype)
 
     @staticmethod
     def backward(ctx, v_colors):
@@ -141,10 +141,9 @@ class _ShColors(torch.autograd.Function):
         rows, gids, cams = ctx.index
         camera_start = np.searchsorted(cams, np.arange(ctx.n_cameras + 1))
         v_means, v_coeffs = np.zeros_like(means), np.zeros_like(coeffs)
-        v_out = v_colors.double().contiguous().numpy()
+        v_out = as_array(v_colors)
         _sh_backward(ctx.degree, *ctx.arrays, rows, gids, camera_start, kernel_threads(), v_out, v_means, v_coeffs)
-        dtype = v_colors.dtype
-        return None, torch.from_numpy(v_means).to(dtype), None, torch.from_numpy(v_coeffs).to(dtype), None, None, None
+        return None, as_tensor(v_means, v_colors.dtype), None, as_tensor(v_coeffs, v_colors.dtype), None, None, None
 
 
 def sh_colors_numba(
