@@ -10,7 +10,8 @@ process, torch included) is its own. Random scenes: N Gaussians uniform in the u
 0.01-0.04, RGB colours, one camera 2.5 away that the ball fills. The trained scene: the run's
 Gaussians (SH degree 3) seen from its dataset's first test camera, over a white background, as
 training renders them. Both CPU rasterizers run with --threads torch threads (the numba kernels
-use as many); timed as the median of 3 runs after one warm-up, the dense reference once.
+use as many); timed as the median of 7 runs after one warm-up (a shared machine is noisy), the
+dense reference once.
 
 "pairs" are the contributing (pixel, Gaussian) pairs of the render (those composited before each
 pixel stops); "ns/pair" is the forward + backward time per pair. Dense cases whose time,
@@ -195,7 +196,7 @@ def main() -> None:
                     base["scene"] = str(options.scene)
                 results = {}
                 for method in ("numba", "torch"):
-                    case = {**base, "method": method, "repeats": 3, "image": str(Path(tmp) / f"{method}.pt")}
+                    case = {**base, "method": method, "repeats": 7, "image": str(Path(tmp) / f"{method}.pt")}
                     results[method] = spawn(case, timeout=600)
                 numba, torch_path = results["numba"], results["torch"]
                 pixels_x_n = numba["pixels"] * numba["n"]

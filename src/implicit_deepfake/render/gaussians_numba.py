@@ -343,8 +343,8 @@ def _pair_gradients(sums, conic, opacity, flat, grad_xy, grad_conic, grad_opacit
 class _Composite(torch.autograd.Function):
     """Per-pixel sums of w_i f_i and w_i (w_i = alpha_i T_i) by the compiled kernels, with gsplat's backward.
 
-    Takes the projection's (C, N, ...) outputs whole and gathers the visible pairs itself (numpy), so
-    their gradients come back whole too: no gather/scatter nodes in the graph.
+    Takes the projection's (C, N, ...) outputs whole and gathers the visible pairs (bins["flat"]) itself,
+    so their gradients come back whole too: no gather/scatter nodes in the graph.
     """
 
     @staticmethod

@@ -6,6 +6,8 @@ elements wakes torch's OpenMP pool, which costs more than the copy itself.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ def kernel_threads() -> int:
     return threads
 
 
+@functools.cache
 def numpy_dtype(dtype: torch.dtype) -> np.dtype:
     """The numpy dtype of a torch dtype."""
     return torch.empty(0, dtype=dtype).numpy().dtype
