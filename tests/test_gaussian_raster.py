@@ -205,6 +205,26 @@ def test_culled_gaussians_get_zero_radii_and_finite_zero_gradients(rasterize):
     assert params[0].grad[4].abs().sum() > 0
 
 
+@pytest.mark.parametrize("n, z", [(0, 1.0), (5, -3.0)])
+def test_no_gaussians_or_none_visible_render_the_background(rasterize, n: int, z: float):
+    # No Gaussians at all, or all behind the camera: the background, zero alpha, zero (finite) gradients.
+    means = torch.zeros(n, 3, dtype=F64)
+    means[:, 2] = z
+    params = [means, torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=F64).repeat(n, 1), torch.full((n, 3), 0.1, dtype=F64),
+              torch.full((n,), 0.5, dtype=F64), torch.rand(n, 3, dtype=F64)]  # fmt: skip
+    params = [t.requires_grad_() for t in params]
+    background = torch.tensor([[0.1, 0.4, 0.7]], dtype=F64)
+    render, alphas, meta = rasterize(*params, IDENTITY_VIEW, AXIS_K, WIDTH, HEIGHT, backgrounds=background,
+                                     absgrad=True)  # fmt: skip
+    assert torch.equal(render, background.expand(1, HEIGHT, WIDTH, 3)) and not alphas.any()
+    assert meta["radii"].shape == (1, n, 2) and not meta["radii"].any()
+    meta["means2d"].retain_grad()
+    (render.sum() + alphas.sum()).backward()
+    for param in params:
+        assert param.grad.shape == param.shape and not param.grad.any()
+    assert meta["means2d"].absgrad.shape == (1, n, 2)
+
+
 def _axis_gaussian(z: float, scale: float, opacity: float, color: list[float]) -> list[Tensor]:
     """One isotropic Gaussian on the optical axis of the identity camera."""
     return [

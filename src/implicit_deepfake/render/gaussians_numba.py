@@ -350,8 +350,8 @@ class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, features, bins, means2d_for_absgrad):
         dtype = numpy_dtype(features.dtype)
-        full = [as_array(t, dtype).reshape(len(t.flatten(0, 1)), -1) for t in (means2d, conics, opacities)]
-        arrays = [*_gather(full[0], full[1], full[2][:, 0], bins["flat"]), as_array(features, dtype)]
+        full = [as_array(t, dtype).reshape(-1, *t.shape[2:]) for t in (means2d, conics, opacities)]
+        arrays = [*_gather(*full, bins["flat"]), as_array(features, dtype)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
         _forward(*arrays, *bins["args"], kernel_threads(), out)
         ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
@@ -376,8 +376,7 @@ class _Composite(torch.autograd.Function):
         dtype = grad_render.dtype
         if ctx.absgrad_of is not None:
             ctx.absgrad_of.absgrad = as_tensor(absgrad, dtype).reshape(*ctx.shape, 2)
-        grads = [as_tensor(grad, dtype).reshape(*ctx.shape, -1) for grad in (grad_xy, grad_conic, grad_opacity)]
-        grads[2] = grads[2][..., 0]
+        grads = [as_tensor(g, dtype).reshape(*ctx.shape, *g.shape[1:]) for g in (grad_xy, grad_conic, grad_opacity)]
         return (*grads, as_tensor(grad_features, dtype), None, None)
 
 
