@@ -7,9 +7,10 @@ stop before the Gaussian that would take T to <= 1e-4), as loops instead of tens
 
 - depth order: per camera, a radix sort of the visible pairs' float32 depth bits (as gsplat);
 - binning: each Gaussian's pixel box is listed in the 16x16 tiles it touches, in depth order;
-- forward: one tile at a time, its Gaussians front to back, each over the rows of its ellipse
-  (alpha >= 1/255) inside the tile, exp(-sigma) carried along a row by multiplications; T and the
-  sums are kept in float64;
+- forward: one tile at a time, its Gaussians front to back, each over the rows of its box inside
+  the tile, exp(-sigma) carried along a row and down the box's first column by multiplications
+  (where sigma over that rectangle stays moderate; else each row is its ellipse's chord
+  (alpha >= 1/255), started by two exps); T and the sums are kept in float64;
 - backward: the same walk again with gsplat's gradient, where what lies behind a pair comes from
   the forward's per-pixel sums (sum behind = total - sum so far), so nothing per pair is stored.
 
@@ -96,6 +97,36 @@ def _row_exp(mx, a, b, c, dy, px):
     return math.exp(-sigma), math.exp(a * dx - 0.5 * a + b * dy)
 
 
+# Within a tile, exp(-sigma) is carried from row to row too (sigma is quadratic in py as well) when it stays in
+# float64's comfortable range over the tile's part of the box; else each row starts with two exps.
+_SIGMA_CARRY_MAX = 200.0
+
+
+@njit(cache=True)
+def _box_exp(mx, my, a, b, c, x_first, x_last, y_first, y_last):
+    """-> (carry, (exp(-sigma), x-step, y-step) at pixel (x_first, y_first), exp(-b), exp(-c)).
+
+    carry is False where sigma at a corner of the rectangle (its maximum: sigma is convex) exceeds
+    _SIGMA_CARRY_MAX: products of the steps could then underflow.
+    """
+    for px in (x_first, x_last):
+        for py in (y_first, y_last):
+            dx, dy = mx - (px + 0.5), my - (py + 0.5)
+            if 0.5 * a * dx * dx + 0.5 * c * dy * dy + b * dx * dy > _SIGMA_CARRY_MAX:
+                return False, (0.0, 0.0, 0.0), 0.0, 0.0
+    dx, dy = mx - (x_first + 0.5), my - (y_first + 0.5)
+    gauss, x_step = _row_exp(mx, a, b, c, dy, x_first)
+    y_step = math.exp(c * dy - 0.5 * c + b * dx)
+    return True, (gauss, x_step, y_step), math.exp(-b), math.exp(-c)
+
+
+@njit(cache=True)
+def _next_row(column, exp_b, exp_c):
+    """(exp(-sigma), x-step, y-step) at the box's first column one row down."""
+    gauss, x_step, y_step = column
+    return gauss * y_step, x_step * exp_b, y_step * exp_c
+
+
 @njit(cache=True)
 def _row_span(mx, dy, a, b, c, level, x_first, x_last):
     """Pixels x_first..x_last of a row (dy = mean - centre) where alpha can reach 1/255 (2 sigma <= level), +-1e-3 px.
@@ -108,6 +139,26 @@ def _row_span(mx, dy, a, b, c, level, x_first, x_last):
     first = centre - half - 1e-3
     last = centre + half + 1e-3
     return (x_first if first <= x_first else math.ceil(first)), (x_last if last >= x_last else int(last))
+
+
+@njit(cache=True)
+def _row_setup(carry, column, mx, dy, a, b, c, level, x_first, x_last):
+    """(first pixel, last pixel, exp(-sigma) there, x-step there) of a row: with carry the tile's whole box row,
+    multiplications only (the few pixels outside the ellipse fall under 1/255); else its chord and two exps."""
+    if carry:
+        return x_first, x_last, column[0], column[1]
+    row_first, row_last = _row_span(mx, dy, a, b, c, level, x_first, x_last)
+    gauss, step = _row_exp(mx, a, b, c, dy, row_first)
+    return row_first, row_last, gauss, step
+
+
+@njit(cache=True)
+def _rgb(features, g):
+    """Gaussian g's three features when there are three (RGB, the common case: kept in registers, the loops
+    over a run-time feature count cost ~15% of the forward), else zeros (the general loops are used)."""
+    if features.shape[1] != 3:
+        return 0.0, 0.0, 0.0
+    return features[g, 0], features[g, 1], features[g, 2]
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -129,13 +180,17 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
                 mx, my, a, b, c, o = xy[g, 0], xy[g, 1], conic[g, 0], conic[g, 1], conic[g, 2], opacity[g]
                 level = 2.0 * math.log(o / ALPHA_MIN)
                 step_step = math.exp(-a)
+                f0, f1, f2 = _rgb(features, g)
                 x_first, x_last = max(lo[g, 0], x0), min(hi[g, 0], x1 - 1)
-                for py in range(max(lo[g, 1], y0), min(hi[g, 1], y1 - 1) + 1):
+                y_first, y_last = max(lo[g, 1], y0), min(hi[g, 1], y1 - 1)
+                carry, col, exp_b, exp_c = _box_exp(mx, my, a, b, c, x_first, x_last, y_first, y_last)
+                for py in range(y_first, y_last + 1):
+                    if py > y_first:
+                        col = _next_row(col, exp_b, exp_c)
                     if row_done[py - y0] == tw:
                         continue
                     dy = my - (py + 0.5)
-                    row_first, row_last = _row_span(mx, dy, a, b, c, level, x_first, x_last)
-                    gauss, step = _row_exp(mx, a, b, c, dy, row_first)
+                    row_first, row_last, gauss, step = _row_setup(carry, col, mx, dy, a, b, c, level, x_first, x_last)
                     for px in range(row_first, row_last + 1):
                         if px > row_first:
                             gauss *= step
@@ -154,8 +209,13 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
                             row_done[py - y0] += 1
                             continue
                         w = alpha * t
-                        for d in range(n_features):
-                            acc[i, d] += w * features[g, d]
+                        if n_features == 3:
+                            acc[i, 0] += w * f0
+                            acc[i, 1] += w * f1
+                            acc[i, 2] += w * f2
+                        else:
+                            for d in range(n_features):
+                                acc[i, d] += w * features[g, d]
                         acc[i, n_features] += w
                         trans[i] = t_next
                 if n_done == n_pixels:
@@ -188,26 +248,32 @@ def _backward(
             row_done = np.zeros(TILE, np.int64)
             done_sum = np.zeros(n_pixels)  # sum of w_j s_j over the pairs so far
             total = np.zeros(n_pixels)
+            tile_grad = np.empty((n_pixels, n_features + 1))  # the tile's dL/d out, at hand
             for i in range(n_pixels):
                 pixel = first + (y0 + i // tw) * width + x0 + i % tw
                 for d in range(n_features + 1):
+                    tile_grad[i, d] = grad[pixel, d]
                     total[i] += out[pixel, d] * grad[pixel, d]
             grad_features = np.zeros(n_features)  # one Gaussian's sums, added to `mine` once per tile
             n_done = 0
             for k in range(start[tile], start[tile + 1]):
                 g = rows[k]
                 mx, my, a, b, c, o = xy[g, 0], xy[g, 1], conic[g, 0], conic[g, 1], conic[g, 2], opacity[g]
-                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = gf0 = gf1 = gf2 = 0.0
                 grad_features[:] = 0.0
+                f0, f1, f2 = _rgb(features, g)
                 level = 2.0 * math.log(o / ALPHA_MIN)
                 step_step = math.exp(-a)
                 x_first, x_last = max(lo[g, 0], x0), min(hi[g, 0], x1 - 1)
-                for py in range(max(lo[g, 1], y0), min(hi[g, 1], y1 - 1) + 1):
+                y_first, y_last = max(lo[g, 1], y0), min(hi[g, 1], y1 - 1)
+                carry, col, exp_b, exp_c = _box_exp(mx, my, a, b, c, x_first, x_last, y_first, y_last)
+                for py in range(y_first, y_last + 1):
+                    if py > y_first:
+                        col = _next_row(col, exp_b, exp_c)
                     if row_done[py - y0] == tw:
                         continue
                     dy = my - (py + 0.5)
-                    row_first, row_last = _row_span(mx, dy, a, b, c, level, x_first, x_last)
-                    gauss, step = _row_exp(mx, a, b, c, dy, row_first)
+                    row_first, row_last, gauss, step = _row_setup(carry, col, mx, dy, a, b, c, level, x_first, x_last)
                     for px in range(row_first, row_last + 1):
                         if px > row_first:
                             gauss *= step
@@ -226,12 +292,18 @@ def _backward(
                             n_done += 1
                             row_done[py - y0] += 1
                             continue
-                        pixel = first + py * width + px
                         w = alpha * t
-                        s = grad[pixel, n_features]
-                        for d in range(n_features):
-                            s += features[g, d] * grad[pixel, d]
-                            grad_features[d] += w * grad[pixel, d]
+                        s = tile_grad[i, n_features]
+                        if n_features == 3:
+                            g0, g1, g2 = tile_grad[i, 0], tile_grad[i, 1], tile_grad[i, 2]
+                            s += f0 * g0 + f1 * g1 + f2 * g2
+                            gf0 += w * g0
+                            gf1 += w * g1
+                            gf2 += w * g2
+                        else:
+                            for d in range(n_features):
+                                s += features[g, d] * tile_grad[i, d]
+                                grad_features[d] += w * tile_grad[i, d]
                         done_sum[i] += w * s
                         grad_alpha = t * s - (total[i] - done_sum[i]) / (1.0 - alpha)
                         # Below the 0.999 clamp alpha = o exp(-sigma): d alpha / d sigma = -alpha.
@@ -255,6 +327,8 @@ def _backward(
                 mine[g, 5] += s5
                 mine[g, 6] += s6
                 mine[g, 7] += s7
+                if n_features == 3:
+                    grad_features[0], grad_features[1], grad_features[2] = gf0, gf1, gf2
                 for d in range(n_features):
                     mine[g, _SUMS + d] += grad_features[d]
                 if n_done == n_pixels:
