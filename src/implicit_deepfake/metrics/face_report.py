@@ -51,7 +51,9 @@ def face_metrics(
             pose.append(pose_error_deg(face.landmarks, reference_face.landmarks, image.shape[:2]))
             expression.append(expression_error(face.landmarks, reference_face.landmarks))
         embedding = embedder.embed(image)
-        reference = embedder.embed(references[i]) if references is not None else None
+        # The base frame's embedding serves the render's distance to it, and with a portrait the base's own.
+        wanted = embedding is not None or portrait_embedding is not None
+        reference = embedder.embed(references[i]) if references is not None and wanted else None
         to_target.append(
             None if embedding is None or target_embedding is None else embedder.distance(embedding, target_embedding)
         )

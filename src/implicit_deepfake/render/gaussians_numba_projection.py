@@ -72,6 +72,18 @@ def _ewa_rows(view, intrinsics, mean, rot_scale, width, height, near, far, rm, r
     return x, y, depth, z, tx, ty, ux_lo <= ux <= ux_hi, uy_lo <= uy <= uy_hi
 
 
+@njit(cache=True, error_model="numpy")
+def _covariance_2d(rx, ry, eps2d):
+    """The 2D covariance J Sigma J^T from its rows' factors rx, ry: its entries a0, b, c0, the blurred
+    diagonal a, c (+ eps2d), their determinant and its clamped inverse (forward and backward alike)."""
+    a0 = rx[0] * rx[0] + rx[1] * rx[1] + rx[2] * rx[2]
+    b = rx[0] * ry[0] + rx[1] * ry[1] + rx[2] * ry[2]
+    c0 = ry[0] * ry[0] + ry[1] * ry[1] + ry[2] * ry[2]
+    a, c = a0 + eps2d, c0 + eps2d
+    det = a * c - b * b
+    return a0, b, c0, a, c, det, 1.0 / max(det, _DET_MIN)
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def _project_forward(
     means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, radius_clip, antialiased, chunks,
@@ -90,12 +102,7 @@ def _project_forward(
                     viewmats[cam], K, means[g], rot_scale, width, height, near, far, rm, rx, ry
                 )
                 mx, my = K[0, 0] * x / z + K[0, 2], K[1, 1] * y / z + K[1, 2]
-                a0 = rx[0] * rx[0] + rx[1] * rx[1] + rx[2] * rx[2]
-                b = rx[0] * ry[0] + rx[1] * ry[1] + rx[2] * ry[2]
-                c0 = ry[0] * ry[0] + ry[1] * ry[1] + ry[2] * ry[2]
-                a, c = a0 + eps2d, c0 + eps2d
-                det = a * c - b * b
-                inv_det = 1.0 / max(det, _DET_MIN)
+                a0, b, c0, a, c, det, inv_det = _covariance_2d(rx, ry, eps2d)
                 opacity = opacities[g]
                 if antialiased:
                     opacity *= math.sqrt(max((a0 * c0 - b * b) * inv_det, 0.0))
@@ -142,12 +149,7 @@ def _project_backward(
                     view, K, means[g], rot_scale, width, height, near, far, rm, rx, ry
                 )
                 fx, fy = K[0, 0], K[1, 1]
-                a0 = rx[0] * rx[0] + rx[1] * rx[1] + rx[2] * rx[2]
-                b = rx[0] * ry[0] + rx[1] * ry[1] + rx[2] * ry[2]
-                c0 = ry[0] * ry[0] + ry[1] * ry[1] + ry[2] * ry[2]
-                a, c = a0 + eps2d, c0 + eps2d
-                det = a * c - b * b
-                inv_det = 1.0 / max(det, _DET_MIN)
+                a0, b, c0, a, c, det, inv_det = _covariance_2d(rx, ry, eps2d)
                 # conic = (c, -b, a) / det
                 v_c = v_conics[cam, g, 0] * inv_det
                 v_b = -v_conics[cam, g, 1] * inv_det
