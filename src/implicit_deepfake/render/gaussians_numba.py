@@ -3,10 +3,9 @@
 The projection (`gaussians_numba_projection`) and SH colours (`sh_numba`) have their own modules;
 here is the splatting, `splat_numba`, with the results and gradients of `gaussians_cpu.splat_pairs`
 (gsplat's `rasterize_to_pixels`: alpha = min(0.999, o exp(-sigma)), skip alpha < 1/255 or sigma < 0,
-stop before the Gaussian that would take T to <= 1e-4), as loops instead of tensors:
+stop before the Gaussian that would take T to <= 1e-4), as loops instead of tensors, over the pairs
+that `gaussians_numba_pairs` orders by depth and lists per tile:
 
-- depth order: per camera, a radix sort of the visible pairs' float32 depth bits (as gsplat);
-- binning: each Gaussian's pixel box is listed in the 16x16 tiles it touches, in depth order;
 - forward: one tile at a time, its Gaussians front to back, each over the rows of its box inside
   the tile, exp(-sigma) carried along a row and down the box's first column by multiplications
   (where sigma over that rectangle stays moderate; else each row is its ellipse's chord
@@ -30,40 +29,17 @@ from torch import Tensor
 
 from implicit_deepfake.render.gaussians_composite import ALPHA_MAX, ALPHA_MIN, T_MIN
 from implicit_deepfake.render.gaussians_cpu import Projection, rasterize_cpu
+from implicit_deepfake.render.gaussians_numba_pairs import (
+    SUMS,
+    TILE,
+    bin_tiles,
+    gather_pairs,
+    pair_gradients,
+    visible_pairs,
+)
 from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
 from implicit_deepfake.render.numba_support import as_array, as_tensor, kernel_threads, numpy_dtype
 from implicit_deepfake.render.sh_numba import sh_colors_numba
-
-TILE = 16
-# Per-Gaussian gradient sums the backward keeps, in this order, then dL/d feature (D):
-# sum grad_sigma, sum grad_sigma dx, dy, dx dx, dx dy, dy dy, sum |dL/d mean2d| x, y (absgrad).
-_SUMS = 8
-
-
-@njit(cache=True)
-def _bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
-    """Gaussian rows per tile, in input (depth) order -> (start (n_tiles + 1,), rows)."""
-    counts = np.zeros(n_tiles + 1, np.int64)
-    for g in range(len(lo)):
-        if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
-            continue
-        base = image[g] * tiles_x * tiles_y
-        for ty in range(lo[g, 1] // TILE, hi[g, 1] // TILE + 1):
-            for tx in range(lo[g, 0] // TILE, hi[g, 0] // TILE + 1):
-                counts[base + ty * tiles_x + tx + 1] += 1
-    start = np.cumsum(counts)
-    rows = np.empty(start[-1], np.int64)
-    fill = start[:-1].copy()
-    for g in range(len(lo)):
-        if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
-            continue
-        base = image[g] * tiles_x * tiles_y
-        for ty in range(lo[g, 1] // TILE, hi[g, 1] // TILE + 1):
-            for tx in range(lo[g, 0] // TILE, hi[g, 0] // TILE + 1):
-                tile = base + ty * tiles_x + tx
-                rows[fill[tile]] = g
-                fill[tile] += 1
-    return start, rows
 
 
 @njit(cache=True)
@@ -229,7 +205,7 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
 def _backward(
     xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, out, grad, absgrad, sums
 ):
-    """Per-chunk gradient sums (chunks, V, _SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64.
+    """Per-chunk gradient sums (chunks, V, SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64.
 
     Per pixel, L = sum_i w_i s_i with s_i = f_i . dL/dC + dL/dA, so
     dL/d alpha_i = T_i s_i - (sum_{j behind i} w_j s_j) / (1 - alpha_i), and the sum over all j is
@@ -330,88 +306,9 @@ def _backward(
                 if n_features == 3:
                     grad_features[0], grad_features[1], grad_features[2] = gf0, gf1, gf2
                 for d in range(n_features):
-                    mine[g, _SUMS + d] += grad_features[d]
+                    mine[g, SUMS + d] += grad_features[d]
                 if n_done == n_pixels:
                     break
-
-
-@njit(cache=True, error_model="numpy")
-def _radix_argsort(keys, order):
-    """Sort `order` (indices into keys, uint32) stably by key: three counting passes of 11 bits."""
-    spare = np.empty_like(order)
-    for shift in range(0, 33, 11):
-        counts = np.zeros(2049, np.int64)
-        for i in order:
-            counts[((keys[i] >> shift) & 2047) + 1] += 1
-        counts = np.cumsum(counts)
-        for i in order:
-            bucket = (keys[i] >> shift) & 2047
-            spare[counts[bucket]] = i
-            counts[bucket] += 1
-        order, spare = spare, order
-    return order
-
-
-@njit(cache=True, error_model="numpy")
-def _visible_pairs(radii, keys, xy, width, height):
-    """Visible pairs in (camera, depth) order and their pixel boxes -> flat (V,), image (V,), lo (V, 2), hi (V, 2).
-
-    radii (C, N, 2); keys (C * N,) uint32, monotone in depth; xy (C * N, 2) pixel means.
-    """
-    n_cameras, n = radii.shape[0], radii.shape[1]
-    flat = np.empty(n_cameras * n, np.int64)
-    count = 0
-    for cam in range(n_cameras):
-        first = count
-        for g in range(n):
-            if radii[cam, g, 0] > 0 and radii[cam, g, 1] > 0:
-                flat[count] = cam * n + g
-                count += 1
-        flat[first:count] = _radix_argsort(keys, flat[first:count].copy())
-    flat = flat[:count]
-    image, lo, hi = np.empty(count, np.int64), np.empty((count, 2), np.int64), np.empty((count, 2), np.int64)
-    limit = (width - 1, height - 1)
-    for k in range(count):
-        image[k] = flat[k] // n
-        for axis in range(2):
-            # Pixel j (centre j + 0.5) is in the box when |j + 0.5 - x| <= r.
-            r = radii[image[k], flat[k] % n, axis]
-            lo[k, axis] = max(math.ceil(xy[flat[k], axis] - r - 0.5), 0)
-            hi[k, axis] = min(math.floor(xy[flat[k], axis] + r - 0.5), limit[axis])
-    return flat, image, lo, hi
-
-
-@njit(cache=True, error_model="numpy")
-def _gather(xy, conic, opacity, flat):
-    """The pairs' rows of the projection's (C * N, ...) xy, conic, opacity."""
-    n = len(flat)
-    out_xy, out_conic, out_opacity = np.empty((n, 2), xy.dtype), np.empty((n, 3), xy.dtype), np.empty(n, xy.dtype)
-    for k in range(len(flat)):
-        f = flat[k]
-        out_xy[k, 0], out_xy[k, 1] = xy[f, 0], xy[f, 1]
-        out_conic[k, 0], out_conic[k, 1], out_conic[k, 2] = conic[f, 0], conic[f, 1], conic[f, 2]
-        out_opacity[k] = opacity[f]
-    return out_xy, out_conic, out_opacity
-
-
-@njit(cache=True, error_model="numpy")
-def _pair_gradients(sums, conic, opacity, flat, grad_xy, grad_conic, grad_opacity, absgrad, grad_features):
-    """Sum the chunks' per-pair sums (chunks, V, _SUMS + D) into the (C * N, ...) gradients of the projection's
-    outputs, and the pairs' feature gradients (V, D)."""
-    s = np.empty(sums.shape[2])
-    for k in range(len(flat)):
-        s[:] = sums[0, k]
-        for chunk in range(1, sums.shape[0]):
-            s += sums[chunk, k]
-        grad_features[k] = s[_SUMS:]
-        a, b, c = conic[k, 0], conic[k, 1], conic[k, 2]
-        f = flat[k]
-        grad_xy[f, 0] = a * s[1] + b * s[2]
-        grad_xy[f, 1] = b * s[1] + c * s[2]
-        grad_conic[f, 0], grad_conic[f, 1], grad_conic[f, 2] = 0.5 * s[3], s[4], 0.5 * s[5]
-        # sum_i (dL / d alpha_i) alpha_i / o = -sum_i grad_sigma_i / o
-        grad_opacity[f] = -s[0] / opacity[k]
-        absgrad[f, 0], absgrad[f, 1] = s[6], s[7]
 
 
 class _Composite(torch.autograd.Function):
@@ -425,7 +322,7 @@ class _Composite(torch.autograd.Function):
     def forward(ctx, means2d, conics, opacities, features, bins, means2d_for_absgrad):
         dtype = numpy_dtype(features.dtype)
         full = [as_array(t, dtype).reshape(-1, *t.shape[2:]) for t in (means2d, conics, opacities)]
-        arrays = [*_gather(*full, bins["flat"]), as_array(features, dtype)]
+        arrays = [*gather_pairs(*full, bins["flat"]), as_array(features, dtype)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
         _forward(*arrays, *bins["args"], kernel_threads(), out)
         ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
@@ -439,13 +336,13 @@ class _Composite(torch.autograd.Function):
         grad = np.empty((len(ctx.out), n_features + 1))
         grad[:, :n_features], grad[:, n_features] = grad_render.numpy(), grad_alpha.numpy()
         n_pairs = len(ctx.arrays[0])
-        sums = np.zeros((kernel_threads(), n_pairs, _SUMS + n_features))
+        sums = np.zeros((kernel_threads(), n_pairs, SUMS + n_features))
         _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.absgrad_of is not None, sums)
         n_total = ctx.shape[0] * ctx.shape[1]
         grad_xy, grad_conic = np.zeros((n_total, 2)), np.zeros((n_total, 3))
         grad_opacity, absgrad = np.zeros(n_total), np.zeros((n_total, 2))
         grad_features = np.empty((n_pairs, n_features))
-        _pair_gradients(sums, *ctx.arrays[1:3], ctx.bins["flat"], grad_xy, grad_conic, grad_opacity, absgrad,
+        pair_gradients(sums, *ctx.arrays[1:3], ctx.bins["flat"], grad_xy, grad_conic, grad_opacity, absgrad,
                         grad_features)  # fmt: skip
         dtype = grad_render.dtype
         if ctx.absgrad_of is not None:
@@ -463,9 +360,9 @@ def splat_numba(
     bits = as_array(proj.depths, np.float32).reshape(-1).view(np.uint32)
     keys = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
     xy = as_array(proj.means2d).reshape(-1, 2)
-    flat, image, lo, hi = _visible_pairs(as_array(proj.radii, np.int32), keys, xy, width, height)
+    flat, image, lo, hi = visible_pairs(as_array(proj.radii, np.int32), keys, xy, width, height)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    start, rows = _bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
+    start, rows = bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
     bins = {"flat": flat, "n_pixels": n_cameras * width * height,
             "args": (lo, hi, start, rows, width, height, tiles_x, tiles_y)}  # fmt: skip
     features = features_of(torch.from_numpy(flat))
