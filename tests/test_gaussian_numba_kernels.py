@@ -1,4 +1,6 @@
-"""The compiled projection and SH kernels against PyTorch autograd of the reference ones (float64).
+"""The compiled projection and SH kernels against PyTorch autograd of the reference ones (float64), and
+what the compositing kernels rely on: the tile lists' room for the forward's records, and an inference
+render (nothing recorded) equal to a training one.
 
 `gaussians_numba_projection.project_gaussians_numba` vs `gaussians_cpu.project_gaussians`, and
 `sh_numba.sh_colors_numba` vs `sh.sh_colors` (gsplat's basis): values and the gradients of a random
@@ -8,12 +10,16 @@ and with Gaussians behind the camera, beyond the far plane or off screen (culled
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
 from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.render import gaussians_numba
+from implicit_deepfake.render.gaussians import rasterize_gaussians
 from implicit_deepfake.render.gaussians_cpu import project_gaussians
+from implicit_deepfake.render.gaussians_numba_pairs import TILE, bin_tiles
 from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
 from implicit_deepfake.render.sh import sh_colors
 from implicit_deepfake.render.sh_numba import sh_colors_numba
@@ -115,3 +121,41 @@ def test_compiled_sh_matches_gsplats_basis_with_its_gradients(degree: int, per_c
             assert grad is None or not grad.any(), name
             continue
         torch.testing.assert_close(grad, ref, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_tile_lists_hold_each_box_and_room_for_its_pixels_in_the_tile():
+    # The forward records at most one entry per (pair, box pixel in the tile), written from entry_start[tile] on
+    # without bounds checks: the room per tile must be exactly the box pixels inside it.
+    g = np.random.default_rng(3)
+    tiles_x, tiles_y, n_images, width, height = 3, 2, 2, 3 * TILE, 2 * TILE
+    lo = np.stack([g.integers(-5, width, 60), g.integers(-5, height, 60)], 1).clip(0)
+    hi = lo + g.integers(-1, 25, (60, 2))  # some empty boxes (hi < lo)
+    hi = np.minimum(hi, [width - 1, height - 1])
+    image = g.integers(0, n_images, 60)
+    start, rows, entry_start = bin_tiles(lo, hi, image, tiles_x, tiles_y, n_images * tiles_x * tiles_y)
+    for tile in range(n_images * tiles_x * tiles_y):
+        img, ty, tx = tile // (tiles_x * tiles_y), tile % (tiles_x * tiles_y) // tiles_x, tile % tiles_x
+        x = np.clip(np.minimum(hi[:, 0], tx * TILE + TILE - 1) - np.maximum(lo[:, 0], tx * TILE) + 1, 0, None)
+        y = np.clip(np.minimum(hi[:, 1], ty * TILE + TILE - 1) - np.maximum(lo[:, 1], ty * TILE) + 1, 0, None)
+        inside = (image == img) & (x > 0) & (y > 0)
+        assert list(rows[start[tile] : start[tile + 1]]) == list(np.flatnonzero(inside))  # depth (input) order
+        assert entry_start[tile + 1] - entry_start[tile] == int((x * y)[inside].sum())
+
+
+def test_inference_render_equals_a_training_render(monkeypatch: pytest.MonkeyPatch):
+    # Without gradients the forward records nothing for a backward; the image must not change.
+    viewmats, Ks = cameras(2)
+    means, quats, scales, opacities = gaussians(300, seed=5)
+    colors = torch.rand(300, 3, generator=torch.Generator().manual_seed(5), dtype=F64).requires_grad_()
+    args = (means, quats, scales, opacities, colors, viewmats, Ks, WIDTH, HEIGHT)
+    room = []  # per render: the records' sizes the forward got
+    forward = gaussians_numba._forward
+    monkeypatch.setattr(
+        gaussians_numba, "_forward", lambda *a: room.append((a[-5], len(a[-3]))) or forward(*a)
+    )  # fmt: skip
+    render, alphas, _ = rasterize_gaussians(*args, rasterizer="numba")
+    with torch.no_grad():
+        plain_render, plain_alphas, _ = rasterize_gaussians(*args, rasterizer="numba")
+    assert room[0][0] and room[0][1] > 0 and room[1] == (False, 0)
+    assert alphas.max() > 0.9
+    assert torch.equal(render.detach(), plain_render) and torch.equal(alphas.detach(), plain_alphas)

@@ -10,8 +10,11 @@ that `gaussians_numba_pairs` orders by depth and lists per tile:
   the tile, exp(-sigma) carried along a row and down the box's first column by multiplications
   (where sigma over that rectangle stays moderate; else each row is its ellipse's chord
   (alpha >= 1/255), started by two exps); T and the sums are kept in float64;
-- backward: the same walk again with gsplat's gradient, where what lies behind a pair comes from
-  the forward's per-pixel sums (sum behind = total - sum so far), so nothing per pair is stored.
+- the forward records, when gradients are wanted, each contributing pair's alpha and pixel in the
+  order it composited them (room for at most the pairs' box pixels per tile, known from the binning);
+- backward: gsplat's gradient over those records, T rebuilt per pixel as the forward built it, what
+  lies behind a pair from the forward's per-pixel sums (sum behind = total - sum so far): no second
+  walk over the boxes, no exp, no pixel that did not contribute (2.5x faster than walking again).
 
 Tiles are dealt to `chunks` (one per thread) round-robin, each chunk sums its gradients in its own
 rows, and the chunks are added at the end: no atomics, and the result does not depend on timing.
@@ -138,8 +141,15 @@ def _rgb(features, g):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, chunks, out):
-    """Composite every tile into out (I*H*W, D + 1) float64: sums of w f (D) and of w (alpha)."""
+def _forward(
+    xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, chunks, out,
+    store, entry_start, entry_alpha, entry_pixel, pair_count,
+):  # fmt: skip
+    """Composite every tile into out (I*H*W, D + 1) float64: sums of w f (D) and of w (alpha).
+
+    With store, each contributing pair's alpha and pixel (index in its tile) go to entry_alpha and
+    entry_pixel from entry_start[tile] on, in compositing order, and pair_count[k] says how many
+    pixels the tile list's pair k has there."""
     n_features = features.shape[1]
     n_tiles = len(start) - 1
     for chunk in prange(chunks):
@@ -151,7 +161,9 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
             row_done = np.zeros(TILE, np.int64)  # stopped pixels per row of the tile: whole rows are skipped
             acc = np.zeros((n_pixels, n_features + 1))
             n_done = 0
+            entry = entry_start[tile]
             for k in range(start[tile], start[tile + 1]):
+                first_entry = entry
                 g = rows[k]
                 mx, my, a, b, c, o = xy[g, 0], xy[g, 1], conic[g, 0], conic[g, 1], conic[g, 2], opacity[g]
                 level = 2.0 * math.log(o / ALPHA_MIN)
@@ -194,6 +206,12 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
                                 acc[i, d] += w * features[g, d]
                         acc[i, n_features] += w
                         trans[i] = t_next
+                        if store:
+                            entry_alpha[entry] = alpha
+                            entry_pixel[entry] = i
+                            entry += 1
+                if store:
+                    pair_count[k] = entry - first_entry
                 if n_done == n_pixels:
                     break
             for i in range(n_pixels):
@@ -203,9 +221,11 @@ def _forward(xy, conic, opacity, features, lo, hi, start, rows, width, height, t
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _backward(
-    xy, conic, opacity, features, lo, hi, start, rows, width, height, tiles_x, tiles_y, out, grad, absgrad, sums
-):
-    """Per-chunk gradient sums (chunks, V, SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64.
+    xy, conic, opacity, features, start, rows, width, height, tiles_x, tiles_y,
+    entry_start, entry_alpha, entry_pixel, pair_count, out, grad, absgrad, sums,
+):  # fmt: skip
+    """Per-chunk gradient sums (chunks, V, SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64
+    and the forward's records of the contributing pairs.
 
     Per pixel, L = sum_i w_i s_i with s_i = f_i . dL/dC + dL/dA, so
     dL/d alpha_i = T_i s_i - (sum_{j behind i} w_j s_j) / (1 - alpha_i), and the sum over all j is
@@ -221,7 +241,6 @@ def _backward(
             tw = x1 - x0
             n_pixels = tw * (y1 - y0)
             trans = np.ones(n_pixels)
-            row_done = np.zeros(TILE, np.int64)
             done_sum = np.zeros(n_pixels)  # sum of w_j s_j over the pairs so far
             total = np.zeros(n_pixels)
             tile_grad = np.empty((n_pixels, n_features + 1))  # the tile's dL/d out, at hand
@@ -231,70 +250,50 @@ def _backward(
                     tile_grad[i, d] = grad[pixel, d]
                     total[i] += out[pixel, d] * grad[pixel, d]
             grad_features = np.zeros(n_features)  # one Gaussian's sums, added to `mine` once per tile
-            n_done = 0
+            entry = entry_start[tile]
             for k in range(start[tile], start[tile + 1]):
+                n = pair_count[k]
+                if n == 0:
+                    continue
                 g = rows[k]
-                mx, my, a, b, c, o = xy[g, 0], xy[g, 1], conic[g, 0], conic[g, 1], conic[g, 2], opacity[g]
+                mx, my, a, b, c = xy[g, 0], xy[g, 1], conic[g, 0], conic[g, 1], conic[g, 2]
                 s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = gf0 = gf1 = gf2 = 0.0
                 grad_features[:] = 0.0
                 f0, f1, f2 = _rgb(features, g)
-                level = 2.0 * math.log(o / ALPHA_MIN)
-                step_step = math.exp(-a)
-                x_first, x_last = max(lo[g, 0], x0), min(hi[g, 0], x1 - 1)
-                y_first, y_last = max(lo[g, 1], y0), min(hi[g, 1], y1 - 1)
-                carry, col, exp_b, exp_c = _box_exp(mx, my, a, b, c, x_first, x_last, y_first, y_last)
-                for py in range(y_first, y_last + 1):
-                    if py > y_first:
-                        col = _next_row(col, exp_b, exp_c)
-                    if row_done[py - y0] == tw:
-                        continue
-                    dy = my - (py + 0.5)
-                    row_first, row_last, gauss, step = _row_setup(carry, col, mx, dy, a, b, c, level, x_first, x_last)
-                    for px in range(row_first, row_last + 1):
-                        if px > row_first:
-                            gauss *= step
-                            step *= step_step
-                        i = (py - y0) * tw + px - x0
-                        t = trans[i]
-                        if t < 0.0:
-                            continue
-                        dx = mx - (px + 0.5)
-                        alpha = _alpha(a, b, c, o, dx, dy, gauss)
-                        if alpha == 0.0:
-                            continue
-                        t_next = t * (1.0 - alpha)
-                        if t_next <= T_MIN:
-                            trans[i] = -1.0
-                            n_done += 1
-                            row_done[py - y0] += 1
-                            continue
-                        w = alpha * t
-                        s = tile_grad[i, n_features]
-                        if n_features == 3:
-                            g0, g1, g2 = tile_grad[i, 0], tile_grad[i, 1], tile_grad[i, 2]
-                            s += f0 * g0 + f1 * g1 + f2 * g2
-                            gf0 += w * g0
-                            gf1 += w * g1
-                            gf2 += w * g2
-                        else:
-                            for d in range(n_features):
-                                s += features[g, d] * tile_grad[i, d]
-                                grad_features[d] += w * tile_grad[i, d]
-                        done_sum[i] += w * s
-                        grad_alpha = t * s - (total[i] - done_sum[i]) / (1.0 - alpha)
-                        # Below the 0.999 clamp alpha = o exp(-sigma): d alpha / d sigma = -alpha.
-                        grad_sigma = 0.0 if alpha >= ALPHA_MAX else -grad_alpha * alpha
-                        gx, gy = grad_sigma * dx, grad_sigma * dy
-                        s0 += grad_sigma
-                        s1 += gx
-                        s2 += gy
-                        s3 += gx * dx
-                        s4 += gx * dy
-                        s5 += gy * dy
-                        if absgrad:
-                            s6 += abs(a * gx + b * gy)
-                            s7 += abs(b * gx + c * gy)
-                        trans[i] = t_next
+                for e in range(entry, entry + n):
+                    i = entry_pixel[e]
+                    alpha = entry_alpha[e]
+                    dx = mx - (x0 + i % tw + 0.5)
+                    dy = my - (y0 + i // tw + 0.5)
+                    t = trans[i]
+                    w = alpha * t
+                    s = tile_grad[i, n_features]
+                    if n_features == 3:
+                        g0, g1, g2 = tile_grad[i, 0], tile_grad[i, 1], tile_grad[i, 2]
+                        s += f0 * g0 + f1 * g1 + f2 * g2
+                        gf0 += w * g0
+                        gf1 += w * g1
+                        gf2 += w * g2
+                    else:
+                        for d in range(n_features):
+                            s += features[g, d] * tile_grad[i, d]
+                            grad_features[d] += w * tile_grad[i, d]
+                    done_sum[i] += w * s
+                    grad_alpha = t * s - (total[i] - done_sum[i]) / (1.0 - alpha)
+                    # Below the 0.999 clamp alpha = o exp(-sigma): d alpha / d sigma = -alpha.
+                    grad_sigma = 0.0 if alpha >= ALPHA_MAX else -grad_alpha * alpha
+                    gx, gy = grad_sigma * dx, grad_sigma * dy
+                    s0 += grad_sigma
+                    s1 += gx
+                    s2 += gy
+                    s3 += gx * dx
+                    s4 += gx * dy
+                    s5 += gy * dy
+                    if absgrad:
+                        s6 += abs(a * gx + b * gy)
+                        s7 += abs(b * gx + c * gy)
+                    trans[i] = t * (1.0 - alpha)  # as the forward: the same T in front of the next pair
+                entry += n
                 mine[g, 0] += s0
                 mine[g, 1] += s1
                 mine[g, 2] += s2
@@ -307,8 +306,6 @@ def _backward(
                     grad_features[0], grad_features[1], grad_features[2] = gf0, gf1, gf2
                 for d in range(n_features):
                     mine[g, SUMS + d] += grad_features[d]
-                if n_done == n_pixels:
-                    break
 
 
 class _Composite(torch.autograd.Function):
@@ -324,8 +321,12 @@ class _Composite(torch.autograd.Function):
         full = [as_array(t, dtype).reshape(-1, *t.shape[2:]) for t in (means2d, conics, opacities)]
         arrays = [*gather_pairs(*full, bins["flat"]), as_array(features, dtype)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
-        _forward(*arrays, *bins["args"], kernel_threads(), out)
+        store = bins["store"]
+        room, n_pairs = (bins["entry_start"][-1], len(bins["rows"])) if store else (0, 0)
+        records = (bins["entry_start"], np.empty(room), np.empty(room, np.uint8), np.zeros(n_pairs, np.int64))
+        _forward(*arrays, *bins["args"], kernel_threads(), out, store, *records)
         ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
+        ctx.records = records
         ctx.shape = means2d.shape[:2]
         result = as_tensor(out, features.dtype)
         return result[:, :-1], result[:, -1]
@@ -337,7 +338,8 @@ class _Composite(torch.autograd.Function):
         grad[:, :n_features], grad[:, n_features] = grad_render.numpy(), grad_alpha.numpy()
         n_pairs = len(ctx.arrays[0])
         sums = np.zeros((kernel_threads(), n_pairs, SUMS + n_features))
-        _backward(*ctx.arrays, *ctx.bins["args"], ctx.out, grad, ctx.absgrad_of is not None, sums)
+        geometry = (ctx.bins["start"], ctx.bins["rows"], *ctx.bins["args"][-4:])
+        _backward(*ctx.arrays, *geometry, *ctx.records, ctx.out, grad, ctx.absgrad_of is not None, sums)
         n_total = ctx.shape[0] * ctx.shape[1]
         grad_xy, grad_conic = np.zeros((n_total, 2)), np.zeros((n_total, 3))
         grad_opacity, absgrad = np.zeros(n_total), np.zeros((n_total, 2))
@@ -362,10 +364,13 @@ def splat_numba(
     xy = as_array(proj.means2d).reshape(-1, 2)
     flat, image, lo, hi = visible_pairs(as_array(proj.radii, np.int32), keys, xy, width, height)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
-    start, rows = bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
-    bins = {"flat": flat, "n_pixels": n_cameras * width * height,
-            "args": (lo, hi, start, rows, width, height, tiles_x, tiles_y)}  # fmt: skip
+    start, rows, entry_start = bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
+    bins = {"flat": flat, "n_pixels": n_cameras * width * height, "start": start, "rows": rows,
+            "entry_start": entry_start, "args": (lo, hi, start, rows, width, height, tiles_x, tiles_y)}  # fmt: skip
     features = features_of(torch.from_numpy(flat))
+    # Records for the backward only where there will be one (not under no_grad: the viewer, evaluation).
+    inputs = (proj.means2d, proj.conics, proj.opacities, features)
+    bins["store"] = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     return _Composite.apply(proj.means2d, proj.conics, proj.opacities, features, bins,
                             proj.means2d if absgrad else None)  # fmt: skip
 

@@ -20,7 +20,9 @@ SUMS = 8
 
 @njit(cache=True)
 def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
-    """Gaussian rows per tile, in input (depth) order -> (start (n_tiles + 1,), rows)."""
+    """Gaussian rows per tile, in input (depth) order -> (start (n_tiles + 1,), rows, entry_start (n_tiles + 1,)):
+    tile t's rows are rows[start[t]:start[t + 1]], and entry_start[t] sums the box pixels inside the tiles
+    before t (the room the forward's records of contributing pairs may need)."""
     counts = np.zeros(n_tiles + 1, np.int64)
     for g in range(len(lo)):
         if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
@@ -32,6 +34,7 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     start = np.cumsum(counts)
     rows = np.empty(start[-1], np.int64)
     fill = start[:-1].copy()
+    room = np.zeros(n_tiles + 1, np.int64)
     for g in range(len(lo)):
         if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
             continue
@@ -41,7 +44,10 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
                 tile = base + ty * tiles_x + tx
                 rows[fill[tile]] = g
                 fill[tile] += 1
-    return start, rows
+                width = min(hi[g, 0], tx * TILE + TILE - 1) - max(lo[g, 0], tx * TILE) + 1
+                height = min(hi[g, 1], ty * TILE + TILE - 1) - max(lo[g, 1], ty * TILE) + 1
+                room[tile + 1] += width * height
+    return start, rows, np.cumsum(room)
 
 
 @njit(cache=True, error_model="numpy")
