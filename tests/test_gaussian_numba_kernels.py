@@ -1,6 +1,6 @@
 """The compiled projection and SH kernels against PyTorch autograd of the reference ones (float64), and
-what the compositing kernels rely on: the tile lists' room for the forward's records, and an inference
-render (nothing recorded) equal to a training one.
+what the compositing kernels rely on: the tile lists' room for the forward's records, an inference
+render (nothing recorded) equal to a training one, and the records' arrays reused only once freed.
 
 `gaussians_numba_projection.project_gaussians_numba` vs `gaussians_cpu.project_gaussians`, and
 `sh_numba.sh_colors_numba` vs `sh.sh_colors` (gsplat's basis): values and the gradients of a random
@@ -21,6 +21,7 @@ from implicit_deepfake.render.gaussians import rasterize_gaussians
 from implicit_deepfake.render.gaussians_cpu import project_gaussians
 from implicit_deepfake.render.gaussians_numba_pairs import TILE, bin_tiles
 from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
+from implicit_deepfake.render.numba_support import ScratchPool
 from implicit_deepfake.render.sh import sh_colors
 from implicit_deepfake.render.sh_numba import sh_colors_numba
 
@@ -159,3 +160,17 @@ def test_inference_render_equals_a_training_render(monkeypatch: pytest.MonkeyPat
     assert room[0][0] and room[0][1] > 0 and room[1] == (False, 0)
     assert alphas.max() > 0.9
     assert torch.equal(render.detach(), plain_render) and torch.equal(alphas.detach(), plain_alphas)
+
+
+def test_scratch_arrays_are_reused_only_once_their_graph_is_freed():
+    class Owner:  # stands for an autograd node
+        pass
+
+    pool = ScratchPool((np.float64, np.uint8))
+    first, second = Owner(), Owner()
+    alphas, pixels = pool.take(first, 100)
+    assert alphas.dtype == np.float64 and pixels.dtype == np.uint8 and len(alphas) == len(pixels) == 100
+    assert pool.take(second, 50)[0] is not alphas  # still owned: a backward may read it
+    del first
+    assert pool.take(Owner(), 80)[0] is alphas  # freed with its owner, large enough: reused
+    assert len(pool.take(Owner(), 500)[0]) == 500  # nothing free holds 500

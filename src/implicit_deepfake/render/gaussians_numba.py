@@ -41,7 +41,7 @@ from implicit_deepfake.render.gaussians_numba_pairs import (
     visible_pairs,
 )
 from implicit_deepfake.render.gaussians_numba_projection import project_gaussians_numba
-from implicit_deepfake.render.numba_support import as_array, as_tensor, kernel_threads, numpy_dtype
+from implicit_deepfake.render.numba_support import ScratchPool, as_array, as_tensor, kernel_threads, numpy_dtype
 from implicit_deepfake.render.sh_numba import sh_colors_numba
 
 
@@ -308,6 +308,10 @@ def _backward(
                     mine[g, SUMS + d] += grad_features[d]
 
 
+# The forward's records for the backward (each contributing pair's alpha and pixel): up to ~10 bytes per box pixel.
+_RECORDS = ScratchPool((np.float64, np.uint8))
+
+
 class _Composite(torch.autograd.Function):
     """Per-pixel sums of w_i f_i and w_i (w_i = alpha_i T_i) by the compiled kernels, with gsplat's backward.
 
@@ -323,7 +327,8 @@ class _Composite(torch.autograd.Function):
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
         store = bins["store"]
         room, n_pairs = (bins["entry_start"][-1], len(bins["rows"])) if store else (0, 0)
-        records = (bins["entry_start"], np.empty(room), np.empty(room, np.uint8), np.zeros(n_pairs, np.int64))
+        entries = _RECORDS.take(ctx, room) if store else (np.empty(0), np.empty(0, np.uint8))
+        records = (bins["entry_start"], *entries, np.zeros(n_pairs, np.int64))
         _forward(*arrays, *bins["args"], kernel_threads(), out, store, *records)
         ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
         ctx.records = records
