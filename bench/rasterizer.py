@@ -2,6 +2,7 @@
 
     python bench/rasterizer.py                       # 128^2 and 256^2 x 5k, 20k, 50k Gaussians, 1 and 2 threads
     python bench/rasterizer.py --quick               # 128^2 x 20k only
+    python bench/rasterizer.py --quick --rounds 5    # ... timed 5 times over, numba and PyTorch back to back
     python bench/rasterizer.py --scene logs/train/runs/<time>   # + a row on a trained run's point_cloud.ply
     python bench/rasterizer.py --compile-time        # the numba kernels' JIT compile: cold and cached
 
@@ -11,7 +12,9 @@ process, torch included) is its own. Random scenes: N Gaussians uniform in the u
 Gaussians (SH degree 3) seen from its dataset's first test camera, over a white background, as
 training renders them. Both CPU rasterizers run with --threads torch threads (the numba kernels
 use as many); timed as the median of 7 runs after one warm-up (a shared machine is noisy), the
-dense reference once.
+dense reference once. This shared virtual machine drifts by 20% and more over minutes; with --rounds,
+numba and PyTorch are timed back to back that many times and the round with the median speed-up is
+shown, with the range of the speed-ups.
 
 "pairs" are the contributing (pixel, Gaussian) pairs of the render (those composited before each
 pixel stops); "ns/pair" is the forward + backward time per pair. Dense cases whose time,
@@ -170,6 +173,8 @@ def main() -> None:
     parser.add_argument("--scene", type=Path, help="a trained run folder (its point_cloud.ply): one more row")
     parser.add_argument("--scene-data", type=Path, default=Path("data/synthetic"), help="its dataset (test cameras)")
     parser.add_argument("--compile-time", action="store_true", help="only the numba kernels' JIT compile time")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time numba and PyTorch this many times, back to back; show the median round")  # fmt: skip
     parser.add_argument("--case", help=argparse.SUPPRESS)  # JSON: one case, in a child process
     options = parser.parse_args()
     if options.case:
@@ -194,11 +199,16 @@ def main() -> None:
                 base = {"size": size, "n": n, "threads": threads, "scene": None, "data": str(options.scene_data)}
                 if size == "scene":
                     base["scene"] = str(options.scene)
-                results = {}
-                for method in ("numba", "torch"):
-                    case = {**base, "method": method, "repeats": 7, "image": str(Path(tmp) / f"{method}.pt")}
-                    results[method] = spawn(case, timeout=600)
-                numba, torch_path = results["numba"], results["torch"]
+                rounds = []  # numba then torch, back to back: each ratio is of the same few seconds of the machine
+                for _ in range(options.rounds):
+                    rounds.append({method: spawn({**base, "method": method, "repeats": 7,
+                                                  "image": str(Path(tmp) / f"{method}.pt")}, timeout=600)
+                                   for method in ("numba", "torch")})  # fmt: skip
+                rounds.sort(key=lambda r: r["torch"]["seconds"] / r["numba"]["seconds"])
+                numba, torch_path = rounds[(len(rounds) - 1) // 2].values()  # the round with the median speed-up
+                spread = (f"  ({rounds[0]['torch']['seconds'] / rounds[0]['numba']['seconds']:.1f}-"
+                          f"{rounds[-1]['torch']['seconds'] / rounds[-1]['numba']['seconds']:.1f}x over "
+                          f"{len(rounds)} rounds)") if len(rounds) > 1 else ""  # fmt: skip
                 pixels_x_n = numba["pixels"] * numba["n"]
                 estimate = rate[threads] * pixels_x_n if threads in rate else None
                 dense = None
@@ -221,7 +231,7 @@ def main() -> None:
                     f"{label:>14} {threads:>3} {numba['seconds']:8.3f} {torch_path['seconds']:8.3f} {dense_s:>8} "
                     f"{torch_path['seconds'] / numba['seconds']:7.1f}x {vs_dense:>8} {pairs / 1e6:6.2f}M "
                     f"{1e9 * numba['seconds'] / pairs:13.0f} {1e9 * torch_path['seconds'] / pairs:6.0f} "
-                    f"{numba['peak_mib']:14.0f} {torch_path['peak_mib']:6.0f} {diff:8.1e}",
+                    f"{numba['peak_mib']:14.0f} {torch_path['peak_mib']:6.0f} {diff:8.1e}{spread}",
                     flush=True,
                 )
 
