@@ -155,9 +155,11 @@ def gaussian_features(
         values = sh(sh_degree, means, campos, table, rows, gid, cam)
     else:
         values = table[rows]
-    depth = depths.flatten()[flat, None]
-    parts = {"RGB": [values], "D": [depth], "ED": [depth], "RGB+D": [values, depth], "RGB+ED": [values, depth]}
-    features = torch.cat(parts[render_mode], dim=-1)
+    if render_mode == "RGB":
+        features = values
+    else:
+        depth = depths.flatten()[flat, None]
+        features = depth if render_mode in ("D", "ED") else torch.cat([values, depth], dim=-1)
     return features if index is not None else features.reshape(n_cameras, n, -1)
 
 
