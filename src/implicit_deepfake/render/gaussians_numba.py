@@ -221,7 +221,7 @@ def _forward(
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _backward(
-    xy, conic, opacity, features, start, rows, width, height, tiles_x, tiles_y,
+    xy, conic, features, start, rows, width, height, tiles_x, tiles_y,
     entry_start, entry_alpha, entry_pixel, pair_count, out, grad, absgrad, sums,
 ):  # fmt: skip
     """Per-chunk gradient sums (chunks, V, SUMS + D) of the pairs, given dL/d out (I*H*W, D + 1) float64
@@ -326,10 +326,10 @@ class _Composite(torch.autograd.Function):
         arrays = [*gather_pairs(*full, bins["flat"]), as_array(features, dtype)]
         out = np.zeros((bins["n_pixels"], features.shape[1] + 1))
         store = bins["store"]
-        room, n_pairs = (bins["entry_start"][-1], len(bins["rows"])) if store else (0, 0)
+        room, n_pairs = (bins["entry_start"][-1], len(bins["tiles"][1])) if store else (0, 0)
         entries = _RECORDS.take(ctx, room) if store else (np.empty(0), np.empty(0, np.uint8))
         records = (bins["entry_start"], *entries, np.zeros(n_pairs, np.int64))
-        _forward(*arrays, *bins["args"], kernel_threads(), out, store, *records)
+        _forward(*arrays, *bins["boxes"], *bins["tiles"], *bins["size"], kernel_threads(), out, store, *records)
         ctx.arrays, ctx.bins, ctx.out, ctx.absgrad_of = arrays, bins, out, means2d_for_absgrad
         ctx.records = records
         ctx.shape = means2d.shape[:2]
@@ -343,8 +343,9 @@ class _Composite(torch.autograd.Function):
         grad[:, :n_features], grad[:, n_features] = grad_render.numpy(), grad_alpha.numpy()
         n_pairs = len(ctx.arrays[0])
         sums = np.zeros((kernel_threads(), n_pairs, SUMS + n_features))
-        geometry = (ctx.bins["start"], ctx.bins["rows"], *ctx.bins["args"][-4:])
-        _backward(*ctx.arrays, *geometry, *ctx.records, ctx.out, grad, ctx.absgrad_of is not None, sums)
+        xy, conic, _, features = ctx.arrays
+        _backward(xy, conic, features, *ctx.bins["tiles"], *ctx.bins["size"], *ctx.records, ctx.out, grad,
+                  ctx.absgrad_of is not None, sums)  # fmt: skip
         n_total = ctx.shape[0] * ctx.shape[1]
         grad_xy, grad_conic = np.zeros((n_total, 2)), np.zeros((n_total, 3))
         grad_opacity, absgrad = np.zeros(n_total), np.zeros((n_total, 2))
@@ -370,12 +371,12 @@ def splat_numba(
     flat, image, lo, hi = visible_pairs(as_array(proj.radii, np.int32), keys, xy, width, height)
     tiles_x, tiles_y = -(-width // TILE), -(-height // TILE)
     start, rows, entry_start = bin_tiles(lo, hi, image, tiles_x, tiles_y, n_cameras * tiles_x * tiles_y)
-    bins = {"flat": flat, "n_pixels": n_cameras * width * height, "start": start, "rows": rows,
-            "entry_start": entry_start, "args": (lo, hi, start, rows, width, height, tiles_x, tiles_y)}  # fmt: skip
     features = features_of(torch.from_numpy(flat))
     # Records for the backward only where there will be one (not under no_grad: the viewer, evaluation).
     inputs = (proj.means2d, proj.conics, proj.opacities, features)
-    bins["store"] = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    bins = {"flat": flat, "n_pixels": n_cameras * width * height, "boxes": (lo, hi), "tiles": (start, rows),
+            "size": (width, height, tiles_x, tiles_y), "entry_start": entry_start,
+            "store": torch.is_grad_enabled() and any(t.requires_grad for t in inputs)}  # fmt: skip
     return _Composite.apply(proj.means2d, proj.conics, proj.opacities, features, bins,
                             proj.means2d if absgrad else None)  # fmt: skip
 

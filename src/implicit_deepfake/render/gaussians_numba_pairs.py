@@ -24,17 +24,21 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     tile t's rows are rows[start[t]:start[t + 1]], and entry_start[t] sums the box pixels inside the tiles
     before t (the room the forward's records of contributing pairs may need)."""
     counts = np.zeros(n_tiles + 1, np.int64)
+    room = np.zeros(n_tiles + 1, np.int64)
     for g in range(len(lo)):
         if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
             continue
         base = image[g] * tiles_x * tiles_y
         for ty in range(lo[g, 1] // TILE, hi[g, 1] // TILE + 1):
             for tx in range(lo[g, 0] // TILE, hi[g, 0] // TILE + 1):
-                counts[base + ty * tiles_x + tx + 1] += 1
+                tile = base + ty * tiles_x + tx
+                counts[tile + 1] += 1
+                width = min(hi[g, 0], tx * TILE + TILE - 1) - max(lo[g, 0], tx * TILE) + 1
+                height = min(hi[g, 1], ty * TILE + TILE - 1) - max(lo[g, 1], ty * TILE) + 1
+                room[tile + 1] += width * height
     start = np.cumsum(counts)
     rows = np.empty(start[-1], np.int64)
     fill = start[:-1].copy()
-    room = np.zeros(n_tiles + 1, np.int64)
     for g in range(len(lo)):
         if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
             continue
@@ -44,9 +48,6 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
                 tile = base + ty * tiles_x + tx
                 rows[fill[tile]] = g
                 fill[tile] += 1
-                width = min(hi[g, 0], tx * TILE + TILE - 1) - max(lo[g, 0], tx * TILE) + 1
-                height = min(hi[g, 1], ty * TILE + TILE - 1) - max(lo[g, 1], ty * TILE) + 1
-                room[tile + 1] += width * height
     return start, rows, np.cumsum(room)
 
 
