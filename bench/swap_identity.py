@@ -5,7 +5,13 @@ view and to the base person's portrait (its most frontal view); and the base fra
 that portrait: what the turn alone costs a face. The same columns as a run's `test.identity_by_yaw`,
 over all the dataset's views instead of the test renders.
 
+--oracle (data=synthetic only) measures, instead of the swapped frames, the target's own head: the
+synthetic avatar built from the target photo itself (its face texture and its face geometry) and
+rendered from the same cameras: a perfect deepfake of the target on this head, the ceiling any
+swapper can reach on these measures.
+
     python bench/swap_identity.py                          # the default run's swap (python train.py)
+    python bench/swap_identity.py --oracle                 # the target's own head, same views
     python bench/swap_identity.py --swapped data/swapped/<name> --base data/<dataset>
 """
 
@@ -17,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from implicit_deepfake.data.avatar import build_avatar, render_avatar
 from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import load_frames
 from implicit_deepfake.faces import FaceLandmarker
@@ -33,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--swapped", type=Path, default=Path("data/swapped/synthetic__landmark__famous"))
     parser.add_argument("--base", type=Path, default=Path("data/synthetic"))
+    parser.add_argument("--oracle", action="store_true", help="the target's own avatar instead of the swap")
     args = parser.parse_args()
     manifest = read_json(args.swapped / "manifest.json")
     changed = {f["output"] for f in manifest["frames"] if f["status"] == "swapped"}
@@ -46,7 +54,11 @@ def main() -> None:
         base += [composite(read_image(args.base / frames.relpaths[i]), BACKGROUND) for i in keep]
     size = (frames.cameras.width, frames.cameras.height)
     cameras = Cameras(torch.cat(world_to_camera), torch.cat(intrinsics), *size)
-    target = load_target(manifest["target_photo"], manifest["config"].get("target_face", 0)).crop()[0]
+    target_photo = load_target(manifest["target_photo"], manifest["config"].get("target_face", 0))
+    target = target_photo.crop()[0]
+    if args.oracle:
+        avatar = build_avatar(target_photo.rgb, target_photo.face)
+        swapped = [composite(rgba, BACKGROUND) for rgba in render_avatar(avatar, cameras)[0]]
     landmarker = FaceLandmarker()
     report = face_metrics(
         swapped,
@@ -57,7 +69,8 @@ def main() -> None:
         yaws_deg=head_yaws(args.swapped, cameras),
         portrait=base_portrait(args.base, args.swapped, BACKGROUND),
     )
-    print(f"{args.swapped}: {len(swapped)} swapped views; dlib distance (same person below 0.6)")
+    what = "the target's own avatar at the swapped views" if args.oracle else "swapped views"
+    print(f"{args.swapped}: {len(swapped)} {what}; dlib distance (same person below 0.6)")
     print(f"{'yaw':>6} {'views':>5} {'faces':>5} {'to target':>9} {'to base view':>12} {'to base portrait':>16}"
           f" {'base views to portrait':>22}")  # fmt: skip
     own = report["identity_by_yaw_of_base_frames"]
