@@ -154,7 +154,7 @@ def gaussian_features(
         campos = torch.linalg.inv(viewmats)[:, :3, 3]
         values = sh(sh_degree, means, campos, table, rows, gid, cam)
     else:
-        values = table[rows]
+        values = table.index_select(0, rows)  # its backward (index_add) is 2x that of table[rows]
     if render_mode == "RGB":
         features = values
     else:
