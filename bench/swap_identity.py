@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=Path("data/synthetic"))
     parser.add_argument("--oracle", action="store_true", help="the target's own avatar instead of the swap")
     args = parser.parse_args()
+    if args.oracle and not (args.base / "avatar.json").is_file():
+        parser.error(f"--oracle renders the synthetic avatar's cameras: {args.base} is not a data=synthetic dataset")
     manifest = read_json(args.swapped / "manifest.json")
     changed = {f["output"] for f in manifest["frames"] if f["status"] == "swapped"}
     swapped, base, world_to_camera, intrinsics = [], [], [], []
