@@ -19,6 +19,15 @@ SUMS = 8
 
 
 @njit(cache=True)
+def _box_tiles(lo, hi, g):
+    """(first tile row, end tile row, first tile column, end tile column) that Gaussian g's pixel box
+    lo[g]..hi[g] (inclusive) touches; empty ranges for an empty box."""
+    if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
+        return 0, 0, 0, 0
+    return lo[g, 1] // TILE, hi[g, 1] // TILE + 1, lo[g, 0] // TILE, hi[g, 0] // TILE + 1
+
+
+@njit(cache=True)
 def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     """Gaussian rows per tile, in input (depth) order -> (start (n_tiles + 1,), rows, entry_start (n_tiles + 1,)):
     tile t's rows are rows[start[t]:start[t + 1]], and entry_start[t] sums the box pixels inside the tiles
@@ -26,11 +35,10 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     counts = np.zeros(n_tiles + 1, np.int64)
     room = np.zeros(n_tiles + 1, np.int64)
     for g in range(len(lo)):
-        if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
-            continue
         base = image[g] * tiles_x * tiles_y
-        for ty in range(lo[g, 1] // TILE, hi[g, 1] // TILE + 1):
-            for tx in range(lo[g, 0] // TILE, hi[g, 0] // TILE + 1):
+        ty0, ty1, tx0, tx1 = _box_tiles(lo, hi, g)
+        for ty in range(ty0, ty1):
+            for tx in range(tx0, tx1):
                 tile = base + ty * tiles_x + tx
                 counts[tile + 1] += 1
                 width = min(hi[g, 0], tx * TILE + TILE - 1) - max(lo[g, 0], tx * TILE) + 1
@@ -40,11 +48,10 @@ def bin_tiles(lo, hi, image, tiles_x, tiles_y, n_tiles):
     rows = np.empty(start[-1], np.int64)
     fill = start[:-1].copy()
     for g in range(len(lo)):
-        if hi[g, 0] < lo[g, 0] or hi[g, 1] < lo[g, 1]:
-            continue
         base = image[g] * tiles_x * tiles_y
-        for ty in range(lo[g, 1] // TILE, hi[g, 1] // TILE + 1):
-            for tx in range(lo[g, 0] // TILE, hi[g, 0] // TILE + 1):
+        ty0, ty1, tx0, tx1 = _box_tiles(lo, hi, g)
+        for ty in range(ty0, ty1):
+            for tx in range(tx0, tx1):
                 tile = base + ty * tiles_x + tx
                 rows[fill[tile]] = g
                 fill[tile] += 1
