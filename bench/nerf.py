@@ -13,7 +13,7 @@ is their pixels over the seconds render_views took, "PSNR" theirs against the te
 (meaningful only after a full run's steps).
 
 Measured on the 2-core CPU of the project machine (torch 2.13, 2 threads), 128 px default data:
-see the README's NeRF section.
+see docs/benchmarks.md, "NeRF".
 """
 
 from __future__ import annotations

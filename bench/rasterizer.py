@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.render.cameras import Cameras
 
 CAMERA_DISTANCE = 2.5
 CAMERA_ANGLE_X = 0.8  # radians: the unit ball fills the image
@@ -49,7 +49,7 @@ METHODS = ("numba", "torch", "dense")
 
 def random_scene(n: int, size: int, seed: int = 0) -> tuple[list[torch.Tensor], Cameras, dict]:
     """n Gaussians uniform in the unit ball, scales 0.01-0.04, random rotations, opacities, colours; one camera."""
-    from implicit_deepfake.data.cameras import look_at
+    from implicit_deepfake.render.cameras import look_at
 
     g = torch.Generator().manual_seed(seed)
     direction = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)

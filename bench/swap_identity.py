@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from implicit_deepfake.data.avatar import build_avatar, render_avatar
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.avatar.head import build_avatar, render_avatar
+from implicit_deepfake.core.io import composite, read_image, read_json
 from implicit_deepfake.data.datamodule import load_frames
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import composite, read_image, read_json
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import load_target
 

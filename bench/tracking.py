@@ -34,12 +34,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
+from implicit_deepfake.core.io import read_image, write_png
 from implicit_deepfake.data.blender import SPLITS, read_split_index
 from implicit_deepfake.data.face_tracking import head_rotations
 from implicit_deepfake.data.synthetic import LOOK_AT
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
 from implicit_deepfake.data.video import VideoSource
-from implicit_deepfake.io import read_image, write_png
 from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track
 from implicit_deepfake.render.video import write_video
 
@@ -100,7 +100,7 @@ def train_psnr(work: Path, name: str, overrides: list[str], steps: int, rays: in
 def refined_pose_errors(true_root: Path, run_dir: Path) -> dict[str, float]:
     """Median rotation error (degrees) of a data=video run's training frames: as tracked, and with the
     pose corrections its model learned (its last checkpoint)."""
-    from implicit_deepfake.pipeline import load_run
+    from implicit_deepfake.reports.runs import load_run
 
     run = load_run(str(run_dir / "checkpoints" / "last.ckpt"), run_dir)
     true, track = read_track(true_root), read_track(run.cfg.datamodule.root)

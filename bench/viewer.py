@@ -9,7 +9,7 @@ render function (nerfview's render_fn: the model's render_views, as evaluation r
 cover), after two warm-up frames. "fps" is one over the median frame time; the viewer sends smaller
 images while the camera moves (nerfview sizes them from this speed) and --size ones when it rests.
 
-Measured on the 2-core CPU of the project machine: see the README's "Looking at the avatar".
+Measured on the 2-core CPU of the project machine: see docs/benchmarks.md, "Viewer frames per second".
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from nerfview import CameraState, RenderTabState  # noqa: E402
 
-from implicit_deepfake.pipeline import load_run  # noqa: E402
 from implicit_deepfake.render.video import orbit_cameras  # noqa: E402
-from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run  # noqa: E402
+from implicit_deepfake.reports.runs import (  # noqa: E402
+    LAST_CHECKPOINT,
+    latest_run,
+    load_run,
+)
 from implicit_deepfake.view.camera import front_view  # noqa: E402
 from implicit_deepfake.view.server import ModelViewer  # noqa: E402
 

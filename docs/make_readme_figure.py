@@ -23,13 +23,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image, PngImagePlugin
 
-from implicit_deepfake.config import register_resolvers
-from implicit_deepfake.contact_sheet import SheetView, contact_sheet, headline
+from implicit_deepfake.core.config import register_resolvers
+from implicit_deepfake.core.io import atomic_path, read_json, read_photo, synthetic_metadata
+from implicit_deepfake.core.quiet import quiet_third_party
+from implicit_deepfake.core.trust import check_buildable
 from implicit_deepfake.data.datamodule import load_frames
-from implicit_deepfake.io import atomic_path, read_json, read_photo, synthetic_metadata
-from implicit_deepfake.quiet import quiet_third_party
+from implicit_deepfake.reports.contact_sheet import SheetView, contact_sheet, headline
 from implicit_deepfake.swap.target import target_image
-from implicit_deepfake.trust import check_buildable
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 300_000

@@ -1,4 +1,4 @@
-"""The README's swap figure: real frames of other people | swapped with a real target photo | the target.
+"""The swap page's figure (docs/swap.md): real frames of other people | swapped with a real target photo | the target.
 
     .venv/bin/python docs/make_swap_figure.py   # -> docs/swap_real.jpg
 
@@ -18,8 +18,8 @@ import numpy as np
 import skimage
 from PIL import Image
 
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import SYNTHETIC_NOTICE, read_photo
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE, read_photo
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 
 TILE = (200, 240)  # width, height of each face tile

@@ -14,11 +14,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from implicit_deepfake.core.io import write_png
 from implicit_deepfake.data.blender import write_split_index
-from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import write_png
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.render.cameras import Cameras, look_at
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(REPO))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_image, write_png
 from implicit_deepfake.data.blender import load_blender_split, read_split_index
 from implicit_deepfake.data.source import BlenderSource
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import read_image, write_png
 from tests.conftest import CAMERA_ANGLE_X, orbit_cameras, write_tiny_dataset
 
 

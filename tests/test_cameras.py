@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.render.cameras import Cameras, look_at
 
 UP = torch.tensor([0.0, 0.0, 1.0])
 

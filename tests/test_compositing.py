@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import ColourTransfer, pyramid_blend, silhouette_alpha, skin_weight, to_lab
@@ -89,7 +89,7 @@ def test_silhouette_mask_has_no_triangle_edges_on_a_turned_face(landmarker: Face
     landmarks = landmarker.detect(photo).landmarks
     triangles = face_triangles(landmarks[:, :2])
     turned = yaw_landmarks(landmarks, 55)
-    alpha = silhouette_alpha(turned, triangles, photo.shape[:2], feather=0.08)
+    alpha, _ = silhouette_alpha(turned, triangles, photo.shape[:2], feather=0.08)
     # The warp's own coverage drops edge-on triangles along the turned cheek: that was the mask's edge.
     _, covered = warp_triangles(photo, landmarks[:, :2], turned, triangles, photo.shape[:2])
     smooth, jagged = _perimeter_ratio(alpha > 0), _perimeter_ratio(covered)

@@ -10,13 +10,14 @@ import pytest
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from implicit_deepfake.config import target_key
+from implicit_deepfake.core.config import target_key
 from tests.conftest import REPO
 
 GROUPS = {
     group: sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
     for group in ("data", "swap", "identity", "trainer", "logger", "model")
 }
+PATH_DATA = ("video", "colmap", "capture")  # data sources made from the user's `data.path`
 
 
 @pytest.mark.parametrize("config_name", ["train", "swap", "evaluate"])
@@ -27,13 +28,13 @@ def test_every_config_composes_and_resolves(compose_cfg, tmp_path: Path, config_
         config_name,
         [f"data={data}", f"swap={swap}"]
         + (["swap.frames_dir=/frames"] if swap == "external" else [])
-        + (["data.path=/clips/talk.mp4"] if data == "video" else []),
+        + (["data.path=/clips/talk.mp4"] if data in PATH_DATA else []),
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    # data=video's datasets are named after the clip (its name and a hash of its path)
-    name = f"video-{target_key('/clips/talk.mp4')}" if data == "video" else data
+    # data=video's, colmap's and capture's datasets are named after data.path (its name and a hash of it)
+    name = f"{data}-{target_key('/clips/talk.mp4')}" if data in PATH_DATA else data
     assert resolved["swap"]["output_dir"] == f"{tmp_path}/data/swapped/{name}__{swap}__famous"
-    assert resolved["data"]["source"]["root"] == f"{tmp_path}/data/{'video/' if data == 'video' else ''}{name}"
+    assert resolved["data"]["source"]["root"] == f"{tmp_path}/data/{data + '/' if data in PATH_DATA else ''}{name}"
     assert resolved["swap"]["swapper"]["_target_"].startswith("implicit_deepfake.swap.")
 
 

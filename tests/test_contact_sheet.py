@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from implicit_deepfake.contact_sheet import COLUMNS, SheetView, contact_sheet, write_contact_sheet
-from implicit_deepfake.io import image_text
+from implicit_deepfake.core.io import image_text
+from implicit_deepfake.reports.contact_sheet import COLUMNS, SheetView, contact_sheet, write_contact_sheet
 
 
 def _frame(seed: int, size: int = 48) -> np.ndarray:

@@ -17,7 +17,7 @@ from hydra.utils import get_class, instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from omegaconf import OmegaConf
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.pipeline import check_ddp_launch
 from tests.conftest import REPO
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from implicit_deepfake.core.io import composite, read_image, write_png
 from implicit_deepfake.data.datamodule import ImageDataset, load_frames
 from implicit_deepfake.data.frame_cache import CACHE_DIR
-from implicit_deepfake.io import composite, read_image, write_png
 from tests.conftest import write_tiny_dataset
 
 BACKGROUND = (1.0, 0.5, 0.0)

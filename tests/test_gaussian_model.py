@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import Frames
-from implicit_deepfake.errors import DeepfakeError
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import GaussianCloud
 from tests.conftest import orbit_cameras

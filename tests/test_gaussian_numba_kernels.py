@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.render import gaussians_numba
+from implicit_deepfake.render.cameras import Cameras, look_at
 from implicit_deepfake.render.gaussians import rasterize_gaussians
 from implicit_deepfake.render.gaussians_cpu import project_gaussians
 from implicit_deepfake.render.gaussians_numba_pairs import TILE, bin_tiles

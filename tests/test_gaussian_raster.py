@@ -14,8 +14,8 @@ import torch
 from gsplat.strategy import DefaultStrategy
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.render.cameras import Cameras, look_at
 from implicit_deepfake.render.gaussians import rasterize_gaussians
 from implicit_deepfake.render.gaussians_dense import _composite_chunk, rasterize_dense
 from implicit_deepfake.render.sh import rgb_to_sh

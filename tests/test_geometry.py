@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter1d
 
-from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.render.cameras import Cameras, look_at
 from implicit_deepfake.swap.geometry import (
+    DegenerateViews,
     project_landmarks,
     smooth_tracks,
     triangulate_face,
@@ -24,7 +26,7 @@ SIZE = 128
 def face_mesh() -> tuple[np.ndarray, np.ndarray]:
     """A real face's 468 landmarks as a 3D mesh (Grace Hopper's photo: mediapipe's x, y, depth in
     pixels) placed in the world facing -y (x right, z up), 0.7 units tall, and its triangles."""
-    from implicit_deepfake.faces import FaceLandmarker
+    from implicit_deepfake.faces.landmarks import FaceLandmarker
     from tests.test_identity import load_photo
 
     landmarks = FaceLandmarker().detect(load_photo("grace_hopper")).landmarks.astype(np.float64)
@@ -106,18 +108,26 @@ def test_views_from_behind_the_face_are_hidden_whatever_the_face_mesh_alone_show
     assert [f.status for f in wide.frames] == ["found"] * 5 + ["hidden"]
 
 
+def _face_track(frames: int) -> np.ndarray:
+    """(frames, 468, 3) a 200-px face: landmarks spread over a grid, all at rest."""
+    grid = np.stack(np.meshgrid(np.linspace(0, 200, 26), np.linspace(0, 200, 18)), -1).reshape(-1, 2)[:468]
+    track = np.zeros((frames, 468, 3), np.float32)
+    track[..., :2] = 100 + grid
+    return track
+
+
 def test_smoothed_tracks_lose_jitter_keep_motion_and_fill_short_gaps() -> None:
     rng = np.random.default_rng(1)
     frames = 60
     t = np.arange(frames)
-    truth = np.zeros((frames, 468, 3), np.float32)
-    truth[..., 0] = 50 + 10 * np.sin(t / 8.0)[:, None]  # a slow head motion
+    truth = _face_track(frames)
+    truth[..., 0] += 10 * np.sin(t / 8.0)[:, None]  # a slow head motion
     noisy = truth + rng.normal(0, 1.0, truth.shape).astype(np.float32)
     detections = [noisy[i] for i in range(frames)]
     detections[20] = None  # a short gap: filled
     for i in range(40, 46):
         detections[i] = None  # a long gap: stays empty
-    smoothed = smooth_tracks(detections, sigma=1.5)
+    smoothed = smooth_tracks(detections, min_cutoff=0.02, beta=10.0)
     assert smoothed[20] is not None and all(smoothed[i] is None for i in range(40, 46))
     kept = [i for i in range(frames) if smoothed[i] is not None and detections[i] is not None]
     raw_error = np.mean([np.abs(noisy[i] - truth[i]).mean() for i in kept])
@@ -126,17 +136,48 @@ def test_smoothed_tracks_lose_jitter_keep_motion_and_fill_short_gaps() -> None:
     assert np.abs(smoothed[20][..., 0] - truth[20][..., 0]).mean() < 1.0
 
 
+def test_a_wink_is_followed_where_a_fixed_blur_smears_it() -> None:
+    """An eyelid closes, stays shut two frames and opens (a wink at 25 fps): the one-euro filter
+    follows it (speed raises its cutoff) where a Gaussian of the old default (sigma 1 frame) smears it."""
+    frames, lid = 30, np.arange(0, 40)  # the first 40 landmarks stand for an eyelid
+    truth = _face_track(frames)
+    truth[12, lid, 1] += 15
+    truth[13:15, lid, 1] += 30  # closed
+    truth[15, lid, 1] += 15
+    noisy = truth + np.random.default_rng(2).normal(0, 0.5, truth.shape).astype(np.float32)
+    smoothed = np.stack(smooth_tracks(list(noisy), min_cutoff=0.02, beta=10.0))
+    closed = smoothed[13:15, lid, 1].mean() - truth[0, lid, 1].mean()
+    assert closed > 0.85 * 30, closed
+    blurred = gaussian_filter1d(noisy, 1.0, axis=0, mode="nearest")[13:15, lid, 1].mean() - truth[0, lid, 1].mean()
+    assert blurred < closed - 3
+    still = np.abs(smoothed[20:, lid + 100] - truth[20:, lid + 100]).mean()
+    assert still < 0.6 * np.abs(noisy[20:, lid + 100] - truth[20:, lid + 100]).mean()  # jitter still goes
+
+
+def test_views_from_one_camera_position_fall_back_to_their_own_landmarks(face_mesh, caplog) -> None:
+    points, triangles = face_mesh
+    cameras = ring_cameras([0.0, 0.0, 0.0])
+    detections = list(project_landmarks(points, cameras))
+    with caplog.at_level("WARNING"):
+        track = track_faces(detections, cameras, [[0, 1, 2]], mode="auto", video=False)
+    assert track.mode == "per_frame" and track.mesh is None
+    assert [f.status for f in track.frames] == ["found"] * 3
+    assert "one camera position" in caplog.text
+    with pytest.raises(DegenerateViews, match="one camera position"):
+        triangulate_face(detections, cameras, triangles)
+
+
 def test_temporal_track_for_a_video() -> None:
     frames = [np.full((468, 3), float(i), np.float32) for i in range(6)]
     cameras = ring_cameras([0.0] * 6)
-    track = track_faces(frames, cameras, [[0, 1, 2], [3, 4, 5]], mode="auto", video=True, smooth_sigma=1.0)
+    track = track_faces(frames, cameras, [[0, 1, 2], [3, 4, 5]], mode="auto", video=True)
     assert track.mode == "temporal" and track.mesh is None
     # Smoothing stays inside each run (split): frame 2 is not pulled toward frame 3.
     assert track.frames[2].face.landmarks[0, 0] < 2.0 and track.frames[3].face.landmarks[0, 0] > 3.0
 
 
 def test_unknown_track_mode_is_a_clear_error() -> None:
-    from implicit_deepfake.errors import DeepfakeError
+    from implicit_deepfake.core.errors import DeepfakeError
 
     with pytest.raises(DeepfakeError, match="swap.track.mode"):
         track_faces([None], ring_cameras([0.0]), [[0]], mode="frames", video=False)

@@ -12,7 +12,7 @@ import pytest
 import skimage
 from PIL import Image
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder, dlib_model_path
 
@@ -90,7 +90,7 @@ def test_missing_model_file_says_how_to_install() -> None:
 def test_face_metrics_portrait_columns(embedder: DlibEmbedder, embeddings: dict[str, np.ndarray]) -> None:
     """With a portrait of the base person, each image's distance to it is reported beside the distance
     to the base frame of the same view, per yaw bucket, and so is the base frames' own distance to it."""
-    from implicit_deepfake.faces import FaceLandmarker
+    from implicit_deepfake.faces.landmarks import FaceLandmarker
     from implicit_deepfake.metrics.face_report import face_metrics
 
     astronaut, grace = load_photo("astronaut"), load_photo("grace_hopper")

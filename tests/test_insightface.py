@@ -15,9 +15,9 @@ from insightface.model_zoo import ArcFaceONNX, get_model
 from insightface.model_zoo.inswapper import INSwapper
 from insightface.utils.face_align import norm_crop
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import read_image, sha256_file
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_image, sha256_file
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity_arcface import ArcFaceEmbedder
 from implicit_deepfake.swap.insightface_swapper import InsightFaceSwapper
 from tests.onnx_fakes import FakeArcFace, FakeSwapper, write_fake_arcface, write_fake_inswapper

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from implicit_deepfake.io import exclusive
+from implicit_deepfake.core.io import exclusive
 from tests.conftest import REPO, TINY_AVATAR
 from tests.test_sweep import TINY_JOB
 

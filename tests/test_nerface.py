@@ -13,15 +13,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from implicit_deepfake.data.avatar import build_avatar, render_avatar
+from implicit_deepfake.avatar.head import build_avatar, render_avatar
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_image, write_png
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.expressions import EXPRESSION_DIM, ExpressionRig, expression_vector
 from implicit_deepfake.data.nerface import NerfaceSource, load_nerface_split
 from implicit_deepfake.data.synthetic import BASE_PHOTO, TARGET_PHOTO
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource, head_cameras
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import INNER_LIPS, FaceLandmarker
-from implicit_deepfake.io import read_image, write_png
+from implicit_deepfake.faces.landmarks import INNER_LIPS, FaceLandmarker
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.none import NoSwap
 from implicit_deepfake.swap.runner import run_swap
@@ -316,6 +316,12 @@ def test_swap_keeps_nerface_fields_and_background(built4d: Path, tmp_path: Path)
     swapped, base = (load_nerface_split(root, "train").images.astype(float) for root in (out, built4d))
     ratio = np.abs(np.diff(swapped, axis=0)).mean() / np.abs(np.diff(base, axis=0)).mean()
     assert ratio < 1.3, ratio
+    summary = manifest["summary"]
+    assert summary["flicker"] is not None and summary["flicker"] < 1.3, summary["flicker"]  # aligned, face only
+    # The jaw opens and closes through the clip: the swapped frames' mouths follow the base frames'.
+    assert summary["expression"]["mouth_opening"]["correlation"] > 0.8, summary["expression"]
+    record = next(r for r in manifest["frames"] if r.get("expression"))
+    assert set(record["expression"]) == {"base", "swapped"} and "gaze_x" in record["expression"]["base"]
 
 
 def test_landmark_swap_keeps_the_frames_open_mouth(rigged):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import image_text
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import image_text
 from implicit_deepfake.pipeline import evaluate, swap_stage
 from tests.conftest import REPO
 

@@ -12,12 +12,12 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import Frames
 from implicit_deepfake.lit.nerf import LitNeRF
 from implicit_deepfake.lit.nerface import LitNeRFace
 from implicit_deepfake.lit.pose_correction import PoseCorrection, axis_angle_matrices
 from implicit_deepfake.models.grid_field import VoxelGrid
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.rays import pixel_rays
 
 SIZE = 40
@@ -97,7 +97,11 @@ def _scene(size: int = SIZE) -> LitNeRFace:
         "occupancy": {"_target_": "implicit_deepfake.models.grid_field.OccupancyGrid", "resolution": 8},
     }
     optimizer = {"_target_": "torch.optim.Adam", "_partial_": True}
-    module = LitNeRFace(model, optimizer, {"field": 1e-3}, expression_dims=4, latent_dims=2, pose_refine=True)
+    module = LitNeRFace(
+        model, optimizer, {"field": 1e-3}, expression_dims=4, latent_dims=2, latent_lr=1e-3, latent_weight=5e-4,
+        pose_refine=True, pose_lr=1e-3, pose_weight=1e-3, lr_decay=0.1, lr_decay_steps=1000, chunk=4096,
+        box_scale=1.0, seed=0,
+    )  # fmt: skip
     with torch.no_grad():
         module.model.field.feature_grid.table.normal_(0.0, 1.0)
     module.latents = torch.nn.Parameter(torch.zeros(2, 2))

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.swap_quality import (
     expression_error,
     multiview_colour_difference,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import composite, image_text, read_image, sha256_file, write_png
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import composite, image_text, read_image, sha256_file, write_png
 from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.external import ExternalSwapper

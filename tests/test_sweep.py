@@ -16,9 +16,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import image_text, write_json
-from implicit_deepfake.summary import objective, summarize
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import image_text, write_json
+from implicit_deepfake.reports.summary import objective, summarize
 from tests.conftest import REPO, TINY_AVATAR
 
 # Gaussians in a few CPU seconds per job; W&B (the default logger, offline) stays on.

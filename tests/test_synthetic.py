@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from implicit_deepfake.avatar.head import build_avatar, render_avatar
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import composite, image_text, read_image
 from implicit_deepfake.data import synthetic
-from implicit_deepfake.data.avatar import build_avatar, render_avatar
 from implicit_deepfake.data.blender import SPLITS, load_blender_split
 from implicit_deepfake.data.synthetic import BASE_PHOTO, DISTANCE, SyntheticAvatarSource, view_cameras
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import composite, image_text, read_image
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 
 SIZE, COUNTS, RESOLUTION = 96, {"train": 4, "val": 2, "test": 2}, 128
 

@@ -15,9 +15,9 @@ import pytest
 import skimage
 from PIL import Image, JpegImagePlugin
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import DetectedFace, Face, FaceLandmarker
-from implicit_deepfake.io import read_photo
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_photo
+from implicit_deepfake.faces.landmarks import DetectedFace, Face, FaceLandmarker
 from implicit_deepfake.swap.target import load_target
 
 ASTRONAUT = Path(skimage.__file__).parent / "data" / "astronaut.png"  # 512x512 RGB

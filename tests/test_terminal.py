@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 
 from implicit_deepfake.lit.progress import format_stats
-from implicit_deepfake.run_table import print_run_summary, short_lpips_reason
+from implicit_deepfake.reports.run_table import print_run_summary, short_lpips_reason
 from tests.conftest import REPO
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -53,11 +53,11 @@ import sys
 from pathlib import Path
 import numpy as np, torch, pytorch_lightning as pl
 from torch.utils.data import DataLoader, TensorDataset
-from implicit_deepfake.quiet import quiet_third_party
+from implicit_deepfake.core.quiet import quiet_third_party
 quiet_third_party()  # as train.py's entry point does
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.lit.progress import StepProgressBar
-from implicit_deepfake.run_table import print_run_summary
+from implicit_deepfake.reports.run_table import print_run_summary
 
 class Toy(pl.LightningModule):
     def __init__(self):
@@ -130,7 +130,7 @@ def test_train_py_on_a_terminal_shows_a_step_bar_and_ends_with_the_summary_table
 def test_native_noise_and_lightning_chatter_go_but_our_warnings_errors_and_tracebacks_stay():
     script = r"""
 import logging, os, warnings
-from implicit_deepfake.quiet import quiet_third_party
+from implicit_deepfake.core.quiet import quiet_third_party
 quiet_third_party()
 os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
 os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")

@@ -14,9 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import image_text
 from implicit_deepfake.data.datamodule import load_frames
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import image_text
 from implicit_deepfake.lit.gaussians import LitGaussians
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales
 from implicit_deepfake.models.gaussians import GaussianCloud

@@ -12,10 +12,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import FrameDataModule, RayDataset, bbox_pixels
 from implicit_deepfake.data.expressions import expression_vector
-from implicit_deepfake.edit import load_expressions, mouth_change
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.evaluation.edit import load_expressions, mouth_change
 from implicit_deepfake.lit.nerface import LitNeRFace
 from implicit_deepfake.models.grid_field import ConditionedGridField, MarchedField, OccupancyGrid
 from implicit_deepfake.models.nerf import CoarseFineNeRF, NeRFMLP

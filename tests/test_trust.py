@@ -12,9 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.trust import check_buildable, load_checkpoint
 from implicit_deepfake.pipeline import evaluate_checkpoint
-from implicit_deepfake.trust import check_buildable, load_checkpoint
 from tests.conftest import REPO, compose_train
 
 
@@ -80,7 +80,7 @@ def test_a_config_that_would_build_torch_load_is_refused(tmp_path: Path) -> None
     ("node", "target", "message"),
     [
         ("model.module.optimizer", "os.system", "model.module.optimizer._target_: os.system` is refused"),
-        ("model.module", "implicit_deepfake.io.write_json", "refused"),  # a function of ours, not a class
+        ("model.module", "implicit_deepfake.core.io.write_json", "refused"),  # a function of ours, not a class
         ("model.module", "implicit_deepfake.data.datamodule.FrameDataModule", "is not a SceneModule"),
         ("identity", "${oc.env:HOME}", "refused"),
     ],

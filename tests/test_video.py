@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import SYNTHETIC_NOTICE
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE
+from implicit_deepfake.render.cameras import Cameras, look_at
 from implicit_deepfake.render.video import orbit_cameras, view_range, write_video
 from tests.conftest import orbit_cameras as ring_cameras
 

@@ -15,6 +15,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from scipy.spatial.transform import Rotation
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_image, write_png
 from implicit_deepfake.data import video as video_module
 from implicit_deepfake.data.blender import SPLITS, read_split_index
 from implicit_deepfake.data.face_tracking import (
@@ -28,8 +30,6 @@ from implicit_deepfake.data.face_tracking import (
 from implicit_deepfake.data.nerface import load_nerface_split
 from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
 from implicit_deepfake.data.video import VideoSource, longest_run, split_counts
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import read_image, write_png
 from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track
 from implicit_deepfake.render.video import write_video
 from tests.conftest import REPO, compose_train

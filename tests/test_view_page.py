@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import SYNTHETIC_NOTICE
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE
 from implicit_deepfake.models.gaussians import GaussianCloud
 from implicit_deepfake.view.camera import initial_view
 from implicit_deepfake.view.spz import spz_bytes

@@ -14,11 +14,11 @@ from nerfview import CameraState, RenderTabState
 from omegaconf import OmegaConf
 from PIL import Image
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE
 from implicit_deepfake.data.expressions import EXPRESSION_NAMES
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import uint8_images
-from implicit_deepfake.io import SYNTHETIC_NOTICE
-from implicit_deepfake.runs import LAST_CHECKPOINT, write_run_info
+from implicit_deepfake.render.video import uint8_images
+from implicit_deepfake.reports.runs import LAST_CHECKPOINT, write_run_info
 from implicit_deepfake.view.camera import initial_view
 from implicit_deepfake.view.run import view
 from implicit_deepfake.view.server import ExpressionControls, ModelViewer

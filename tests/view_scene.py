@@ -9,11 +9,13 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.lit.gaussians import LitGaussians
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.view.camera import InitialView
-from tests.conftest import orbit_cameras
+from tests.conftest import REPO, orbit_cameras
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless and offline: no background requests, no updates, WebGL in software (no GPU needed).
@@ -34,7 +36,8 @@ def head_module(n: int = 4000, seed: int = 0) -> LitGaussians:
     directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator), dim=1)
     points = directions * torch.tensor(HEAD_RADII)
     colors = torch.tensor([0.75, 0.45, 0.35]) + 0.1 * torch.rand(n, 3, generator=generator)
-    module = LitGaussians(sh_degree=1)
+    config = OmegaConf.load(REPO / "conf" / "model" / "gaussians.yaml").model.module
+    module: LitGaussians = instantiate(OmegaConf.merge(config, {"sh_degree": 1, "seed": seed}))
     module.cloud.initialize(points, colors.clamp(0, 1), torch.full((n,), 0.05), opacity=0.95)
     module.background = torch.tensor(BACKGROUND)
     return module.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import cast
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -16,35 +16,32 @@ from pytorch_lightning.callbacks.progress.progress_bar import ProgressBar
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.strategies.launchers import _SubprocessScriptLauncher
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import atomic_path, composite, synthetic_metadata, write_json
 from implicit_deepfake.data.blender import load_blender_split
-from implicit_deepfake.data.datamodule import FrameDataModule
-from implicit_deepfake.edit import edit_expressions
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import evaluate_module
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import atomic_path, composite, synthetic_metadata, write_json
-from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.data.source import DatasetSource
+from implicit_deepfake.evaluation.edit import edit_expressions
+from implicit_deepfake.evaluation.evaluate import evaluate_module
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
-from implicit_deepfake.metrics.identity import FaceEmbedder
-from implicit_deepfake.run_table import print_run_summary
-from implicit_deepfake.runs import LAST_CHECKPOINT, latest_run, resolve_checkpoint, write_run_info
-from implicit_deepfake.summary import summarize
+from implicit_deepfake.reports.run_table import print_run_summary
+from implicit_deepfake.reports.runs import load_run, resolve_checkpoint, write_run_info
+from implicit_deepfake.reports.summary import summarize
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.runner import run_swap
 from implicit_deepfake.swap.target import target_image, target_photo
-from implicit_deepfake.trust import check_buildable, load_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def prepare_source(cfg: DictConfig):
+def prepare_source(cfg: DictConfig) -> DatasetSource:
     """The dataset source of `cfg.data`, ready on disk (built if it is generated)."""
-    source = instantiate(cfg.data.source)
+    source: DatasetSource = instantiate(cfg.data.source)
     source.prepare()
     return source
 
 
-def swap_stage(cfg: DictConfig) -> tuple[object, Path]:
+def swap_stage(cfg: DictConfig) -> tuple[DatasetSource, Path]:
     """Build/check the base dataset and swap it (skipping frames already done).
 
     Returns the dataset source and the swapped dataset's root."""
@@ -130,56 +127,6 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-def _run_config(ckpt: Path) -> tuple[DictConfig, Path]:
-    run_dir = ckpt.parent.parent
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise DeepfakeError(
-            f"{saved} is missing: ckpt= must be <run folder>/checkpoints/<name>.ckpt of a train.py run."
-        )
-    return OmegaConf.load(saved), run_dir
-
-
-class TrainedRun(NamedTuple):
-    """A saved run, loaded: its model (weights in place), DataModule, config, folder and step count."""
-
-    module: SceneModule
-    datamodule: FrameDataModule
-    cfg: DictConfig
-    run_dir: Path
-    steps: int
-
-
-def load_run(ckpt: str, log_dir: str | Path) -> TrainedRun:
-    """The run of `ckpt` (a train.py checkpoint file, or `last`: the newest run under `log_dir`/train)."""
-    if ckpt == "last":
-        previous = latest_run(Path(log_dir) / "train", {})
-        if previous is None:
-            raise DeepfakeError(f"ckpt=last: no train.py run with {LAST_CHECKPOINT} under {log_dir}/train.")
-        path = previous / LAST_CHECKPOINT
-    else:
-        path = Path(ckpt)
-        if not path.is_file():
-            raise DeepfakeError(f"ckpt={path}: no such checkpoint file.")
-    run_cfg, run_dir = _run_config(path)
-    # Someone else's run folder: build only this package's classes, read the checkpoint as data.
-    check_buildable(
-        run_cfg,
-        run_dir / "config.yaml",
-        {
-            "model.module": SceneModule,
-            "datamodule": FrameDataModule,
-            "data.source": object,
-            "identity": FaceEmbedder,
-        },
-    )
-    checkpoint = load_checkpoint(path)
-    module = instantiate(run_cfg.model.module)
-    module.on_load_checkpoint(checkpoint)
-    module.load_state_dict(checkpoint["state_dict"])
-    return TrainedRun(module, instantiate(run_cfg.datamodule), run_cfg, run_dir, int(checkpoint.get("global_step", 0)))
-
-
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Re-evaluate a saved run (`ckpt=<file>` or `ckpt=last`) into its own run folder; with
     `edit.expressions_from`, re-render its test frames with other expressions instead (edits/<name>/)."""
@@ -190,7 +137,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         return edit_expressions(run.module, run.datamodule, source, run.run_dir, pose_steps)
     run_cfg = run.cfg
     if cfg.get("evaluate", {}).get("orbit"):  # evaluate.py ckpt=... evaluate.orbit=full
-        run_cfg = OmegaConf.merge(run_cfg, {"evaluate": {"orbit": cfg.evaluate.orbit}})
+        run_cfg = cast(DictConfig, OmegaConf.merge(run_cfg, {"evaluate": {"orbit": cfg.evaluate.orbit}}))
     return evaluate_module(run.module, run.datamodule, run_cfg, run.run_dir, run.steps)
 
 

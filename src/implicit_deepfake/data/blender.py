@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_image, read_json, write_json
 from implicit_deepfake.data.split_camera import SplitCamera, read_split_camera
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import read_image, read_json, write_json
+from implicit_deepfake.render.cameras import Cameras
 
 SPLITS = ("train", "val", "test")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

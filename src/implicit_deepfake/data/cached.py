@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import exclusive, read_json, sha256_json, write_json
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import exclusive, read_json, sha256_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -20,12 +21,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import image_size
 from implicit_deepfake.data.blender import read_split_index
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.frame_cache import PixelReader, cached_frames, decode_frames
 from implicit_deepfake.data.nerface import is_nerface_split, read_background, read_bboxes, read_expressions
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import image_size
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays
 
 
@@ -220,6 +221,7 @@ class RayDataset(Dataset):
             "alpha": f.opacities(view, y, x),
         }
         if f.expressions is not None:
+            assert f.background_image is not None  # a NeRFace split has both
             batch |= {"frame": view, "expression": f.expressions[view], "background": f.background_image[y, x]}
         return batch
 
@@ -249,7 +251,7 @@ class FrameDataModule(pl.LightningDataModule):
         if mode not in DATASETS:
             raise DeepfakeError(f"datamodule.mode={mode!r} is not one of {sorted(DATASETS)}.")
         self.root = Path(root)
-        self.background = tuple(float(c) for c in background)
+        self.background = cast(tuple[float, float, float], tuple(float(c) for c in background))
         self.downscale, self.mode = downscale, mode
         self.batch_size, self.num_workers, self.bbox_weight = batch_size, num_workers, bbox_weight
         self.splits: dict[str, Frames] = {}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from implicit_deepfake.data.avatar import Avatar
+from implicit_deepfake.avatar.head import Avatar
 from implicit_deepfake.data.nerface import EXPRESSION_DIM
 
 EXPRESSION_NAMES = ("jaw_open", "smile", "brow_raise")
@@ -93,8 +93,8 @@ class ExpressionRig:
     def apply(self, avatar: Avatar, expression: np.ndarray | Tensor) -> Avatar:
         """The avatar with `expression` (D >= 3,) applied (components clipped to their ranges)."""
         low, high = EXPRESSION_RANGES.T
-        weights = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], low, high)
-        weights = torch.as_tensor(weights, dtype=torch.float32)
+        clipped = np.clip(np.asarray(expression, np.float64)[: len(EXPRESSION_NAMES)], low, high)
+        weights = torch.as_tensor(clipped, dtype=torch.float32)
         vertices = avatar.vertices + torch.einsum("k,kvc->vc", weights, self.offsets)
         # Blend the colour toward the mouth's inside: (1 - d) * photo/base mix + d * inside, written
         # back as the renderer's texture weight and base colour.

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -112,7 +113,10 @@ def _pnp(
 ) -> np.ndarray:
     """(4, 4) pose (face coordinates -> OpenCV camera) of `face` (P, 3) seen at `pixels` (P, 2)."""
     rvec, tvec = cv2.Rodrigues(guess[0])[0], guess[1].reshape(3, 1)
-    _, rvec, tvec = cv2.solvePnP(face, pixels, intrinsics, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
+    # ignore: cv2's stubs refuse distCoeffs=None (no distortion), which OpenCV takes
+    _, rvec, tvec = cv2.solvePnP(  # type: ignore[call-overload]
+        face, pixels, intrinsics, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE
+    )
     pose = np.eye(4)
     pose[:3, :3], pose[:3, 3] = cv2.Rodrigues(rvec)[0], tvec[:, 0]
     return pose
@@ -138,19 +142,24 @@ def feature_tracks(frames: np.ndarray, landmarks: np.ndarray, rigid: np.ndarray,
     bool (a point stays dropped once optical flow loses it or fails the forward-backward check)."""
     gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
     mask = np.zeros(gray[reference].shape, np.uint8)
-    cv2.fillConvexPoly(mask, cv2.convexHull(landmarks[reference, rigid, :2].astype(np.float32)).astype(np.int32), 1)
+    cv2.fillConvexPoly(mask, cv2.convexHull(landmarks[reference, rigid, :2].astype(np.float32)).astype(np.int32), (1,))
     corners = cv2.goodFeaturesToTrack(gray[reference], MAX_FEATURES, 0.01, 2, mask=mask)
     count = 0 if corners is None else len(corners)
     pixels, alive = np.zeros((len(frames), count, 2), np.float32), np.zeros((len(frames), count), bool)
     if not count:
         return pixels, alive
     pixels[reference], alive[reference] = corners[:, 0], True
-    flow = {"winSize": (FLOW_WINDOW, FLOW_WINDOW), "maxLevel": 2}
+    flow: dict[str, Any] = {"winSize": (FLOW_WINDOW, FLOW_WINDOW), "maxLevel": 2}
     for order in (range(reference + 1, len(frames)), range(reference - 1, -1, -1)):
         previous = reference
         for k in order:
-            moved, found, _ = cv2.calcOpticalFlowPyrLK(gray[previous], gray[k], pixels[previous], None, **flow)
-            back, found_back, _ = cv2.calcOpticalFlowPyrLK(gray[k], gray[previous], moved, None, **flow)
+            # ignore: cv2's stubs refuse nextPts=None (no initial guess), which OpenCV takes
+            moved, found, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+                gray[previous], gray[k], pixels[previous], None, **flow
+            )
+            back, found_back, _ = cv2.calcOpticalFlowPyrLK(  # type: ignore[call-overload]
+                gray[k], gray[previous], moved, None, **flow
+            )
             check = np.linalg.norm(back - pixels[previous], axis=1) < FLOW_CHECK_PX
             pixels[k], alive[k] = moved, alive[previous] & (found[:, 0] == 1) & (found_back[:, 0] == 1) & check
             previous = k
@@ -266,7 +275,7 @@ def track_head(
     return HeadTrack(head_poses_, head_face, rigid, codes, explained)
 
 
-def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: float, rise: float) -> np.ndarray:
+def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, ...], grow: float, rise: float) -> np.ndarray:
     """(H, W) bool: the head around landmarks (468, 2) in pixels: the face oval (landmark ids `oval`,
     in order) grown `grow` times about its centre (ears, hair at the sides), swept up the face by
     `rise` times the oval's height (the skull and hair above the forehead)."""
@@ -278,7 +287,7 @@ def head_mask(xy: np.ndarray, oval: np.ndarray, shape: tuple[int, int], grow: fl
     up = up / max(float(np.linalg.norm(up)), 1e-9) * rise * chin_to_brow
     mask = np.zeros(shape, np.uint8)
     for step in np.linspace(0.0, 1.0, 5):
-        cv2.fillPoly(mask, [np.round(polygon + step * up).astype(np.int32)], 1)
+        cv2.fillPoly(mask, [np.round(polygon + step * up).astype(np.int32)], (1,))
     return mask.astype(bool)
 
 

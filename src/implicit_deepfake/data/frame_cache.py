@@ -17,12 +17,13 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from itertools import chain
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import atomic_path, exclusive, sha256_json
 from implicit_deepfake.data.blender import load_resized
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import atomic_path, exclusive, sha256_json
 
 CACHE_DIR = ".frames"
 
@@ -61,7 +62,8 @@ def decode_frames(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Like `cached_frames`, into memory (for a small split of a folder this tool may not write to)."""
     pairs = [_composite(image, background) for image in _decoded(paths, downscale)]
-    alpha = None if pairs[0][1] is None else np.stack([a for _, a in pairs])
+    # A split's frames are all RGBA or all RGB: the first tells.
+    alpha = None if pairs[0][1] is None else np.stack([cast(np.ndarray, a) for _, a in pairs])
     return np.stack([rgb for rgb, _ in pairs]), alpha
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.blender import (
     SPLITS,
     SplitIndex,
@@ -25,8 +26,7 @@ from implicit_deepfake.data.blender import (
     read_split_index,
     transforms_path,
 )
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.render.cameras import Cameras
 
 EXPRESSION_DIM = 76  # NeRFace's expression vectors
 # Where the static background is looked for, in this order (relative to the dataset root).
@@ -66,7 +66,7 @@ def is_nerface_split(root: str | Path, split: str) -> bool:
 def read_expressions(index: SplitIndex) -> np.ndarray:
     """(N, D) float32 per-frame `expression` vectors; all frames of a split have the same length D."""
     path = transforms_path(index.root, index.split)
-    rows = []
+    rows: list[list[float]] = []
     for i, frame in enumerate(index.frames):
         value = frame.get("expression")
         if not _number_list(value, None) or not value:
@@ -115,7 +115,7 @@ def landmark_bbox(xy: np.ndarray, width: int, height: int) -> list[float]:
     return [round(float(np.clip(v, 0.0, 1.0)), 5) for v in box]
 
 
-def read_background(root: str | Path, downscale: int, shape: tuple[int, int]) -> np.ndarray:
+def read_background(root: str | Path, downscale: int, shape: tuple[int, ...]) -> np.ndarray:
     """The background (H, W, 3) uint8, box-downscaled like the frames; `shape` is the frames' (H, W)."""
     path = find_background(root)
     if path is None:

@@ -7,9 +7,10 @@ dataset is ready (built, for generated sources; checked, for downloaded ones).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.blender import SPLITS, transforms_path
-from implicit_deepfake.errors import DeepfakeError
 
 TINA_URL = "https://drive.google.com/drive/folders/1ZSUoqH1sv3ln-BuWznnDqSx0-Erg5TZU"
 TINA_LAYOUT = """\
@@ -19,6 +20,18 @@ TINA_LAYOUT = """\
     transforms_train.json           camera_angle_x + frames[file_path, transform_matrix]
     transforms_val.json
     transforms_test.json"""
+
+
+class DatasetSource(Protocol):
+    """What every `data.source` class has (see above)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def target_photo(self) -> Path: ...
+
+    def prepare(self) -> Path: ...
 
 
 class BlenderSource:

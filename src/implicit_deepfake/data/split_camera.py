@@ -23,17 +23,18 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.render.cameras import Cameras
 
 _MIRROR_X = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -48,6 +49,7 @@ class SplitCamera:
     def pixel_intrinsics(self, width: int, height: int) -> tuple[float, float, float, float]:
         """fx, fy, cx, cy in pixels of a width x height frame (fx, fy keep their sign)."""
         if self.intrinsics is None:
+            assert self.camera_angle_x is not None  # read_split_camera gives one of the two
             focal = 0.5 * width / math.tan(0.5 * self.camera_angle_x)
             return focal, focal, width / 2.0, height / 2.0
         fx, fy, cx, cy = self.intrinsics
@@ -94,7 +96,8 @@ def read_split_camera(path: Path, meta: dict) -> SplitCamera:
             )
         if intrinsics[0] == 0 or intrinsics[1] == 0:
             raise DeepfakeError(f"{path}: field `intrinsics` has a zero focal length (fx, fy = {intrinsics[:2]}).")
-        return SplitCamera(path, float(angle) if _is_number(angle) else None, tuple(float(v) for v in intrinsics))
+        fx, fy, cx, cy = map(float, intrinsics)
+        return SplitCamera(path, float(angle) if _is_number(angle) else None, (fx, fy, cx, cy))
     if not _is_number(angle) or not 0 < angle < math.pi:
         raise DeepfakeError(
             f"{path}: field `camera_angle_x` must be the horizontal field of view in radians, got {angle!r} "

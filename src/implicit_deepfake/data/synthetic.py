@@ -19,12 +19,12 @@ from PIL import Image
 from scipy.stats import qmc
 from tqdm import tqdm
 
-from implicit_deepfake.data.avatar import Avatar, build_avatar, render_avatar
+from implicit_deepfake.avatar.head import Avatar, build_avatar, render_avatar
+from implicit_deepfake.core.io import atomic_path, read_image, sha256_file, write_png
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cached import CachedDataset
-from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import atomic_path, read_image, sha256_file, write_png
+from implicit_deepfake.faces.landmarks import FaceLandmarker
+from implicit_deepfake.render.cameras import Cameras, look_at
 
 BUILDER_VERSION = 3
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -76,10 +76,17 @@ class SyntheticAvatarSource(CachedDataset):
     ) -> None:
         self.root = Path(root)
         self.config = {
-            "image_size": image_size, "counts": {"train": n_train, "val": n_val, "test": n_test},
-            "camera_angle_x": camera_angle_x, "seed": seed, "distance": distance, "azimuth_deg": azimuth_deg,
-            "elevation_deg": list(elevation_deg), "mesh_resolution": mesh_resolution, "supersample": supersample,
-            "builder_version": BUILDER_VERSION, "base_photo_sha256": sha256_file(BASE_PHOTO),
+            "image_size": image_size,
+            "counts": {"train": n_train, "val": n_val, "test": n_test},
+            "camera_angle_x": camera_angle_x,
+            "seed": seed,
+            "distance": distance,
+            "azimuth_deg": azimuth_deg,
+            "elevation_deg": list(elevation_deg),
+            "mesh_resolution": mesh_resolution,
+            "supersample": supersample,
+            "builder_version": BUILDER_VERSION,
+            "base_photo_sha256": sha256_file(BASE_PHOTO),
         }
 
     @property
@@ -93,8 +100,11 @@ class SyntheticAvatarSource(CachedDataset):
         self._render(avatar, out)
         with atomic_path(out / "famous.jpg") as tmp:
             Image.fromarray(read_image(TARGET_PHOTO)[..., :3]).save(tmp, format="JPEG", quality=95)
-        self.write_stamp(out, base_photo="matplotlib sample_data/grace_hopper.jpg (public domain)",
-                         target_photo="scikit-image data/astronaut.png (public domain, NASA)")
+        self.write_stamp(
+            out,
+            base_photo="matplotlib sample_data/grace_hopper.jpg (public domain)",
+            target_photo="scikit-image data/astronaut.png (public domain, NASA)",
+        )
 
     def _render(self, avatar: Avatar, out: Path) -> None:
         """Write the frames and transforms jsons of `avatar` into `out` (subclasses: other datasets)."""
@@ -110,8 +120,12 @@ class SyntheticAvatarSource(CachedDataset):
             for i, k in enumerate(tqdm(range(first, end), desc=f"render {split}", unit="view")):
                 rgba, _ = render_avatar(avatar, cameras[int(k)], cfg["supersample"])
                 write_png(out / split / f"r_{i}.png", rgba[0], Source="synthetic avatar of grace_hopper.jpg")
-                frames.append({
-                    "file_path": f"./{split}/r_{i}", "transform_matrix": c2w[k].tolist(),
-                    "azimuth_deg": round(float(views[k, 0]), 3), "elevation_deg": round(float(views[k, 1]), 3),
-                })
+                frames.append(
+                    {
+                        "file_path": f"./{split}/r_{i}",
+                        "transform_matrix": c2w[k].tolist(),
+                        "azimuth_deg": round(float(views[k, 0]), 3),
+                        "elevation_deg": round(float(views[k, 1]), 3),
+                    }
+                )
             write_split_index(out, split, angle, frames)

@@ -24,13 +24,13 @@ import torch
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from implicit_deepfake.data.avatar import Avatar, render_avatar
+from implicit_deepfake.avatar.head import Avatar, render_avatar
+from implicit_deepfake.core.io import write_png
 from implicit_deepfake.data.blender import SPLITS, write_split_index
-from implicit_deepfake.data.cameras import Cameras, look_at
 from implicit_deepfake.data.expressions import ExpressionRig, expression_vector
 from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
 from implicit_deepfake.data.synthetic import LOOK_AT, SyntheticAvatarSource
-from implicit_deepfake.io import write_png
+from implicit_deepfake.render.cameras import Cameras, look_at
 
 TALKING_HEAD_VERSION = 1
 PIVOT = (0.0, 0.05, -0.35)  # the head turns about the top of the neck

@@ -27,15 +27,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import atomic_path, read_image, sha256_file, sha256_json, write_json, write_png
 from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cached import CachedDataset
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.face_tracking import head_mask, median_background, track_head
 from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
 from implicit_deepfake.data.synthetic import TARGET_PHOTO
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker, face_oval_indices
-from implicit_deepfake.io import atomic_path, read_image, sha256_file, sha256_json, write_json, write_png
+from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
+from implicit_deepfake.render.cameras import Cameras
 
 log = logging.getLogger(__name__)
 VIDEO_BUILDER_VERSION = 4
@@ -231,7 +231,7 @@ class VideoSource(CachedDataset):
         focal = 0.5 * width / math.tan(0.5 * fov) * cfg["image_size"] / min(width, height)
         size = cfg["image_size"]
         intrinsics = np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
-        landmarks = np.stack([faces[i] for i in kept])
+        landmarks = np.stack([face for face in faces if face is not None])  # those of the kept frames
         images = np.stack([frames[i].rgb for i in kept])
         track = track_head(
             landmarks,
@@ -298,13 +298,14 @@ class VideoSource(CachedDataset):
     def _detect(self, frames: list[DecodedFrame]) -> list[np.ndarray | None]:
         """Each frame's (468, 3) landmarks, or None where no face lies (mostly) inside the frame."""
         landmarker, size = FaceLandmarker(), frames[0].rgb.shape[0]
-        found = []
+        found: list[np.ndarray | None] = []
         for frame in tqdm(frames, desc="track", unit="frame"):
             face = landmarker.detect(frame.rgb)
-            inside = (
-                None if face is None else ((face.landmarks[:, :2] >= 0) & (face.landmarks[:, :2] < size)).all(1).mean()
-            )
-            found.append(face.landmarks if face is not None and inside >= MIN_INSIDE else None)
+            if face is None:
+                found.append(None)
+                continue
+            inside = ((face.landmarks[:, :2] >= 0) & (face.landmarks[:, :2] < size)).all(1).mean()
+            found.append(face.landmarks if inside >= MIN_INSIDE else None)
         return found
 
     def _check_coverage(self, frames: list[DecodedFrame], faces: list, rate: float) -> None:

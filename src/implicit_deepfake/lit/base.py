@@ -9,19 +9,28 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.parsing import AttributeDict
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.data.datamodule import batch_cameras
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.data.datamodule import FrameDataModule, batch_cameras
 from implicit_deepfake.lit.logging import log_images
+from implicit_deepfake.render.cameras import Cameras
 
 VAL_IMAGES = 4  # validation views shown in the logger, rendered next to their ground truth
 
 
+def trainer_datamodule(trainer: pl.Trainer) -> FrameDataModule:
+    """The datamodule `trainer` runs with (Lightning attaches it at run time; its stubs don't declare it)."""
+    return trainer.datamodule  # type: ignore[attr-defined]
+
+
 class SceneModule(pl.LightningModule):
     """A LightningModule whose model renders RGB images of a scene from `Cameras`."""
+
+    hparams: AttributeDict  # what save_hyperparameters() stores (Lightning types it as any mapping)
+    background: Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,5 +101,5 @@ class SceneModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self._val_pairs and not self.trainer.sanity_checking:
             images = [(pair.numpy() * 255).round().astype("uint8") for pair in self._val_pairs]
-            log_images(self.loggers, "val/render_vs_target", images, self.global_step)
+            log_images(self.trainer.loggers, "val/render_vs_target", images, self.global_step)
         self._val_pairs = []

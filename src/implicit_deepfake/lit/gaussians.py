@@ -8,45 +8,64 @@ the CPU given our rasterizer's `meta`; `models/densify.py` mends its opacity res
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from hydra.utils import instantiate
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import batch_cameras
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.lit.base import SceneModule, trainer_datamodule
 from implicit_deepfake.models.densify import DefaultStrategy
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import PARAM_NAMES, GaussianCloud
+from implicit_deepfake.render.cameras import Cameras
 
-DEFAULT_LR = {"means": 1.6e-4, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 2.5e-3 / 20}
 POSITION_LR_FINAL = 0.01  # the position learning rate decays to this fraction of its start
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    """Adam's learning rate per parameter tensor (3DGS's values in the yaml); `means` is scaled by the
+    scene's size and decays to POSITION_LR_FINAL of itself over the run."""
+
+    means: float
+    scales: float
+    quats: float
+    opacities: float
+    sh0: float
+    shN: float
 
 
 class LitGaussians(SceneModule):
     """Gaussians initialised on the training masks' visual hull inside the cameras' view."""
 
+    scene_scale: Tensor
+
     def __init__(
         self,
-        sh_degree: int = 3,
-        sh_degree_interval: int = 1000,
-        init_points: int = 20_000,
-        init_opacity: float = 0.1,
-        lr: dict[str, float] | None = None,
-        ssim_lambda: float = 0.2,
-        densify: dict | None = None,
-        seed: int = 0,
-        rasterizer: str | None = None,
+        sh_degree: int,
+        sh_degree_interval: int,
+        init_points: int,
+        init_opacity: float,
+        lr: dict[str, float],
+        ssim_lambda: float,
+        densify: dict,
+        seed: int,
+        rasterizer: str | None,
     ) -> None:
+        """Every default lives in conf/model/gaussians.yaml. `lr` and `densify` arrive as plain config
+        (so checkpoints keep plain hyperparameters) and are built here into their typed classes
+        (`LearningRates`, `_target_` DefaultStrategy): a misspelt key fails at once."""
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False  # densification resizes parameters and optimizer state
         self.cloud = GaussianCloud(sh_degree, rasterizer=rasterizer)
-        self.lr = {**DEFAULT_LR, **(lr or {})}
-        self.strategy = DefaultStrategy(**(densify or {}))
+        self.lr = asdict(instantiate(lr))
+        self.strategy: DefaultStrategy = instantiate(densify)
         self.register_buffer("scene_scale", torch.tensor(1.0))
         self.strategy_state: dict = {}
 
@@ -58,7 +77,7 @@ class LitGaussians(SceneModule):
                 "every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run)."
             )
         if stage == "fit" and self.trainer.ckpt_path is None and len(self.cloud) == 0:
-            frames = self.trainer.datamodule.frames("train")
+            frames = trainer_datamodule(self.trainer).frames("train")
             points, colors = hull_points(frames, self.hparams.init_points, self.hparams.seed)
             self.cloud.initialize(points, colors, neighbour_scales(points), self.hparams.init_opacity)
             self.scene_scale.fill_(scene_scale(frames.cameras))
@@ -79,6 +98,7 @@ class LitGaussians(SceneModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         step = self.global_step
         wrapped = self.optimizers()
+        assert isinstance(wrapped, list)  # one optimizer per parameter tensor
         optimizers = dict(zip(PARAM_NAMES, (o.optimizer for o in wrapped)))
         optimizers["means"].param_groups[0]["lr"] = self._position_lr(step)
         target = batch["rgb"]
@@ -89,6 +109,7 @@ class LitGaussians(SceneModule):
 
         l1 = (rgb - target).abs().mean()
         ssim = structural_similarity_index_measure(rgb.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2), data_range=1.0)
+        assert isinstance(ssim, Tensor)  # a tuple only with return_full_image
         loss = (1 - self.hparams.ssim_lambda) * l1 + self.hparams.ssim_lambda * (1 - ssim)
         self.check_finite(loss)
         self.manual_backward(loss)
@@ -124,7 +145,7 @@ class LitGaussians(SceneModule):
         self.cloud.save_ply(path)
         return {"ply": str(path)}
 
-    def model_stats(self) -> dict[str, int]:
+    def model_stats(self) -> dict[str, int | float]:
         return {"num_gaussians": len(self.cloud)}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

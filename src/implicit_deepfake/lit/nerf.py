@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import Frames
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.lit.base import SceneModule, trainer_datamodule
 from implicit_deepfake.models.gaussian_init import inside_hull, visible_radius
 from implicit_deepfake.models.nerf import RayModel, RayOutputs
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.rays import pixel_coordinates, pixel_rays, ray_box
 
 
@@ -36,17 +37,20 @@ class LitNeRF(SceneModule):
     bound of `render_views`); random_background: composite each training ray onto a random colour
     (its alpha known), which forces empty space to be empty instead of background-coloured."""
 
+    box_center: Tensor
+    box_radius: Tensor
+
     def __init__(
         self,
         model: dict,
         optimizer: dict,
         lr: dict[str, float],
-        lr_decay: float = 0.1,
-        lr_decay_steps: int = 500_000,
-        chunk: int = 8192,
-        box_scale: float = 1.0,
+        lr_decay: float,
+        lr_decay_steps: int,
+        chunk: int,
+        box_scale: float,
+        seed: int,
         random_background: bool = False,
-        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -57,7 +61,7 @@ class LitNeRF(SceneModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit":  # a resumed run's box and model state come back with its checkpoint, after this
-            frames = self.trainer.datamodule.frames("train")
+            frames = trainer_datamodule(self.trainer).frames("train")
             center = frames.cameras.look_at_point()
             self.box_center.copy_(center)
             self.box_radius.fill_(visible_radius(frames.cameras, center) * self.hparams.box_scale)
@@ -84,8 +88,8 @@ class LitNeRF(SceneModule):
             groups[prefix].append(parameter)
         return [{"params": params, "lr": lr[prefix]} for prefix, params in groups.items() if params]
 
-    def configure_optimizers(self) -> dict:
-        optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        optimizer: torch.optim.Optimizer = instantiate(self.hparams.optimizer)(self.param_groups())
         decay, steps = self.hparams.lr_decay, self.hparams.lr_decay_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay ** min(step / steps, 1.0))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -131,8 +135,10 @@ class LitNeRF(SceneModule):
         self.check_finite(loss)
         rays = len(target)
         self.log_dict({"train/loss": loss, "train/psnr": mse_to_psnr(mse)}, prog_bar=True, batch_size=rays)
+        scheduler = self.lr_schedulers()
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)  # configure_optimizers' LambdaLR
         self.log_dict(
-            {"train/samples_per_ray": out.samples / rays, "lr": self.lr_schedulers().get_last_lr()[0]},
+            {"train/samples_per_ray": out.samples / rays, "lr": scheduler.get_last_lr()[0]},
             batch_size=rays,
         )
         return loss

@@ -20,11 +20,12 @@ import torch
 from scipy import ndimage
 from torch import Tensor, nn
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import Frames, RayDataset
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.lit.base import trainer_datamodule
 from implicit_deepfake.lit.nerf import LitNeRF
 from implicit_deepfake.lit.pose_correction import PoseCorrection
+from implicit_deepfake.render.cameras import Cameras
 
 # A pixel is foreground where a channel differs from the background image by more than this.
 _FOREGROUND_THRESHOLD = 0.06
@@ -48,18 +49,21 @@ class LitNeRFace(LitNeRF):
     learn a pose correction per training frame, with pose_lr and pose_weight (the corrections' L2
     norm in the loss)."""
 
+    train_expressions: Tensor
+    background_image: Tensor
+
     def __init__(
         self,
         model: dict,
         optimizer: dict,
         lr: dict[str, float],
-        expression_dims: int = 76,
-        latent_dims: int = 32,
-        latent_lr: float = 1e-3,
-        latent_weight: float = 5e-4,
-        pose_refine: bool = False,
-        pose_lr: float = 1e-3,
-        pose_weight: float = 1e-3,
+        expression_dims: int,
+        latent_dims: int,
+        latent_lr: float,
+        latent_weight: float,
+        pose_refine: bool,
+        pose_lr: float,
+        pose_weight: float,
         **kwargs,
     ) -> None:
         super().__init__(model, optimizer, lr, **kwargs)
@@ -72,7 +76,7 @@ class LitNeRFace(LitNeRF):
         super().setup(stage)
         if stage != "fit":
             return
-        datamodule = self.trainer.datamodule
+        datamodule = trainer_datamodule(self.trainer)
         frames = datamodule.frames("train")
         if frames.expressions is None or frames.background_image is None:
             raise DeepfakeError(
@@ -102,6 +106,11 @@ class LitNeRFace(LitNeRF):
 
     def carving_masks(self, frames: Frames, views: Tensor) -> Tensor:
         """The frames are opaque (alpha 1): their foreground against the background image instead."""
+        if frames.background_image is None:  # LitNeRF.setup carves before this class's setup checks the data
+            raise DeepfakeError(
+                "model=nerface needs a NeRFace-format dataset (per-frame `expression` and a static background "
+                "image): use data=synthetic4d or data=nerface."
+            )
         return foreground_masks(frames.colors(views), frames.background_image)
 
     def param_groups(self) -> list[dict]:

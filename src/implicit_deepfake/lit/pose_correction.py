@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.render.cameras import Cameras
 
 
 def _skew(w: Tensor) -> Tensor:

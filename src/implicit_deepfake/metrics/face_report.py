@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.metrics.swap_quality import expression_error, pose_error_deg, yaw_bucket_report
 
@@ -47,7 +48,7 @@ def face_metrics(
         face = landmarker.detect(image)
         detected += face is not None
         reference_face = landmarker.detect(references[i]) if references is not None and face is not None else None
-        if reference_face is not None:
+        if face is not None and reference_face is not None:
             pose.append(pose_error_deg(face.landmarks, reference_face.landmarks, image.shape[:2]))
             expression.append(expression_error(face.landmarks, reference_face.landmarks))
         embedding = embedder.embed(image)
@@ -59,14 +60,17 @@ def face_metrics(
         )
         to_base.append(None if reference is None or embedding is None else embedder.distance(embedding, reference))
         if portrait is not None:
-            no_pair = portrait_embedding is None
             to_portrait.append(
-                None if no_pair or embedding is None else embedder.distance(embedding, portrait_embedding)
+                None
+                if portrait_embedding is None or embedding is None
+                else embedder.distance(embedding, portrait_embedding)
             )
             base_to_portrait.append(
-                None if no_pair or reference is None else embedder.distance(reference, portrait_embedding)
+                None
+                if portrait_embedding is None or reference is None
+                else embedder.distance(reference, portrait_embedding)
             )
-    report = {
+    report: dict[str, Any] = {
         "images": len(images),
         "face_detection_rate": round(detected / max(len(images), 1), 4),
         "identity_distance_to_target": _mean([d for d in to_target if d is not None]),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from insightface.model_zoo import ArcFaceONNX
 
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.insightface_models import embed_face, load_model, require_model_files
+from implicit_deepfake.faces.insightface_models import embed_face, load_model, require_model_files
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder
 
 FIELD = "identity.model_dir"

@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity import FaceEmbedder
 
 _PREDICTORS = {"68": "shape_predictor_68_face_landmarks.dat", "5": "shape_predictor_5_face_landmarks.dat"}

@@ -60,6 +60,7 @@ def backbone_checkpoint(net: LpipsNet = "alex", home: str | Path | None = None) 
 def _linear_weights(net: LpipsNet) -> Path:
     """The LPIPS linear-layer weights bundled in the torchmetrics package."""
     spec = importlib.util.find_spec("torchmetrics.functional.image.lpips")
+    assert spec is not None and spec.origin is not None  # a module of torchmetrics, a dependency
     return Path(spec.origin).parent / "lpips_models" / f"{net}.pth"
 
 
@@ -128,7 +129,9 @@ class ImageMetrics:
             p = pred[start : start + _CHUNK].to(self.device).clamp(0.0, 1.0)
             t = target[start : start + _CHUNK].to(self.device).clamp(0.0, 1.0)
             scores["psnr"].append(peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)))
-            scores["ssim"].append(structural_similarity_index_measure(p, t, data_range=1.0, reduction="none"))
+            ssim = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
+            assert isinstance(ssim, Tensor)  # a tuple only with return_full_image
+            scores["ssim"].append(ssim)
             if self._lpips is not None:
                 scores["lpips"].append(self._lpips(p, t).reshape(-1))
                 self._lpips.reset()
@@ -137,15 +140,16 @@ class ImageMetrics:
     def __call__(self, pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> dict[str, Any]:
         """Means over the images plus a per-image list; PSNR is the mean of per-image PSNRs (NeRF papers' habit)."""
         scores = self.per_image(pred, target)
-        lpips = scores["lpips"]
+        psnr, ssim, lpips = scores["psnr"], scores["ssim"], scores["lpips"]
+        assert psnr is not None and ssim is not None  # None only for no images
         return {
-            "psnr": float(scores["psnr"].mean()),
-            "ssim": float(scores["ssim"].mean()),
+            "psnr": float(psnr.mean()),
+            "ssim": float(ssim.mean()),
             "lpips": None if lpips is None else float(lpips.mean()),
             "lpips_reason": None if lpips is not None else self.lpips_reason,
             "per_image": [
                 {name: None if values is None else float(values[i]) for name, values in scores.items()}
-                for i in range(len(scores["psnr"]))
+                for i in range(len(psnr))
             ],
         }
 

@@ -25,7 +25,7 @@ _CHANGE_THRESHOLD = 8
 _GRADIENT_FLOOR = 1.0
 
 
-def _camera(image_size: tuple[int, int]) -> np.ndarray:
+def _camera(image_size: tuple[int, ...]) -> np.ndarray:
     """(3, 3) pinhole intrinsics for an (H, W) image, principal point at the centre, with a focal
     100 x max(H, W): near-orthographic, as the reference face (already projected landmarks) is."""
     height, width = image_size
@@ -33,7 +33,7 @@ def _camera(image_size: tuple[int, int]) -> np.ndarray:
     return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
 
 
-def head_rotation(landmarks: np.ndarray, image_size: tuple[int, int], model: np.ndarray) -> np.ndarray:
+def head_rotation(landmarks: np.ndarray, image_size: tuple[int, ...], model: np.ndarray) -> np.ndarray:
     """(3, 3) rotation taking the 3D reference face `model` (468, 3) to the camera frame.
 
     landmarks: (468, 2+) pixel landmarks (only x, y are used); image_size: (H, W). The model is
@@ -51,7 +51,7 @@ def head_rotation(landmarks: np.ndarray, image_size: tuple[int, int], model: np.
     return cv2.Rodrigues(rvec)[0]
 
 
-def pose_error_deg(swapped: np.ndarray, base: np.ndarray, image_size: tuple[int, int]) -> float:
+def pose_error_deg(swapped: np.ndarray, base: np.ndarray, image_size: tuple[int, ...]) -> float:
     """Angle (degrees) of the head rotation between a swapped frame and its base (driving) frame.
 
     swapped, base: (468, 3) mesh landmarks of the two frames; image_size: (H, W). No canonical

@@ -36,7 +36,8 @@ class Track:
 
 def read_track(root: str | Path) -> Track:
     """All splits of a NeRFace-format dataset, in the order of their frames' `frame_index`."""
-    indices, poses, expressions, splits = [], [], [], []
+    indices: list[int] = []
+    poses, expressions, splits = [], [], []
     for split in SPLITS:
         index = read_split_index(root, split)
         indices += [frame.get("frame_index", len(indices) + i) for i, frame in enumerate(index.frames)]

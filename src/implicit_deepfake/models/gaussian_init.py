@@ -15,8 +15,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
 from implicit_deepfake.data.datamodule import Frames
+from implicit_deepfake.render.cameras import Cameras
 
 _MASK_THRESHOLD = 0.5
 _DEPTH_SAMPLES = 64
@@ -78,7 +78,8 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     origins, directions = c2w[:, :3, 3], (c2w[:, :3, :3] @ direction_cam[:, :, None])[..., 0]
     distance = (origins - focus).norm(dim=1, keepdim=True)
     depths = torch.linspace(0, 1, _DEPTH_SAMPLES) * 2 * radius + (distance - radius).clamp_min(1e-3)  # (R, D)
-    points, colors = [], []
+    point_chunks: list[Tensor] = []
+    color_chunks: list[Tensor] = []
     for chunk in torch.arange(len(pick)).split(_RAY_CHUNK):
         samples = origins[chunk, None] + depths[chunk, :, None] * directions[chunk, None]  # (r, D, 3)
         inside = inside_hull(samples.reshape(-1, 3), cameras[carve], alpha[carve]).reshape(len(chunk), -1)
@@ -93,9 +94,9 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
                 torch.where(is_inside, middle, inside_depth),
                 torch.where(is_inside, outside, middle),
             )
-        points.append(origins[rows] + inside_depth[:, None] * directions[rows])
-        colors.append(frames.colors(view[rows], y[rows], x[rows]))
-    points, colors = torch.cat(points)[:n], torch.cat(colors)[:n]
+        point_chunks.append(origins[rows] + inside_depth[:, None] * directions[rows])
+        color_chunks.append(frames.colors(view[rows], y[rows], x[rows]))
+    points, colors = torch.cat(point_chunks)[:n], torch.cat(color_chunks)[:n]
     if len(points) < n:  # masks that no view agrees on: fill up at random
         extra_points, extra_colors = _random_ball(n - len(points), focus, radius, generator)
         points, colors = torch.cat([points, extra_points]), torch.cat([colors, extra_colors])

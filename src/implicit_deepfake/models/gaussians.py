@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import atomic_path, synthetic_metadata
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import atomic_path, synthetic_metadata
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.gaussians import rasterize_gaussians
 from implicit_deepfake.render.sh import num_sh_bases, rgb_to_sh
 

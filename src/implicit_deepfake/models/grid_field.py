@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,9 @@ class _Trilinear(torch.autograd.Function):
 
 class VoxelGrid(nn.Module):
     """`channels` values on the resolution^3 vertices of a grid spanning [-1, 1]^3, trilinearly interpolated."""
+
+    strides: Tensor
+    corners: Tensor
 
     def __init__(self, resolution: int, channels: int, init_std: float = 0.0) -> None:
         super().__init__()
@@ -166,6 +170,10 @@ class OccupancyGrid(nn.Module):
     over one marching step, sigma * step, is above min(threshold, its mean) (nerfacc's rule).
     """
 
+    density: Tensor
+    hull: Tensor
+    occupied: Tensor
+
     def __init__(self, resolution: int = 64, threshold: float = 0.01, decay: float = 0.95) -> None:
         super().__init__()
         self.resolution, self.threshold, self.decay = resolution, threshold, decay
@@ -224,6 +232,9 @@ class MarchedField(RayModel):
     `warmup_steps` it skips only what lies outside the visual hull, the field's density still
     taking shape."""
 
+    # GridField or ConditionedGridField: their density() and forward() take different arguments.
+    field: Any
+
     def __init__(
         self,
         field: nn.Module,
@@ -241,7 +252,7 @@ class MarchedField(RayModel):
     def before_step(self, step: int, conditions: Tensor | None = None) -> None:
         if step % self.update_every:
             return
-        density = self.field.density
+        density: Callable[[Tensor], Tensor] = self.field.density
         if conditions is not None:  # each cell sees the field under a random training frame's condition
 
             def density(x: Tensor) -> Tensor:

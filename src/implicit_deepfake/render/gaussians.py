@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from torch import Tensor
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.render.gaussians_cpu import RENDER_MODES, rasterize_cpu
 
 RASTERIZE_MODES = ("classic", "antialiased")

@@ -173,7 +173,7 @@ class _Composite(torch.autograd.Function):
         return out[:, :-1], out[:, -1]
 
     @staticmethod
-    def backward(ctx, grad_render, grad_alpha):
+    def backward(ctx, grad_render: Tensor, grad_alpha: Tensor) -> tuple[Tensor | None, ...]:
         xy, conic, opacity, features = ctx.saved_tensors
         p: PixelPairs = ctx.pairs
         g, n_features = p.gaussian, features.shape[1]

@@ -288,6 +288,6 @@ def _absgrad_setter(means2d: Tensor, flat: Tensor):
 
     def set_absgrad(absgrad: Tensor) -> None:
         full = torch.zeros(means2d.numel() // 2, 2, dtype=absgrad.dtype).index_copy_(0, flat, absgrad)
-        means2d.absgrad = full.reshape(means2d.shape)
+        means2d.absgrad = full.reshape(means2d.shape)  # type: ignore[attr-defined]  # gsplat's extra attribute
 
     return set_absgrad

@@ -19,7 +19,8 @@ from torch import Tensor
 
 def kernel_threads() -> int:
     """As many threads as torch may use, within numba's pool; sets numba's count and returns it."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    # ignore: numba.config sets its NUMBA_* attributes from the environment at import, undeclared
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     numba.set_num_threads(threads)
     return threads
 

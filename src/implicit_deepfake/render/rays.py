@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.render.cameras import Cameras
 
 
 def pixel_coordinates(flat: Tensor, width: int) -> Tensor:

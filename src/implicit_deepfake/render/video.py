@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras, look_at
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE, atomic_path
+from implicit_deepfake.render.cameras import Cameras, look_at
 
 
 def _world_up(right: Tensor, up: Tensor) -> Tensor:
@@ -188,3 +188,8 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 24,
             if writer is not None:
                 writer.close()
     return count
+
+
+def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
+    """(N, H, W, 3) floats in [0, 1] -> N uint8 images."""
+    return list((images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())

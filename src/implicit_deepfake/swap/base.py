@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from implicit_deepfake.faces import Face
+from implicit_deepfake.faces.landmarks import Face
 
 
 class FaceSwapper(ABC):

@@ -6,7 +6,11 @@ removed here, in four steps, each its own function.
   forehead, glasses rims and background beside a cheek fall out, and the frame shows there.
 - `silhouette_alpha`: the blend mask from the face mesh's silhouette in the frame (every
   front-facing triangle, edge-on ones included, smoothed), feathered by distance to its edge, so
-  no triangle edge or dropped triangle shows in it; the frame's open mouth is cut out softly.
+  no triangle edge or dropped triangle shows in it; the frame's open mouth and its eyes (inside the
+  lids: its gaze) are cut out softly, so they stay the frame's.
+- `relight`: each frame's own light on the target's skin, a ratio of smoothed luminances (the
+  frame's shading over the target photo's), so a head turning towards a lamp brightens and the
+  photo's own shadows do not travel with its face.
 - `ColourTransfer`: Reinhard's LAB mean/std transfer, fitted on one frame or pooled over a whole
   sequence (one transfer for every frame: a video does not flicker, views agree).
 - `pyramid_blend`: Burt and Adelson's multi-band blend, so low frequencies (shading, skin tone)
@@ -15,6 +19,7 @@ removed here, in four steps, each its own function.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -22,6 +27,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
+# A feature whose median lightness is below this share of the skin's is covered (dark lenses).
+_COVERED_FEATURE = 0.45
 # Mesh landmarks on the cheeks and the nose: where the target's skin colour is sampled.
 SKIN_SAMPLES = (50, 280, 205, 425, 187, 411, 117, 346, 101, 330, 36, 266, 4, 5, 195, 197, 45, 275)
 
@@ -73,7 +80,11 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     weight = np.clip((high - distance) / (high - low), 0.0, 1.0).astype(np.float32)
     features = np.zeros(image.shape[:2], np.uint8)
     for region in feature_regions():
-        cv2.fillConvexPoly(features, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), 1)
+        hull = np.zeros(image.shape[:2], np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), (1,))
+        # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
+        if np.median(lab[..., 0][hull > 0]) >= _COVERED_FEATURE * mean[0]:
+            features |= hull
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, kernel)
     # Hair, rims and background reach in from the face's border; what skin encloses is the face's own
@@ -87,36 +98,72 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
 def silhouette_alpha(
     landmarks: np.ndarray,
     triangles: np.ndarray,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     feather: float,
-    mouth: np.ndarray | None = None,
-    mouth_feather: float = 0.01,
-) -> np.ndarray:
+    keep: Sequence[np.ndarray] = (),
+    keep_feather: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:
     """HxW float32 blend weight of the face whose mesh is `landmarks` (P, 2+) in a frame of `shape`.
 
     The union of the front-facing (counter-clockwise) `triangles`, smoothed by a blur of 1.5% of the
     face size and thresholded, then ramped from 0 on its edge to 1 at `feather` x face size inside
-    (a smoothstep of the distance to the edge). `mouth` (M, 2): a polygon whose inside keeps the
-    frame (the open mouth), cut out with a `mouth_feather` x face size soft edge."""
+    (a smoothstep of the distance to the edge). `keep`: polygons (M, 2) whose inside keeps the frame
+    (the open mouth, the eyes), cut out with a `keep_feather` x face size soft edge. Returns the
+    alpha and the kept regions' own soft weight (HxW float32; the frame is laid over the blend there,
+    so no band of the blend reaches into them)."""
     xy = landmarks[:, :2]
     a, b, c = (xy[triangles[:, k]] for k in range(3))
     front = triangles[0.5 * np.cross(b - a, c - a) > 0]
     mask = np.zeros(shape, np.uint8)
     for tri in np.round((xy[front] - 0.5) * 16).astype(np.int32):
-        cv2.fillConvexPoly(mask, tri, 255, lineType=cv2.LINE_8, shift=4)
+        cv2.fillConvexPoly(mask, tri, (255,), lineType=cv2.LINE_8, shift=4)
     size = face_size(landmarks)
     smooth = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.015 * size))
     inside = (smooth > 0.5).astype(np.uint8)
+    hole: np.ndarray = np.zeros(shape, np.float32)
     if not inside.any():
-        return np.zeros(shape, np.float32)
+        return hole, hole
     ramp = np.clip(cv2.distanceTransform(inside, cv2.DIST_L2, 5) / max(1.5, feather * size), 0.0, 1.0)
     alpha = (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
-    if mouth is not None:
+    if len(keep):
         hole = np.zeros(shape, np.float32)
-        cv2.fillPoly(hole, [np.round((mouth - 0.5) * 16).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=4)
-        hole = cv2.GaussianBlur(hole, (0, 0), max(0.5, mouth_feather * size))
-        alpha *= 1.0 - np.clip(2.0 * hole, 0.0, 1.0)  # the frame's mouth stays whole to its edge
-    return alpha
+        polygons = [np.round((polygon - 0.5) * 16).astype(np.int32) for polygon in keep]
+        cv2.fillPoly(hole, polygons, (1.0,), lineType=cv2.LINE_AA, shift=4)
+        hole = np.clip(2.0 * cv2.GaussianBlur(hole, (0, 0), max(0.5, keep_feather * size)), 0.0, 1.0)
+        alpha *= 1.0 - hole  # what the frame keeps stays whole to its edge
+    return alpha, hole
+
+
+def relight(face: np.ndarray, frame: np.ndarray, weight: np.ndarray, sigma: float, limit: float = 2.0) -> np.ndarray:
+    """`face` (HxWx3 uint8, the warped, colour-matched target) with the frame's shading instead of its own.
+
+    The gain per pixel is the frame's luminance over the face's, each a Gaussian mean (`sigma`
+    pixels) over where `weight` (HxW, the blend alpha) is: light and shadow wider than sigma move
+    from the frame to the face, detail finer than it (the target's pores, the frame's wrinkles)
+    does not. Bounded to [1/limit, limit], so a dark hole in either never blows up the other."""
+    mask = (weight > 0.05).astype(np.float32)
+    blur = lambda image: cv2.GaussianBlur(image, (0, 0), sigma)  # noqa: E731
+    luminance = lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0  # noqa: E731
+    # Normalised convolution: both means over the mask only; 1 where the mask is not near.
+    gain = blur(luminance(frame) * mask) / np.maximum(blur(luminance(face) * mask), 1e-3)
+    gain = np.where(blur(mask) > 1e-3, np.clip(gain, 1.0 / limit, limit), 1.0)
+    return np.clip(face.astype(np.float32) * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def is_grey(image: np.ndarray, where: np.ndarray, max_chroma: float = 5.0) -> bool:
+    """Whether `image` (HxWx3 uint8) is black and white where `where` (HxW bool) is: its median LAB
+    chroma is below `max_chroma` (skin has 15-25)."""
+    lab = to_lab(image)[where]
+    return bool(len(lab)) and float(np.median(np.hypot(lab[:, 1], lab[:, 2]))) < max_chroma
+
+
+def frame_chroma(face: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """A black-and-white face (HxWx3 uint8) coloured by the frame's own chroma at each pixel: the
+    face is landmark-aligned to the frame, so its brows take brow colour and its lips lip colour
+    (one transfer of means would give every feature the skin's hue)."""
+    lab = to_lab(face)
+    lab[..., 1:] = to_lab(frame)[..., 1:]
+    return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -162,7 +209,9 @@ def pyramid_blend(foreground: np.ndarray, background: np.ndarray, alpha: np.ndar
 
     Where `alpha` and its blurred levels are 0 the result is `background` exactly (up to float
     rounding); where all are 1 it is `foreground`."""
-    fg, bg, weight = [foreground.astype(np.float32)], [background.astype(np.float32)], [alpha.astype(np.float32)]
+    fg: list[np.ndarray] = [foreground.astype(np.float32)]
+    bg: list[np.ndarray] = [background.astype(np.float32)]
+    weight: list[np.ndarray] = [alpha.astype(np.float32)]
     for _ in range(levels):
         fg.append(cv2.pyrDown(fg[-1]))
         bg.append(cv2.pyrDown(bg[-1]))

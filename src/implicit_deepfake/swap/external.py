@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import Face
-from implicit_deepfake.io import composite, read_image, sha256_file
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import composite, read_image, sha256_file
+from implicit_deepfake.faces.landmarks import Face
 from implicit_deepfake.swap.base import FaceSwapper
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,7 +46,8 @@ class ExternalSwapper(FaceSwapper):
                 f"swap.frames_dir={self.frames_dir}: {len(missing)} of {len(frames)} frames have no swapped "
                 f"image, e.g. {', '.join(missing[:5])}. Each base frame needs one with the same name."
             )
-        for rel, path in found.items():
+        files = {rel: path for rel, path in found.items() if path is not None}  # all of them: none is missing
+        for rel, path in files.items():
             with Image.open(path) as im:
                 width, height = im.size
             if (height, width) != tuple(frames[rel]):
@@ -54,7 +55,7 @@ class ExternalSwapper(FaceSwapper):
                     f"{path}: size {width}x{height} differs from the base frame {rel} "
                     f"({frames[rel][1]}x{frames[rel][0]}). Swap at the base frames' resolution."
                 )
-        self._files = found
+        self._files = files
 
     def swap(self, frame: np.ndarray, relpath: str, face: Face | None = None) -> np.ndarray:
         return composite(read_image(self._files[relpath]))

@@ -12,12 +12,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import current_process, get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import composite, read_image, sha256_file, write_png
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import composite, read_image, sha256_file, write_png
+from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
+from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import FaceEmbedder, identity_distance
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.report import frame_quality
@@ -48,7 +50,7 @@ class Identity:
             log.warning("identity backend %s found no face in the target photo: distances are null", embedder.name)
 
     def distance(self, rgb: np.ndarray | None) -> float | None:
-        if self.target is None or rgb is None:
+        if self.target is None or self.embedder is None or rgb is None:
             return None
         distance = identity_distance(self.embedder, rgb, self.target)
         return None if distance is None else round(float(distance), 4)
@@ -66,6 +68,9 @@ class SwapContext:
     out_dir: Path
 
 
+# `_swap_frame`'s arguments but the context: frame, its hash, its tracked face, its detected landmarks, measure.
+SwapTask = tuple[Frame, str, TrackedFrame, np.ndarray | None, bool]
+
 _WORKER: SwapContext | None = None  # a worker process's context (set by _start_worker)
 
 
@@ -74,11 +79,12 @@ def _start_worker(context: SwapContext) -> None:
     _WORKER = context
 
 
-def _swap_in_worker(task: tuple) -> dict:
+def _swap_in_worker(task: SwapTask) -> dict:
+    assert _WORKER is not None  # set by _start_worker
     return _swap_frame(*task, _WORKER)
 
 
-def swap_all(context: SwapContext, tasks: list[tuple], workers: int | None) -> Iterator[dict]:
+def swap_all(context: SwapContext, tasks: list[SwapTask], workers: int | None) -> Iterator[dict]:
     """The records of `tasks` (`_swap_frame`'s arguments), in order, from `workers` processes (None:
     one per core); in this process when one is asked for, in a sweep's job process, or when the
     backend cannot be sent to another process (e.g. onnxruntime sessions)."""
@@ -133,7 +139,7 @@ def _swap_frame(
                 "Set swap.on_no_face=keep (use the base frame) or drop (leave it out)."
             )
         swapped = rgb if on_no_face == "keep" else None
-    record = {
+    record: dict[str, Any] = {
         "split": frame.split,
         "source": frame.relpath,
         "output": None,
@@ -149,11 +155,24 @@ def _swap_frame(
         record["identity_distance_before"] if swapped is rgb or not measure else identity.distance(swapped)
     )
     if status == "swapped" and measure:
+        assert swapped is not None  # status "swapped": the swapper returned a frame
         after = landmarker.detect(swapped)
         record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))
+        record["expression"] = _expressions(detected, after)
     if swapped is not None:
         out = out_dir / frame.output_relpath
         alpha = [base[..., 3:]] if base.shape[-1] == 4 else []
         write_png(out, np.concatenate([swapped, *alpha], axis=-1), SwapBackend=swapper.name, Source=frame.relpath)
         record.update(output=frame.output_relpath, output_sha256=sha256_file(out))
     return record
+
+
+def _expressions(base: np.ndarray | None, swapped: Face | None) -> dict | None:
+    """The expression and gaze measures of a frame and of its swap, from their 478-point meshes (None
+    where either has no face, or the landmarker gave the 468-point mesh without irises)."""
+    if base is None or swapped is None or min(len(base), len(swapped.landmarks)) < 478:
+        return None
+    return {
+        name: {k: round(v, 4) for k, v in expression_measures(landmarks).items()}
+        for name, landmarks in (("base", base), ("swapped", swapped.landmarks))
+    }

@@ -8,22 +8,29 @@ view only votes for the landmarks it really sees), and that one mesh is projecte
 Visibility comes from the mesh's own depth: its front-facing triangles are rasterised, and a
 landmark is visible where it is the nearest surface. A view that sees too little of the face (the
 back of the head) is `hidden` and kept. For a talking-head video (NeRFace format: pose and
-expression change per frame) the per-frame landmarks are smoothed over time instead.
+expression change per frame) the per-frame landmarks are smoothed over time instead, by a filter
+that follows speed (the one-euro filter), so a wink or a laugh is not smeared as a fixed blur would.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import cast
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d, grey_dilation
+from scipy.ndimage import grey_dilation
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.mesh_raster import interpolate, rasterize
 
 _CHIN, _FOREHEAD, _NOSE_TIP = 152, 10, 1
+
+
+class DegenerateViews(ValueError):
+    """The views' cameras cannot triangulate a face (one view, one camera position, a singular
+    system): the caller falls back to each frame's own landmarks."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +191,35 @@ def triangulate_face(
     seen = [i for i, d in enumerate(detected) if d is not None]
     if len(seen) < 2:
         return None
+    _check_baseline(cameras[seen])
+    try:
+        return _triangulate_robust(detected, seen, cameras, triangles, iterations, outlier_factor, min_error_px)
+    except np.linalg.LinAlgError as err:
+        raise DegenerateViews(f"the triangulation found no solution ({err})") from err
+
+
+def _check_baseline(cameras: Cameras, min_ratio: float = 0.02) -> None:
+    """Refuse views whose camera centres lie (nearly) at one point: depth cannot be triangulated.
+    min_ratio: the centres' spread over their distance from the point they look at."""
+    rotation, translation = cameras.world_to_camera[:, :3, :3].double(), cameras.world_to_camera[:, :3, 3].double()
+    centres = -(rotation.transpose(1, 2) @ translation[..., None])[..., 0]
+    spread = float((centres - centres.mean(0)).norm(dim=1).max())
+    distance = float(translation.norm(dim=1).median())
+    if spread <= min_ratio * max(distance, 1e-9):
+        raise DegenerateViews(f"all {len(centres)} views with a face are seen from one camera position")
+
+
+def _triangulate_robust(
+    detected: list[np.ndarray | None],
+    seen: list[int],
+    cameras: Cameras,
+    triangles: np.ndarray,
+    iterations: int,
+    outlier_factor: float,
+    min_error_px: float,
+) -> FaceMesh3D:
     projections = _projection_matrices(cameras[seen])
-    xy = np.stack([detected[i][:, :2] for i in seen]).astype(np.float64)
+    xy = np.stack([cast(np.ndarray, detected[i])[:, :2] for i in seen]).astype(np.float64)  # seen: detected views
     weights = np.ones(xy.shape[:2])
     floor = min_error_px * max(cameras.width, cameras.height) / 128.0
     active = np.ones(len(seen), bool)
@@ -215,8 +249,39 @@ def triangulate_face(
     )
 
 
-def smooth_tracks(detected: list[np.ndarray | None], sigma: float, max_gap: int = 2) -> list[np.ndarray | None]:
-    """Per-frame landmarks of one video, smoothed over time (Gaussian, `sigma` frames).
+def _one_euro_pass(values: np.ndarray, min_cutoff: float, beta: float, derivative_cutoff: float) -> np.ndarray:
+    """Casiez et al.'s one-euro filter along axis 0 of (T, P, C) landmark tracks, in frame units:
+    each point's cutoff (cycles per frame) is `min_cutoff` plus `beta` times its smoothed speed in
+    face sizes per frame, so a still face loses its jitter and a fast one is followed."""
+
+    def smoothing(cutoff: np.ndarray | float) -> np.ndarray | float:
+        return 1.0 / (1.0 + 1.0 / (2.0 * np.pi * cutoff))
+
+    out = np.empty_like(values)
+    out[0] = values[0]
+    speed_estimate = np.zeros(values.shape[1:2] + (1,))
+    for t in range(1, len(values)):
+        size = max(float(np.ptp(values[t, :, :2], 0).max()), 1.0)
+        speed = np.linalg.norm(values[t, :, :2] - out[t - 1, :, :2], axis=-1, keepdims=True) / size
+        speed_estimate += smoothing(derivative_cutoff) * (speed - speed_estimate)
+        weight = smoothing(min_cutoff + beta * speed_estimate)
+        out[t] = out[t - 1] + weight * (values[t] - out[t - 1])
+    return out
+
+
+def one_euro(values: np.ndarray, min_cutoff: float, beta: float, derivative_cutoff: float = 0.1) -> np.ndarray:
+    """(T, P, C) tracks filtered forward and backward (the one-euro filter, `_one_euro_pass`) and the
+    two averaged: the clip is known whole, so neither direction's lag survives."""
+    forward = _one_euro_pass(values, min_cutoff, beta, derivative_cutoff)
+    backward = _one_euro_pass(values[::-1], min_cutoff, beta, derivative_cutoff)[::-1]
+    return 0.5 * (forward + backward)
+
+
+def smooth_tracks(
+    detected: list[np.ndarray | None], min_cutoff: float, beta: float, max_gap: int = 2
+) -> list[np.ndarray | None]:
+    """Per-frame landmarks of one video, smoothed over time by the one-euro filter (`one_euro`;
+    min_cutoff 0: not smoothed).
 
     Gaps of at most `max_gap` frames without a detection are filled by linear interpolation; longer
     gaps stay None (and split the sequence, so no smoothing reaches across them)."""
@@ -245,7 +310,7 @@ def smooth_tracks(detected: list[np.ndarray | None], sigma: float, max_gap: int 
     for run in runs:
         if not filled[run[0]]:
             continue
-        chunk = gaussian_filter1d(values[run], sigma, axis=0, mode="nearest") if sigma > 0 else values[run]
+        chunk = one_euro(values[run], min_cutoff, beta) if min_cutoff > 0 else values[run]
         for k, frame in enumerate(run):
             out[frame] = chunk[k].astype(np.float32)
     return out

@@ -13,9 +13,9 @@ from insightface.app.common import Face as InsightFace
 from insightface.model_zoo import ArcFaceONNX
 from insightface.model_zoo.inswapper import INSwapper
 
-from implicit_deepfake.faces import Face, FaceLandmarker
-from implicit_deepfake.insightface_models import embed_face, insightface_face, load_model, require_model_files
-from implicit_deepfake.io import sha256_file
+from implicit_deepfake.core.io import sha256_file
+from implicit_deepfake.faces.insightface_models import embed_face, insightface_face, load_model, require_model_files
+from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
 from implicit_deepfake.swap.base import FaceSwapper
 
 FIELD = "swap.model_dir"

@@ -8,9 +8,11 @@ folds over itself. One `cv2.remap` then pulls the target's pixels through those 
 landmarks come from the runner (one mesh for every view, or a smoothed video track) or from the
 frame itself. Compositing (`compositing.py`): the target's non-skin pixels left out, a blend mask
 from the mesh's silhouette feathered by distance, one LAB colour transfer for the whole dataset
-(`calibrate`) and a multi-band blend (or a plain feather, or Poisson). An open mouth in the frame
-(inside its inner lips) stays the frame's, as learned swappers keep the driving frame's
-expression: the target photo has no pixels for it, and the warp would only stretch its lips.
+(`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a plain feather, or
+Poisson). What the frame does stays the frame's, as learned swappers keep the driving frame's
+expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
+warp would only stretch its lips) and the eyes inside their lids (the frame's gaze; the target's
+lids, drawn on the frame's landmarks, open and close with the frame's).
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import INNER_LIPS, Face, FaceLandmarker, face_oval_indices
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, INNER_LIPS, Face, FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.compositing import (
     ColourTransfer,
     blend_levels,
     face_size,
+    frame_chroma,
+    is_grey,
     pyramid_blend,
+    relight,
     silhouette_alpha,
     skin_weight,
     to_lab,
@@ -70,7 +75,7 @@ def warp_triangles(
     src_xy: np.ndarray,
     dst_landmarks: np.ndarray,
     triangles: np.ndarray,
-    shape: tuple[int, int],
+    shape: tuple[int, ...],
     min_area_ratio: float = 0.05,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Piecewise-affine warp of `image` from `src_xy` onto `dst_landmarks`, hidden triangles left out.
@@ -93,13 +98,14 @@ def warp_triangles(
     index = np.full(shape, -1, np.int32)
     corners = np.round((dst_xy[triangles] - 0.5) * 16).astype(np.int32)  # 4-bit sub-pixel
     for t, tri in enumerate(corners):
-        cv2.fillConvexPoly(index, tri, t, lineType=cv2.LINE_8, shift=4)
+        cv2.fillConvexPoly(index, tri, (t,), lineType=cv2.LINE_8, shift=4)
     ys, xs = np.nonzero(index >= 0)
     affine = _affines(dst_xy[triangles], src_xy[triangles])[index[ys, xs]]
     centres = np.stack([xs + 0.5, ys + 0.5, np.ones(len(xs))], -1)
     map_xy = np.full((*shape, 2), -1.0, np.float32)
     map_xy[ys, xs] = np.einsum("nij,nj->ni", affine, centres) - 0.5  # cv2.remap centres at +0
-    warped = cv2.remap(image, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # ignore: cv2's stubs refuse map2=None (map1 holds both coordinates), which OpenCV takes
+    warped = cv2.remap(image, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
     return warped.reshape(*shape, -1), index >= 0
 
 
@@ -108,7 +114,7 @@ def _poisson(face: np.ndarray, frame: np.ndarray, mask: np.ndarray, pad: int) ->
 
     The images are padded first: seamlessClone misbehaves when the mask touches the border."""
     padded = [cv2.copyMakeBorder(im, pad, pad, pad, pad, cv2.BORDER_REFLECT) for im in (face, frame)]
-    mask = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    mask = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0,))
     x, y, w, h = cv2.boundingRect(mask)
     # OpenCV places the mask's bounding box at centre - size // 2: this centre keeps it in place.
     out = cv2.seamlessClone(padded[0], padded[1], mask, (x + w // 2, y + h // 2), cv2.NORMAL_CLONE)
@@ -128,10 +134,12 @@ def _fill(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _Warped:
     """A target face warped into one frame: rgb (HxWx3 uint8, holes filled), alpha (HxW float32 blend
-    weight: silhouette x skin x not-mouth) and the face size in the frame."""
+    weight: silhouette x skin x not kept), kept (HxW float32: the frame's own mouth and eyes, laid
+    back over the blend) and the face size in the frame."""
 
     rgb: np.ndarray
     alpha: np.ndarray
+    kept: np.ndarray
     size: float
 
 
@@ -144,7 +152,9 @@ class LandmarkSwapper(FaceSwapper):
     skin (hair, glasses, background; `compositing.skin_weight`). min_area_ratio: frame triangles
     smaller than this fraction of their target area (at the frame's face size) are edge-on and left
     out of the warp (their pixels are inpainted; the mask is the silhouette's, whole).
-    keep_mouth: keep the frame's pixels inside its inner lips (an open mouth).
+    keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
+    frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin,
+    smoothed over this fraction of the face size (0: off; `compositing.relight`).
     """
 
     name = "landmark"
@@ -157,6 +167,8 @@ class LandmarkSwapper(FaceSwapper):
         skin: bool = True,
         min_area_ratio: float = 0.05,
         keep_mouth: bool = True,
+        keep_eyes: bool = True,
+        relight: float = 0.12,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
         if blend not in _BLENDS:
@@ -167,8 +179,11 @@ class LandmarkSwapper(FaceSwapper):
         self.skin = skin
         self.min_area_ratio = min_area_ratio
         self.keep_mouth = keep_mouth
-        self.landmarker = landmarker or FaceLandmarker()
+        self.keep_eyes = keep_eyes
+        self.relight = relight
+        self.landmarker = landmarker or FaceLandmarker(refine=True)
         self._target: np.ndarray | None = None
+        self._grey = False  # a black-and-white target photo
         self._colour: ColourTransfer | None = None
 
     def config(self) -> dict:
@@ -180,6 +195,8 @@ class LandmarkSwapper(FaceSwapper):
             "skin": self.skin,
             "min_area_ratio": self.min_area_ratio,
             "keep_mouth": self.keep_mouth,
+            "keep_eyes": self.keep_eyes,
+            "relight": self.relight,
         }
 
     def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
@@ -191,15 +208,16 @@ class LandmarkSwapper(FaceSwapper):
         right = int(min(target.shape[1], x1 + margin + 1))
         bottom = int(min(target.shape[0], y1 + margin + 1))
         crop = np.ascontiguousarray(target[top:bottom, left:right])
-        self._target_xy = face.landmarks[:, :2] - np.array([left, top], np.float32)
+        self._target_xy: np.ndarray = face.landmarks[:, :2] - np.array([left, top], np.float32)
         self._target_extent = np.ptp(self._target_xy, 0)  # (2,) face width, height
         self._triangles = face_triangles(self._target_xy)
         # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both.
         keep = np.zeros(crop.shape[:2], np.uint8)
-        cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], 255)
+        cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], (255,))
         if self.skin:
             keep = np.round(keep * skin_weight(crop, self._target_xy)).astype(np.uint8)
         self._target = np.dstack([crop, keep])
+        self._grey = is_grey(crop, keep > 127)
         self._colour = None
 
     def calibrate(self, samples: Sequence[tuple[np.ndarray, Face]]) -> None:
@@ -228,12 +246,17 @@ class LandmarkSwapper(FaceSwapper):
                 samples = self._colour_samples(frame, warped)
                 colour = ColourTransfer.fit(*samples) if samples is not None else None
             rgb = colour.apply(rgb) if colour is not None else rgb
+        if self.relight > 0:
+            rgb = relight(rgb, frame, warped.alpha, max(1.0, self.relight * warped.size))
+        if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
+            rgb = frame_chroma(rgb, frame)
         return self._blend(rgb, frame, warped)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.
         size = face_size(face.landmarks)
         scale = min(1.0, float(np.max(np.ptp(face.landmarks[:, :2], 0) / self._target_extent)))
+        assert self._target is not None  # prepare() comes first
         target = self._target
         if scale < 1.0:
             shape = (max(1, round(target.shape[1] * scale)), max(1, round(target.shape[0] * scale)))
@@ -242,10 +265,12 @@ class LandmarkSwapper(FaceSwapper):
         warped, covered = warp_triangles(
             target, target_xy, face.landmarks, self._triangles, frame.shape[:2], self.min_area_ratio
         )
-        mouth = face.landmarks[list(INNER_LIPS), :2] if self.keep_mouth else None
-        alpha = silhouette_alpha(face.landmarks, self._triangles, frame.shape[:2], self.feather, mouth)
+        kept = ([INNER_LIPS] if self.keep_mouth else []) + (list(EYE_OUTLINES) if self.keep_eyes else [])
+        alpha, kept_weight = silhouette_alpha(
+            face.landmarks, self._triangles, frame.shape[:2], self.feather, [face.landmarks[list(k), :2] for k in kept]
+        )
         warped = _fill(warped, (alpha > 0) & ~covered)
-        return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), size)
+        return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), kept_weight, size)
 
     @staticmethod
     def _colour_samples(frame: np.ndarray, warped: _Warped) -> tuple[np.ndarray, np.ndarray] | None:
@@ -271,6 +296,8 @@ class LandmarkSwapper(FaceSwapper):
             if self.blend == "poisson":
                 fg = _poisson(fg, bg, np.where(alpha > 0.5, 255, 0).astype(np.uint8), pad=4)
             out = alpha[..., None] * fg.astype(np.float32) + (1.0 - alpha[..., None]) * bg
+        kept = warped.kept[box][..., None]
+        out = kept * bg + (1.0 - kept) * out
         result = frame.copy()
         result[box] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return result

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from implicit_deepfake.faces import Face
+from implicit_deepfake.faces.landmarks import Face
 from implicit_deepfake.swap.base import FaceSwapper
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from implicit_deepfake.core.io import composite, image_size, read_image, read_json
 from implicit_deepfake.data.blender import read_split_index
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.io import composite, image_size, read_image, read_json
+from implicit_deepfake.metrics.expression import clip_agreement
 from implicit_deepfake.metrics.swap_quality import (
     expression_error,
     multiview_colour_difference,
@@ -18,6 +18,7 @@ from implicit_deepfake.metrics.swap_quality import (
     seam_score,
     summarise,
 )
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.geometry import FaceMesh3D, project_landmarks, visible_points
 
 STATUSES = ("swapped", "no_face", "hidden", "kept")
@@ -33,16 +34,21 @@ def frame_quality(
 ) -> dict:
     """Pose and expression error of the swapped frame against its base frame (None where a face is
     not detected in both), and the seam score (None where nothing changed). Images HxWx3 uint8."""
-    both = base_landmarks is not None and swapped_landmarks is not None
+    pose: float | None = None
+    expression: float | None = None
+    if base_landmarks is not None and swapped_landmarks is not None:
+        pose = _rounded(pose_error_deg(swapped_landmarks, base_landmarks, base.shape[:2]))
+        expression = _rounded(expression_error(swapped_landmarks, base_landmarks))
     return {
-        "pose_error_deg": _rounded(pose_error_deg(swapped_landmarks, base_landmarks, base.shape[:2])) if both else None,
-        "expression_error": _rounded(expression_error(swapped_landmarks, base_landmarks)) if both else None,
+        "pose_error_deg": pose,
+        "expression_error": expression,
         "seam_score": _rounded(seam_score(swapped, base)),
     }
 
 
 def summary(records: Sequence[dict]) -> dict:
-    """Counts per status and the means/medians of identity and quality over the changed frames."""
+    """Counts per status and the means/medians of identity and quality over the changed frames, and
+    how their expression and gaze follow their base frames' (`clip_agreement`)."""
     counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
     changed = [r for r in records if r["status"] == ("swapped" if counts["swapped"] else "kept")]
     identity = summarise(changed, ("identity_distance_before", "identity_distance_after"))
@@ -53,6 +59,10 @@ def summary(records: Sequence[dict]) -> dict:
         "mean_identity_distance_before": identity["identity_distance_before_mean"],
         "mean_identity_distance_after": identity["identity_distance_after_mean"],
         **summarise(changed, QUALITY_KEYS),
+        "expression": clip_agreement(
+            [r["expression"]["base"] for r in changed if r.get("expression")],
+            [r["expression"]["swapped"] for r in changed if r.get("expression")],
+        ),
     }
 
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
+from importlib.metadata import version
+from itertools import pairwise
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from implicit_deepfake import __version__
-from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index, write_split_index
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.data.nerface import find_background
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import Face, FaceLandmarker
-from implicit_deepfake.io import (
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import (
     atomic_path,
     composite,
     exclusive,
@@ -37,7 +35,12 @@ from implicit_deepfake.io import (
     synthetic_metadata,
     write_json,
 )
+from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index, write_split_index
+from implicit_deepfake.data.nerface import find_background
+from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
+from implicit_deepfake.metrics.expression import FramePair, flicker
 from implicit_deepfake.metrics.identity import FaceEmbedder
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.frames import Frame, Identity, SwapContext, swap_all
 from implicit_deepfake.swap.report import multiview_consistency, summary
@@ -52,6 +55,7 @@ MANIFEST_EVERY = 25
 # Identity and quality figures cost more than the swap itself: a long video measures this many of
 # its frames, evenly spread (every frame of a dataset of up to this many).
 MEASURED_FRAMES = 300
+FLICKER_PAIRS = 60  # consecutive pairs of a video's swapped frames the flicker is measured on
 LANDMARKS_CACHE = "landmarks.npz"  # the base frames' detected landmarks, by frame hash
 
 
@@ -97,7 +101,7 @@ def _cameras(indexes: Sequence[SplitIndex], size: tuple[int, int]) -> Cameras:
 def _detect_frames(
     frames: Sequence[Frame], hashes: Sequence[str], background: Sequence[float], landmarker: FaceLandmarker, cache: Path
 ) -> list[np.ndarray | None]:
-    """Each base frame's detected landmarks (468, 3) or None, cached in `cache` (an .npz of plain
+    """Each base frame's detected landmarks (P, 3) or None, cached in `cache` (an .npz of plain
     arrays, read without pickle) by the frame's hash, so a resumed swap does not detect again."""
     known: dict[tuple[str, str], np.ndarray] = {}
     if cache.is_file():
@@ -109,9 +113,9 @@ def _detect_frames(
     landmarks = []
     for frame, digest in zip(frames, hashes):
         found = known.get((frame.relpath, digest))
-        if found is None:
+        if found is None or len(found) != landmarker.points:  # not detected yet, or by another mesh
             face = landmarker.detect(composite(read_image(frame.source), background))
-            found = np.full((468, 3), np.nan, np.float32) if face is None else face.landmarks
+            found = np.full((landmarker.points, 3), np.nan, np.float32) if face is None else face.landmarks
         landmarks.append(found)
     with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
         np.savez(
@@ -130,14 +134,18 @@ def _calibration_samples(
     spread (a video), for the swapper's one colour transfer."""
     found = [i for i, t in enumerate(track.frames) if t.face is not None]
     if track.mode == "multiview":
-        found = sorted(found, key=lambda i: -track.frames[i].visible)[:count]
+        found = sorted(found, key=lambda i: -cast(float, track.frames[i].visible))[:count]  # set in multiview
     else:
         found = (
             [found[i] for i in np.linspace(0, len(found) - 1, min(count, len(found))).round().astype(int)]
             if found
             else []
         )
-    return [(composite(read_image(frames[i].source), background), track.frames[i].face) for i in found]
+    return [
+        (composite(read_image(frames[i].source), background), face)
+        for i in found
+        if (face := track.frames[i].face) is not None
+    ]
 
 
 def run_swap(
@@ -170,16 +178,16 @@ def _run_swap(
     workers: int | None = 1,
 ) -> dict:
     """target_face: which face of the target photo (0 = largest); track: `track_faces` options
-    (mode, min_visible, max_turn, smooth_sigma); on_no_face: one of ON_NO_FACE; workers: processes that swap
+    (mode, min_visible, max_turn, min_cutoff, beta); on_no_face: one of ON_NO_FACE; workers: processes that swap
     frames at once (None: one per core), with the same output as one."""
     if on_no_face not in ON_NO_FACE:
         raise DeepfakeError(f"swap.on_no_face must be one of {ON_NO_FACE}, got {on_no_face!r}.")
     source_root, out_dir, target_photo = Path(source_root), Path(output_dir), Path(target_photo)
-    track_options = {"mode": "auto", "min_visible": 0.2, "max_turn": 120.0, "smooth_sigma": 1.0, **(track or {})}
+    track_options = {"mode": "auto", **(track or {})}
     indexes = [read_split_index(source_root, split) for split in SPLITS]
     frames = _frames(indexes)
     sizes = _check_sizes(frames)
-    landmarker = landmarker or FaceLandmarker()
+    landmarker = landmarker or FaceLandmarker(refine=True)
     if swapper.uses_landmarks:
         target = load_target(target_photo, target_face, landmarker)
         target_rgb, target_landmarks = target.crop()
@@ -195,7 +203,7 @@ def _run_swap(
 
     hashes = [sha256_file(f.source) for f in frames]
     cameras = _cameras(indexes, sizes[frames[0].relpath])
-    detections = (
+    detections: list[np.ndarray | None] = (
         _detect_frames(frames, hashes, background, landmarker, out_dir / LANDMARKS_CACHE)
         if swapper.changes_frames
         else [None] * len(frames)
@@ -215,7 +223,7 @@ def _run_swap(
         "background": list(background),
         "track": track_options,
         "track_sha256": faces.fingerprint() if swapper.uses_landmarks else None,
-        "version": __version__,
+        "version": version("implicit-deepfake"),
     }
     manifest_path = out_dir / "manifest.json"
     old = read_json(manifest_path) if manifest_path.is_file() else {}
@@ -224,7 +232,7 @@ def _run_swap(
     if old and not done:
         log.info("swap cache %s is stale (config changed): swapping again", out_dir)
 
-    manifest = {
+    manifest: dict[str, Any] = {
         "synthetic": True,
         "metadata": synthetic_metadata(),
         "source_root": str(source_root),
@@ -244,10 +252,10 @@ def _run_swap(
     swapped = swap_all(
         context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0) for i in todo], workers
     )
-    todo = set(todo)
+    pending = set(todo)
     try:
         for i, frame in enumerate(tqdm(frames, desc=f"swap [{swapper.name}]", unit="frame", disable=not progress)):
-            if i not in todo:
+            if i not in pending:
                 records.append(done[frame.relpath])
                 skipped += 1
                 continue
@@ -265,6 +273,8 @@ def _run_swap(
         manifest["summary"]["multiview_colour_difference"] = _consistency(
             frames, faces, cameras, records, background, out_dir
         )
+    if video and manifest["summary"]["swapped"]:
+        manifest["summary"]["flicker"] = _flicker(frames, runs, records, detections, background, out_dir)
     manifest["complete"] = True
     write_json(manifest_path, manifest)
     log.info("swap: %d frames (%d already done) -> %s; %s", len(frames), skipped, out_dir, manifest["summary"])
@@ -307,6 +317,7 @@ def _consistency(
     out_dir: Path,
 ) -> dict:
     views = [i for i, r in enumerate(records) if r["status"] == "swapped"]
+    assert faces.mesh is not None  # run_swap measures multiview consistency only with a mesh
 
     def load(i: int) -> tuple[np.ndarray, np.ndarray]:
         return (
@@ -315,3 +326,40 @@ def _consistency(
         )
 
     return multiview_consistency(faces.mesh, faces.triangles, cameras, views, load)
+
+
+def _flicker(
+    frames: Sequence[Frame],
+    runs: Sequence[np.ndarray],
+    records: Sequence[dict],
+    detections: Sequence[np.ndarray | None],
+    background: Sequence[float],
+    out_dir: Path,
+    max_pairs: int = FLICKER_PAIRS,
+) -> float | None:
+    """`metrics.expression.flicker` over up to `max_pairs` consecutive pairs of swapped frames with a
+    face, evenly spread over the clip's runs."""
+    pairs = [
+        (i, j)
+        for run in runs
+        for i, j in pairwise(run)
+        if records[i]["status"] == records[j]["status"] == "swapped"
+        and detections[i] is not None
+        and detections[j] is not None
+    ]
+    pairs = [
+        pairs[k] for k in np.unique(np.linspace(0, len(pairs) - 1, min(max_pairs, len(pairs))).round().astype(int))
+    ]
+
+    def images(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            composite(read_image(frames[i].source), background),
+            composite(read_image(out_dir / records[i]["output"]), background),
+        )
+
+    def pair(i: int, j: int) -> FramePair:
+        (base_i, swapped_i), (base_j, swapped_j) = images(i), images(j)
+        landmarks = (np.asarray(detections[i]), np.asarray(detections[j]))
+        return FramePair((base_i, base_j), (swapped_i, swapped_j), landmarks)
+
+    return flicker(pair(i, j) for i, j in pairs)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import Face, FaceLandmarker
-from implicit_deepfake.io import read_photo, sha256_file
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import read_photo, sha256_file
+from implicit_deepfake.data.source import DatasetSource
+from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,11 @@ def load_target(path: str | Path, face_index: int = 0, landmarker: FaceLandmarke
     return TargetPhoto(path, rgb, faces[face_index].face, face_index, len(faces), boxes)
 
 
-def target_photo(cfg: DictConfig, source: object) -> Path:
+def target_photo(cfg: DictConfig, source: DatasetSource) -> Path:
     """The run's target photo: `target=<photo>`, or the dataset source's own famous.jpg."""
     return Path(cfg.target) if cfg.get("target") else Path(source.target_photo)
 
 
-def target_image(cfg: DictConfig, source: object) -> np.ndarray:
+def target_image(cfg: DictConfig, source: DatasetSource) -> np.ndarray:
     """The run's target photo around its chosen face (`target_face`): what identity is measured against."""
     return load_target(target_photo(cfg, source), cfg.get("target_face", 0)).crop()[0]

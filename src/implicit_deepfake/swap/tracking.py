@@ -9,11 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import Face
-from implicit_deepfake.io import sha256_json
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import sha256_json
+from implicit_deepfake.faces.landmarks import Face
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.geometry import (
+    DegenerateViews,
     FaceMesh3D,
     project_landmarks,
     smooth_tracks,
@@ -71,8 +72,13 @@ def _multiview(
     min_visible: float,
     max_turn: float,
 ) -> FaceTrack | None:
-    mesh = triangulate_face(detections, cameras, triangles)
+    try:
+        mesh = triangulate_face(detections, cameras, triangles)
+    except DegenerateViews as err:
+        log.warning("no face mesh across the views: %s; each view uses its own detection", err)
+        return None
     if mesh is None:
+        log.warning("fewer than two views with a face: no mesh to triangulate, each view uses its own detection")
         return None
     projected = project_landmarks(mesh.points, cameras)
     frames = []
@@ -108,7 +114,8 @@ def track_faces(
     mode: str,
     video: bool,
     min_visible: float = 0.2,
-    smooth_sigma: float = 1.0,
+    min_cutoff: float = 0.02,
+    beta: float = 10.0,
     max_turn: float = 120.0,
 ) -> FaceTrack:
     """The driving landmarks of every frame.
@@ -118,7 +125,8 @@ def track_faces(
     mode: one of TRACK_MODES ("auto": temporal for a `video`, multiview otherwise);
     min_visible: a multiview frame that sees less of the mesh is "hidden", and so is one whose camera
     is more than `max_turn` degrees round from the face's front (the skull hides the face there);
-    smooth_sigma: frames."""
+    min_cutoff, beta: the one-euro filter of a video's tracks (`geometry.one_euro`): cycles per
+    frame when still, and how fast the cutoff rises with speed (per face size per frame)."""
     if mode not in TRACK_MODES:
         raise DeepfakeError(f"swap.track.mode must be one of {TRACK_MODES}, got {mode!r}.")
     if not any(d is not None for d in detections):
@@ -130,12 +138,11 @@ def track_faces(
         track = _multiview(detections, cameras, triangles, min_visible, max_turn)
         if track is not None:
             return track
-        log.warning("fewer than two views with a face: no mesh to triangulate, each view uses its own detection")
         mode = "per_frame"
     if mode == "temporal":
         smoothed: list[np.ndarray | None] = [None] * len(detections)
         for run in sequences:
-            for i, landmarks in zip(run, smooth_tracks([detections[i] for i in run], smooth_sigma)):
+            for i, landmarks in zip(run, smooth_tracks([detections[i] for i in run], min_cutoff, beta)):
                 smoothed[i] = landmarks
         detections = smoothed
     return _from_detections(mode, detections, triangles)

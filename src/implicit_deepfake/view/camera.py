@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from implicit_deepfake.data.cameras import Cameras, look_at
+from implicit_deepfake.render.cameras import Cameras, look_at
 from implicit_deepfake.swap.report import head_yaws
 
 

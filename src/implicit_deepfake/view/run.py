@@ -8,8 +8,8 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.pipeline import load_run
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.reports.runs import load_run
 from implicit_deepfake.view.camera import front_view
 from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
 from implicit_deepfake.view.webpage import PAGE_NAME, export_viewer_page, run_title
@@ -39,8 +39,9 @@ def view(cfg: DictConfig) -> ModelViewer | None:
     module = run.module.to(_device(cfg.device)).eval()
     expressions = getattr(module, "train_expressions", None)
     cameras = run.datamodule.frames("train").cameras
-    if hasattr(module, "training_cameras"):  # a 4D model's learned pose corrections
-        cameras = module.training_cameras(cameras)
+    training_cameras = getattr(module, "training_cameras", None)
+    if training_cameras is not None:  # a 4D model's learned pose corrections
+        cameras = training_cameras(cameras)
     viewer = ModelViewer(
         module,
         front_view(cameras, run.datamodule.root),

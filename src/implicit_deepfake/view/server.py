@@ -17,11 +17,11 @@ import torch
 import viser
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE
 from implicit_deepfake.data.expressions import EXPRESSION_NAMES, EXPRESSION_RANGES
-from implicit_deepfake.evaluation import uint8_images
-from implicit_deepfake.io import SYNTHETIC_NOTICE
 from implicit_deepfake.lit.base import SceneModule
+from implicit_deepfake.render.cameras import Cameras
+from implicit_deepfake.render.video import uint8_images
 from implicit_deepfake.view.camera import InitialView
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,8 @@ class ExpressionControls:
         @self.frame.on_update
         def _(_) -> None:
             for slider, value in zip(self.components, self.base()):
-                slider.value = float(value)  # its own update re-renders
+                # its own update re-renders (ignore: viser types GuiSliderHandle.value read-only, the setter exists)
+                slider.value = float(value)  # type: ignore[misc]
             on_change()
 
         for slider in self.components:

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import torch
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.models.gaussians import GaussianCloud
 
 SPZ_MAGIC = 0x5053474E  # "NGSP"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from implicit_deepfake.lit.base import SceneModule, trainer_datamodule
 from implicit_deepfake.view.camera import front_view
 from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
 
@@ -38,9 +40,9 @@ class ViewerCallback(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        datamodule = trainer.datamodule
+        datamodule = trainer_datamodule(trainer)
         self.viewer = ModelViewer(
-            pl_module,
+            cast(SceneModule, pl_module),
             front_view(datamodule.frames("train").cameras, datamodule.root),
             self.title,
             self.host,

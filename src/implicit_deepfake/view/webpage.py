@@ -16,9 +16,9 @@ from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE, atomic_path
 from implicit_deepfake.data.datamodule import FrameDataModule
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import SYNTHETIC_NOTICE, atomic_path
 from implicit_deepfake.models.gaussians import GaussianCloud
 from implicit_deepfake.view.camera import InitialView, front_view
 from implicit_deepfake.view.spz import spz_bytes
@@ -103,5 +103,5 @@ def export_viewer_page(
         return {}
     view = front_view(datamodule.frames("train").cameras, datamodule.root)
     title = run_title(model_name, run_dir)
-    page = write_viewer_page(Path(run_dir) / PAGE_NAME, exported["ply"], view, tuple(datamodule.background), title)
+    page = write_viewer_page(Path(run_dir) / PAGE_NAME, exported["ply"], view, datamodule.background, title)
     return {"viewer_html": str(page)}

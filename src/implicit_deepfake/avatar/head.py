@@ -6,8 +6,8 @@ landmarks), blended back into the ellipsoid over the outer band of the face oval
 stays closed without cracks. A capped cylinder makes the neck. Face pixels are textured by a
 bilinear lookup in the photo (per-vertex photo coordinates); elsewhere the colour blends into
 skin, curly grey hair over the back of the head and a dark cap. Ears are flaps pushed out of the
-sides of the ellipsoid (a displacement, so the mesh stays one closed surface). Shading is Lambert with a light fixed in the world, so a surface
-point has the same colour in every view.
+sides of the ellipsoid (a displacement, so the mesh stays one closed surface). Shading is Lambert
+with a light fixed in the world, so a surface point has the same colour in every view.
 
 World axes: z up, the face looks toward -y (a camera at (0, -d, 0) sees it frontally); the head
 ellipsoid is centred at the origin and 1 unit tall. Photo pixels (x right, y down, depth away)
@@ -25,8 +25,8 @@ from matplotlib.path import Path as Polygon
 from scipy.interpolate import RBFInterpolator
 from torch import Tensor
 
-from implicit_deepfake.data.cameras import Cameras
-from implicit_deepfake.faces import Face, face_oval_indices
+from implicit_deepfake.faces.landmarks import Face, face_oval_indices
+from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.mesh_raster import interpolate, rasterize
 
 _HAT = (0.10, 0.10, 0.15)  # grace_hopper.jpg: a dark navy cap over grey hair
@@ -70,7 +70,7 @@ class Avatar:
         return F.normalize(normals, dim=1)
 
 
-def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+def _smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
@@ -83,12 +83,14 @@ def polar_grid_faces(n_rings: int, n_seg: int) -> np.ndarray:
     nxt = np.roll(ring, -1, axis=1)
     a, b, a1, b1 = ring[:-1], ring[1:], nxt[:-1], nxt[1:]
     last = 1 + n_rings * n_seg
-    return np.concatenate([
-        np.stack([np.zeros(n_seg, np.int64), ring[0], nxt[0]], 1),
-        np.stack([a, b, a1], -1).reshape(-1, 3),
-        np.stack([a1, b, b1], -1).reshape(-1, 3),
-        np.stack([ring[-1], np.full(n_seg, last), nxt[-1]], 1),
-    ])
+    return np.concatenate(
+        [
+            np.stack([np.zeros(n_seg, np.int64), ring[0], nxt[0]], 1),
+            np.stack([a, b, a1], -1).reshape(-1, 3),
+            np.stack([a1, b, b1], -1).reshape(-1, 3),
+            np.stack([ring[-1], np.full(n_seg, last), nxt[-1]], 1),
+        ]
+    )
 
 
 def _signed_distance(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
@@ -191,9 +193,14 @@ def _neck(axes: np.ndarray, centre_y: float, n_seg: int, n_rings: int = _NECK_RI
     phi = 2 * np.pi * np.arange(n_seg) / n_seg  # counter-clockwise seen from the top pole
     z = np.linspace(-0.25, -2.2, n_rings)
     radius = np.array([0.55 * axes[0], 0.5 * axes[1]])
-    ring = np.stack([np.broadcast_to(radius[0] * np.cos(phi), (n_rings, n_seg)),
-                     np.broadcast_to(centre_y + radius[1] * np.sin(phi), (n_rings, n_seg)),
-                     np.broadcast_to(z[:, None], (n_rings, n_seg))], -1).reshape(-1, 3)
+    ring = np.stack(
+        [
+            np.broadcast_to(radius[0] * np.cos(phi), (n_rings, n_seg)),
+            np.broadcast_to(centre_y + radius[1] * np.sin(phi), (n_rings, n_seg)),
+            np.broadcast_to(z[:, None], (n_rings, n_seg)),
+        ],
+        -1,
+    ).reshape(-1, 3)
     return np.concatenate([[[0.0, centre_y, z[0]]], ring, [[0.0, centre_y, z[-1]]]])
 
 
@@ -253,8 +260,9 @@ def _sample_photo(photo: Tensor, uv: Tensor) -> Tensor:
     """Bilinear lookup of photo (H, W, 3) at pixel coordinates uv (..., 2) -> (..., 3)."""
     height, width = photo.shape[:2]
     grid = torch.stack([uv[..., 0] / width * 2 - 1, uv[..., 1] / height * 2 - 1], -1)
-    sampled = F.grid_sample(photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False,
-                            padding_mode="border")
+    sampled = F.grid_sample(
+        photo.permute(2, 0, 1)[None], grid.reshape(1, 1, -1, 2), align_corners=False, padding_mode="border"
+    )
     return sampled[0, :, 0].T.reshape(*uv.shape[:-1], 3)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from implicit_deepfake.io import SYNTHETIC_NOTICE, write_png
+from implicit_deepfake.core.io import SYNTHETIC_NOTICE, write_png
 
 COLUMNS = ("base frame", "swapped frame", "render")
 PANEL_PX = 192  # frames are scaled up by a whole factor to about this size, pixels kept sharp

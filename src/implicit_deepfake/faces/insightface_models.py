@@ -18,8 +18,8 @@ from insightface.model_zoo import ArcFaceONNX, get_model
 from insightface.model_zoo.inswapper import INSwapper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.faces import Face
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.faces.landmarks import Face
 
 #: What each model file is, for messages telling the user which file to download.
 DESCRIPTIONS = {

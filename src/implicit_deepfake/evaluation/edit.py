@@ -11,19 +11,20 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.data.datamodule import FrameDataModule
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.evaluation import SEQUENCE_FPS, uint8_images, view_cameras
-from implicit_deepfake.faces import FaceLandmarker, lip_indices
-from implicit_deepfake.io import synthetic_metadata, write_json, write_png
+from implicit_deepfake.evaluation.evaluate import SEQUENCE_FPS, view_cameras
+from implicit_deepfake.faces.landmarks import FaceLandmarker, lip_indices
 from implicit_deepfake.lit.base import SceneModule
-from implicit_deepfake.render.video import write_video
+from implicit_deepfake.render.video import uint8_images, write_video
 
 log = logging.getLogger(__name__)
 # The mouth region: the lips' convex hull grown about its centre by this factor (an open jaw
@@ -76,13 +77,13 @@ def load_expressions(source: int | str, train_expressions: Tensor) -> Tensor:
     return torch.from_numpy(vectors).to(train_expressions)
 
 
-def mouth_mask(landmarks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def mouth_mask(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(H, W) bool: the lips' convex hull (landmarks (468, 2+) in pixels), grown by _MOUTH_GROWTH."""
     lips = landmarks[lip_indices(), :2]
     center = lips.mean(0)
     hull = cv2.convexHull(((lips - center) * _MOUTH_GROWTH + center).round().astype(np.int32))
     mask = np.zeros(shape, np.uint8)
-    cv2.fillConvexPoly(mask, hull, 1)
+    cv2.fillConvexPoly(mask, hull, (1,))
     return mask.astype(bool)
 
 
@@ -104,15 +105,17 @@ def edit_expressions(
     the i-th, cycling) -> edit_dir(run_dir, source)/{frames/*.png, edit.mp4, edit.json}; returns
     edit.json's content. pose_steps: fit the test frames' poses first, as evaluation does."""
     out_dir = edit_dir(run_dir, source)
-    if not hasattr(module, "train_expressions"):
+    train_expressions = getattr(module, "train_expressions", None)
+    if train_expressions is None:
         raise DeepfakeError(
             "edit.expressions_from needs an expression-conditioned run (model=nerface or nerface_paper)."
         )
     module.eval()
     test = datamodule.frames("test")
-    expressions = load_expressions(source, module.train_expressions)
+    expressions = load_expressions(source, train_expressions)
     changed_expressions = expressions[torch.arange(len(test)) % len(expressions)]
     cameras, _ = view_cameras(module, test, pose_steps, datamodule.bbox_weight)
+    assert test.expressions is not None  # the run trained on a NeRFace-format dataset
     originals = uint8_images(module.render_views(cameras, test.expressions.to(module.device)))
     changed = uint8_images(module.render_views(cameras, changed_expressions))
 
@@ -124,7 +127,7 @@ def edit_expressions(
         name = Path(relpath).with_suffix(".png").name
         write_png(out_dir / "frames" / name, pair, source=f"original | expressions_from={source}, test frame {relpath}")
         face = landmarker.detect(target)
-        row = {"frame": relpath}
+        row: dict[str, Any] = {"frame": relpath}
         if face is not None:
             row |= mouth_change(before, after, mouth_mask(face.landmarks, before.shape[:2]))
         frames.append(row)
@@ -137,7 +140,7 @@ def edit_expressions(
         "expressions_from": source,
         "mouth_difference": mouth,
         "outside_difference": outside,
-        "mouth_to_outside": None if not measured else mouth / max(outside, 1e-6),
+        "mouth_to_outside": None if mouth is None or outside is None else mouth / max(outside, 1e-6),
         "frames_measured": len(measured),
         "frames": frames,
         "video": str(out_dir / "edit.mp4"),

@@ -1,4 +1,5 @@
-"""Face detection and 468-point landmarks with mediapipe's face mesh (weights ship in the wheel).
+"""Face detection and 468-point landmarks with mediapipe's face mesh (weights ship in the wheel);
+478 with `refine=True`: the mesh's eyes and lips refined and the two irises added (468-477).
 
 One detector serves the landmark swapper, the insightface backend (5 keypoints) and the identity
 metrics, so every stage agrees on what "a face was found" means. `detect_all` adds mediapipe's
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 
 if TYPE_CHECKING:
     from mediapipe.python.solutions.face_detection import FaceDetection
@@ -26,11 +27,20 @@ if TYPE_CHECKING:
 _KPS5 = ((33, 133), (362, 263), (1,), (61,), (291,))
 # Mesh indices around the inner edge of the lips, in order (the outline of an open mouth).
 INNER_LIPS = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
+# Mesh indices around each eye's lid margin, in order (the outline of the visible eyeball), image left
+# eye first: corners 33 (outer) and 133 (inner); 362 (inner) and 263 (outer).
+EYE_OUTLINES = (
+    (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+    (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398),
+)
+# With refine=True: the iris centre and its four rim points, one iris each (mediapipe's order).
+IRISES = ((468, 469, 470, 471, 472), (473, 474, 475, 476, 477))
 
 
 @dataclass(frozen=True)
 class Face:
-    """landmarks: (468, 3) float32 — pixel x, pixel y, depth in pixels (smaller is nearer)."""
+    """landmarks: (468, 3) float32 — pixel x, pixel y, depth in pixels (smaller is nearer); (478, 3)
+    from a `refine=True` landmarker (the irises' points at 468-477)."""
 
     landmarks: np.ndarray
 
@@ -76,22 +86,31 @@ _SAME_MESH_IOU = 0.5
 
 
 class FaceLandmarker:
-    """mediapipe FaceMesh in static-image mode; `detect` returns the largest face or None."""
+    """mediapipe FaceMesh in static-image mode; `detect` returns the largest face or None.
 
-    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 2) -> None:
+    refine: mediapipe's attention mesh, 478 points (irises included) instead of 468, for the
+    expression and gaze measures; the swap and the geometry use the 468-point mesh."""
+
+    def __init__(self, min_detection_confidence: float = 0.5, max_faces: int = 2, refine: bool = False) -> None:
         import mediapipe as mp
 
         self._confidence = min_detection_confidence
-        self._args = (min_detection_confidence, max_faces)
+        self._refine = refine
+        self._args = (min_detection_confidence, max_faces, refine)
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True,
             max_num_faces=max_faces,
-            refine_landmarks=False,
+            refine_landmarks=refine,
             min_detection_confidence=min_detection_confidence,
         )
         # built on first detect_all: each mediapipe graph costs time and memory
         self._detector: FaceDetection | None = None
         self._crop_mesh: FaceMesh | None = None
+
+    @property
+    def points(self) -> int:
+        """Landmarks per face: 478 refined (irises included), else 468."""
+        return 478 if self._refine else 468
 
     def __reduce__(self) -> tuple:
         """Pickled as its settings (a swap worker process builds its own mediapipe graphs)."""
@@ -169,7 +188,7 @@ class FaceLandmarker:
             self._crop_mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=True,
                 max_num_faces=3,
-                refine_landmarks=False,
+                refine_landmarks=self._refine,
                 min_detection_confidence=self._confidence,
             )
         height, width = rgb.shape[:2]

@@ -14,16 +14,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from implicit_deepfake.contact_sheet import SheetView, headline, write_contact_sheet
-from implicit_deepfake.data.cameras import Cameras
+from implicit_deepfake.core.io import synthetic_metadata, write_json, write_png
 from implicit_deepfake.data.datamodule import FrameDataModule, Frames, load_frames
-from implicit_deepfake.faces import FaceLandmarker
-from implicit_deepfake.io import synthetic_metadata, write_json, write_png
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.lit.base import SceneModule
 from implicit_deepfake.lit.logging import log_images, log_scalars, log_video
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.image import image_metrics
-from implicit_deepfake.render.video import orbit_cameras, write_video
+from implicit_deepfake.render.cameras import Cameras
+from implicit_deepfake.render.video import orbit_cameras, uint8_images, write_video
+from implicit_deepfake.reports.contact_sheet import SheetView, headline, write_contact_sheet
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import target_image
 from implicit_deepfake.view.webpage import export_viewer_page
@@ -33,18 +33,14 @@ ORBIT_FPS = 24
 SEQUENCE_FPS = 12  # a test sequence of a talking head: slow enough to follow the mouth
 
 
-def uint8_images(images: torch.Tensor) -> list[np.ndarray]:
-    """(N, H, W, 3) floats in [0, 1] -> N uint8 images."""
-    return list((images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-
-
 def view_cameras(module: SceneModule, frames: Frames, pose_steps: int, bbox_weight: float) -> tuple[Cameras, dict]:
     """The cameras to render `frames` from: with `pose_steps` and a model that can fit them (a 4D
     model, for tracked poses), their poses fitted photometrically first (and what the fit did, for
     metrics.json); else their own."""
-    if not pose_steps or not hasattr(module, "fit_view_poses"):
+    fit_view_poses = getattr(module, "fit_view_poses", None)
+    if not pose_steps or fit_view_poses is None:
         return frames.cameras.to(module.device), {"steps": 0}
-    cameras, degrees = module.fit_view_poses(frames, pose_steps, bbox_weight=bbox_weight)
+    cameras, degrees = fit_view_poses(frames, pose_steps, bbox_weight=bbox_weight)
     fit = {"steps": pose_steps, "rotation_deg_median": round(float(degrees.median()), 3)}
     fit["rotation_deg_max"] = round(float(degrees.max()), 3)
     log.info("test frames' poses fitted with the model frozen: %s", fit)

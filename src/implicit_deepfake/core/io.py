@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from implicit_deepfake import __version__
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 
 # IPTC digital source type for media made by a trained model (C2PA / IPTC vocabulary).
 SYNTHETIC_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -34,7 +34,7 @@ SYNTHETIC_NOTICE = (
 def synthetic_metadata(**extra: str) -> dict[str, str]:
     """Text fields that mark a file as synthetic; stored in PNG text chunks and run manifests."""
     return {
-        "Software": f"implicit-deepfake {__version__}",
+        "Software": f"implicit-deepfake {version('implicit-deepfake')}",
         "Description": SYNTHETIC_NOTICE,
         "DigitalSourceType": SYNTHETIC_SOURCE_TYPE,
         "AIGenerated": "true",
@@ -193,7 +193,7 @@ def sha256_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def composite(rgba: np.ndarray, background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+def composite(rgba: np.ndarray, background: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """HxWx4 uint8 over a constant background -> HxWx3 uint8 (RGB images pass through)."""
     if rgba.shape[-1] == 3:
         return rgba

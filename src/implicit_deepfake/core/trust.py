@@ -18,7 +18,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from implicit_deepfake.errors import DeepfakeError
+from implicit_deepfake.core.errors import DeepfakeError
 
 # Classes outside the package a config may build, by name: looked up before anything is imported.
 _FOREIGN_CLASSES = frozenset({"torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD"})
@@ -83,5 +83,7 @@ def check_buildable(cfg: DictConfig, source: str | Path, nodes: Mapping[str, typ
                     f"{source}: `{where}._target_: {target}` is refused: a run's config may only build classes "
                     "of implicit_deepfake (and torch optimisers). Nothing was built."
                 )
-        if not issubclass(_allowed_class(node["_target_"]), kind):
+        found = _allowed_class(node["_target_"])
+        assert found is not None  # the node's own target was among those checked above
+        if not issubclass(found, kind):
             raise DeepfakeError(f"{source}: `{key}._target_: {node['_target_']}` is not a {kind.__name__}.")

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.quiet import quiet_third_party
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.quiet import quiet_third_party
 
 log = logging.getLogger("implicit_deepfake")
 

@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from implicit_deepfake.errors import DeepfakeError
-from implicit_deepfake.io import atomic_path, read_json, synthetic_metadata, write_json, write_png
+from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.core.io import atomic_path, read_json, synthetic_metadata, write_json, write_png
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def chart(path: Path, columns: list[str], rows: list[list], title: str) -> None:
 
 def _wandb_settings(jobs: list[Job], sweep_dir: Path) -> dict | None:
     """The jobs' W&B logger config (project, mode) for the summary run, in the sweep's group."""
-    settings = [((job.metrics.get("config") or {}).get("logger") or {}).get("wandb") for job in jobs]
-    settings = [s for s in settings if s]
+    found = [((job.metrics.get("config") or {}).get("logger") or {}).get("wandb") for job in jobs]
+    settings = [s for s in found if s]
     if not settings:
         return None
     groups = {s.get("group") for s in settings}
