@@ -18,7 +18,7 @@ import numpy as np
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.core.io import composite, read_image, sha256_file, write_png
-from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import FaceEmbedder, identity_distance
 from implicit_deepfake.swap.base import FaceSwapper
@@ -58,7 +58,8 @@ class Identity:
 
 @dataclass(frozen=True)
 class SwapContext:
-    """What swapping one frame needs besides the frame: sent once to each worker process."""
+    """What swapping one frame needs besides the frame: sent once to each worker process.
+    measurer: the 478-point landmarker (irises) of the expression and gaze measures."""
 
     swapper: FaceSwapper
     identity: Identity
@@ -66,6 +67,7 @@ class SwapContext:
     background: tuple[float, ...]
     landmarker: FaceLandmarker
     out_dir: Path
+    measurer: FaceLandmarker
 
 
 # `_swap_frame`'s arguments but the context: frame, its hash, its tracked face, its detected landmarks, measure.
@@ -158,7 +160,7 @@ def _swap_frame(
         assert swapped is not None  # status "swapped": the swapper returned a frame
         after = landmarker.detect(swapped)
         record.update(frame_quality(rgb, swapped, detected, None if after is None else after.landmarks))
-        record["expression"] = _expressions(detected, after)
+        record["expression"] = _expressions(context.measurer, rgb, swapped)
     if swapped is not None:
         out = out_dir / frame.output_relpath
         alpha = [base[..., 3:]] if base.shape[-1] == 4 else []
@@ -167,12 +169,12 @@ def _swap_frame(
     return record
 
 
-def _expressions(base: np.ndarray | None, swapped: Face | None) -> dict | None:
-    """The expression and gaze measures of a frame and of its swap, from their 478-point meshes (None
-    where either has no face, or the landmarker gave the 468-point mesh without irises)."""
-    if base is None or swapped is None or min(len(base), len(swapped.landmarks)) < 478:
+def _expressions(measurer: FaceLandmarker, base: np.ndarray, swapped: np.ndarray) -> dict | None:
+    """The expression and gaze measures of a frame and of its swap (None where either has no face)."""
+    faces = [measurer.detect(image) for image in (base, swapped)]
+    if faces[0] is None or faces[1] is None:
         return None
     return {
-        name: {k: round(v, 4) for k, v in expression_measures(landmarks).items()}
-        for name, landmarks in (("base", base), ("swapped", swapped.landmarks))
+        name: {k: round(v, 4) for k, v in expression_measures(face.landmarks).items()}
+        for name, face in zip(("base", "swapped"), faces)
     }

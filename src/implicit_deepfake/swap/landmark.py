@@ -181,7 +181,7 @@ class LandmarkSwapper(FaceSwapper):
         self.keep_mouth = keep_mouth
         self.keep_eyes = keep_eyes
         self.relight = relight
-        self.landmarker = landmarker or FaceLandmarker(refine=True)
+        self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
         self._colour: ColourTransfer | None = None

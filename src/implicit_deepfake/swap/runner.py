@@ -187,7 +187,11 @@ def _run_swap(
     indexes = [read_split_index(source_root, split) for split in SPLITS]
     frames = _frames(indexes)
     sizes = _check_sizes(frames)
-    landmarker = landmarker or FaceLandmarker(refine=True)
+    video = any("expression" in f.entry for f in frames)
+    # A video's frames (and the target) get the 478-point mesh, whose lids and lips are refined: the
+    # swap keeps the frame's eyes and mouth inside them. A multi-view dataset keeps the 468-point one:
+    # the refined model also "finds" faces in views turned far away, which spoils the triangulation.
+    landmarker = landmarker or FaceLandmarker(refine=video)
     if swapper.uses_landmarks:
         target = load_target(target_photo, target_face, landmarker)
         target_rgb, target_landmarks = target.crop()
@@ -209,7 +213,6 @@ def _run_swap(
         else [None] * len(frames)
     )
     runs = np.split(np.arange(len(frames)), np.cumsum([len(i.frames) for i in indexes])[:-1])
-    video = any("expression" in f.entry for f in frames)
     faces = track_faces(detections, cameras, runs, video=video, **track_options)
     if swapper.uses_landmarks:
         swapper.calibrate(_calibration_samples(frames, faces, background))
@@ -248,7 +251,8 @@ def _run_swap(
     skipped = 0
     stride = -(-len(frames) // MEASURED_FRAMES)  # which frames get identity and quality figures
     todo = [i for i, frame in enumerate(frames) if not _is_done(done.get(frame.relpath), hashes[i], out_dir)]
-    context = SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir)
+    measurer = landmarker if landmarker.points == 478 else FaceLandmarker(refine=True)  # irises: gaze
+    context = SwapContext(swapper, identity, on_no_face, tuple(background), landmarker, out_dir, measurer)
     swapped = swap_all(
         context, [(frames[i], hashes[i], faces.frames[i], detections[i], i % stride == 0) for i in todo], workers
     )
