@@ -99,9 +99,10 @@ def _roll(photo: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     ("kind", "limit"),
-    # measured before -> after: 0.689 -> 0.410, 0.701 -> 0.321, 0.728 -> 0.472, 0.806 -> 0.698. At 60
-    # degrees the target's fringe of hair, which dlib counts as identity, is no longer pasted (0.527 with it).
-    [("small", 0.5), ("roll", 0.45), ("yaw30", 0.55), ("yaw60", 0.75)],
+    # measured before -> after: 0.689 -> 0.428, 0.701 -> 0.373, 0.728 -> 0.517, 0.806 -> 0.740, with the
+    # frame's own eyes (its gaze) and light kept (0.410, 0.321, 0.472, 0.698 with neither). At 60 degrees the
+    # target's fringe of hair, which dlib counts as identity, is no longer pasted (0.527 with it).
+    [("small", 0.5), ("roll", 0.45), ("yaw30", 0.57), ("yaw60", 0.77)],
 )
 def test_swap_works_on_small_and_turned_faces(
     swapper: LandmarkSwapper,
@@ -121,7 +122,7 @@ def test_swap_works_on_small_and_turned_faces(
     before = identity_distance(embedder, frame, target_embedding)
     swapped = swapper.swap(frame, "x.png")
     after = identity_distance(embedder, swapped, target_embedding)
-    assert before > 0.6 and after < limit and after < before - 0.08
+    assert before > 0.6 and after < limit and after < before - 0.05
 
 
 def test_turned_mesh_drops_hidden_triangles_and_near_side_wins(

@@ -27,6 +27,9 @@ import cv2
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
+# ColourTransfer's gain bounds per LAB channel (lightness, a, b).
+_GAIN_LOW = np.array([0.67, 0.5, 0.5])
+_GAIN_HIGH = np.array([1.5, 2.0, 2.0])
 # A feature whose median lightness is below this share of the skin's is covered (dark lenses).
 _COVERED_FEATURE = 0.45
 # Mesh landmarks on the cheeks and the nose: where the target's skin colour is sampled.
@@ -134,17 +137,30 @@ def silhouette_alpha(
     return alpha, hole
 
 
-def relight(face: np.ndarray, frame: np.ndarray, weight: np.ndarray, sigma: float, limit: float = 2.0) -> np.ndarray:
+def skin_only(weight: np.ndarray, landmarks: np.ndarray, grow: float = 0.03) -> np.ndarray:
+    """HxW bool: where `weight` (the blend alpha) is, less the eyes, brows and lips of the face whose
+    mesh is `landmarks` (their hulls grown by `grow` x face size): the skin, whose light is shading."""
+    features = np.zeros(weight.shape, np.uint8)
+    eyes_brows_lips = [region for k, region in enumerate(feature_regions()) if k != 4]  # not the nose
+    for region in eyes_brows_lips:
+        cv2.fillConvexPoly(features, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), (1,))
+    grown = max(1, round(grow * face_size(landmarks)))
+    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grown + 1,) * 2))
+    return (weight > 0.5) & (features == 0)  # surely the target's skin: its soft edge is often hair
+
+
+def relight(face: np.ndarray, frame: np.ndarray, skin: np.ndarray, sigma: float, limit: float = 2.0) -> np.ndarray:
     """`face` (HxWx3 uint8, the warped, colour-matched target) with the frame's shading instead of its own.
 
     The gain per pixel is the frame's luminance over the face's, each a Gaussian mean (`sigma`
-    pixels) over where `weight` (HxW, the blend alpha) is: light and shadow wider than sigma move
-    from the frame to the face, detail finer than it (the target's pores, the frame's wrinkles)
-    does not. Bounded to [1/limit, limit], so a dark hole in either never blows up the other."""
-    mask = (weight > 0.05).astype(np.float32)
+    pixels) over the `skin` (HxW bool, `skin_only`) alone: light and shadow wider than sigma move from
+    the frame to the face, detail finer than it (the target's pores, the frame's wrinkles) does not,
+    and neither do features (brows, eyes, lips), whose darkness is not light. Bounded to
+    [1/limit, limit], so a dark hole in either never blows up the other."""
+    mask = skin.astype(np.float32)
     blur = lambda image: cv2.GaussianBlur(image, (0, 0), sigma)  # noqa: E731
     luminance = lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0  # noqa: E731
-    # Normalised convolution: both means over the mask only; 1 where the mask is not near.
+    # Normalised convolution: both means over the skin only; 1 where no skin is near.
     gain = blur(luminance(frame) * mask) / np.maximum(blur(luminance(face) * mask), 1e-3)
     gain = np.where(blur(mask) > 1e-3, np.clip(gain, 1.0 / limit, limit), 1.0)
     return np.clip(face.astype(np.float32) * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
@@ -178,8 +194,10 @@ class ColourTransfer:
     def fit(cls, source_lab: np.ndarray, target_lab: np.ndarray) -> ColourTransfer:
         """source_lab, target_lab: (K, 3) float32 LAB samples of the warped face and of the frame."""
         gain = (target_lab.std(0) + 1e-3) / (source_lab.std(0) + 1e-3)
-        # Bounded: a near-flat frame face (a plain render) must not flatten or blow up the target.
-        return cls(source_lab.mean(0), np.clip(gain, 0.5, 2.0), target_lab.mean(0))
+        # Bounded: a near-flat frame face (a plain render) must not flatten the target, nor a contrasty
+        # frame blow up the photo's faint shadows and freckles into dark blotches (the frame's own light
+        # comes from `relight`, so lightness is matched by its mean, its spread only a little).
+        return cls(source_lab.mean(0), np.clip(gain, _GAIN_LOW, _GAIN_HIGH), target_lab.mean(0))
 
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 -> HxWx3 uint8."""

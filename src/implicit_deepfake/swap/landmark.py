@@ -36,6 +36,7 @@ from implicit_deepfake.swap.compositing import (
     pyramid_blend,
     relight,
     silhouette_alpha,
+    skin_only,
     skin_weight,
     to_lab,
 )
@@ -247,7 +248,8 @@ class LandmarkSwapper(FaceSwapper):
                 colour = ColourTransfer.fit(*samples) if samples is not None else None
             rgb = colour.apply(rgb) if colour is not None else rgb
         if self.relight > 0:
-            rgb = relight(rgb, frame, warped.alpha, max(1.0, self.relight * warped.size))
+            skin = skin_only(warped.alpha, face.landmarks)
+            rgb = relight(rgb, frame, skin, max(1.0, self.relight * warped.size))
         if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
             rgb = frame_chroma(rgb, frame)
         return self._blend(rgb, frame, warped)
