@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from implicit_deepfake.core.config import target_key
@@ -73,3 +74,13 @@ def test_training_groups_compose_and_instantiate(compose_cfg, tmp_path: Path, tr
     assert module.hparams["seed"] == cfg.seed
     for logger_cfg in (cfg.get("logger") or {}).values():
         assert logger_cfg.save_dir == cfg.run_dir
+
+
+@pytest.mark.parametrize(
+    ("data", "moving"), [("synthetic", False), ("tina", False), ("synthetic4d", True), ("nerface", True)]
+)
+def test_a_video_swap_keeps_each_frames_eyes_and_light(compose_cfg, data: str, moving: bool):
+    """A talking head's frames each have their own gaze and light; a multi-view head has one expression,
+    whose eyes are the target's (and its views' light is already one)."""
+    swapper = instantiate(compose_cfg("swap", [f"data={data}"]).swap.swapper)
+    assert swapper.keep_eyes is moving and swapper.relight is moving and swapper.keep_mouth

@@ -192,7 +192,8 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
         "min_area_ratio": 0.05,
         "keep_mouth": True,
         "keep_eyes": True,
-        "relight": 0.12,
+        "relight": True,
+        "relight_sigma": 0.12,
     }
     with pytest.raises(DeepfakeError, match="swap.blend"):
         LandmarkSwapper(blend="laplacian", landmarker=landmarker)
@@ -241,13 +242,13 @@ def test_the_frames_light_falls_on_the_swapped_face(landmarker: FaceLandmarker, 
         return float(grey[rows, left].mean() / grey[rows, right].mean())
 
     ratios = {}
-    for strength in (0.12, 0.0):
+    for strength in (True, False):
         swapper = LandmarkSwapper(relight=strength, landmarker=landmarker)
         swapper.prepare(load_photo("astronaut"), {})
         ratios[strength] = ratio(swapper.swap(lit, "x.png"))
     frame_ratio, flat_ratio = ratio(lit), ratio(frame)
-    assert abs(ratios[0.12] - frame_ratio / flat_ratio) < 0.12, (ratios, frame_ratio, flat_ratio)
-    assert ratios[0.12] < ratios[0.0] - 0.1, ratios
+    assert abs(ratios[True] - frame_ratio / flat_ratio) < 0.12, (ratios, frame_ratio, flat_ratio)
+    assert ratios[True] < ratios[False] - 0.1, ratios
 
 
 def _sunglasses(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:

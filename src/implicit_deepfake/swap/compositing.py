@@ -145,8 +145,8 @@ def skin_only(weight: np.ndarray, landmarks: np.ndarray, grow: float = 0.03) -> 
     for region in eyes_brows_lips:
         cv2.fillConvexPoly(features, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), (1,))
     grown = max(1, round(grow * face_size(landmarks)))
-    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grown + 1,) * 2))
-    return (weight > 0.5) & (features == 0)  # surely the target's skin: its soft edge is often hair
+    grown_features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grown + 1,) * 2))
+    return (weight > 0.5) & (grown_features == 0)  # surely the target's skin: its soft edge is often hair
 
 
 def relight(face: np.ndarray, frame: np.ndarray, skin: np.ndarray, sigma: float, limit: float = 2.0) -> np.ndarray:

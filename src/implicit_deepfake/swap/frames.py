@@ -171,10 +171,10 @@ def _swap_frame(
 
 def _expressions(measurer: FaceLandmarker, base: np.ndarray, swapped: np.ndarray) -> dict | None:
     """The expression and gaze measures of a frame and of its swap (None where either has no face)."""
-    faces = [measurer.detect(image) for image in (base, swapped)]
-    if faces[0] is None or faces[1] is None:
+    before, after = measurer.detect(base), measurer.detect(swapped)
+    if before is None or after is None:
         return None
     return {
         name: {k: round(v, 4) for k, v in expression_measures(face.landmarks).items()}
-        for name, face in zip(("base", "swapped"), faces)
+        for name, face in (("base", before), ("swapped", after))
     }

@@ -71,6 +71,12 @@ def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.linalg.solve(homogeneous, dst).transpose(0, 2, 1)
 
 
+def _polygon_area(xy: np.ndarray) -> float:
+    """Signed area of a closed polygon (P, 2) (the shoelace formula)."""
+    x, y = xy[:, 0], xy[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
 def warp_triangles(
     image: np.ndarray,
     src_xy: np.ndarray,
@@ -154,8 +160,10 @@ class LandmarkSwapper(FaceSwapper):
     smaller than this fraction of their target area (at the frame's face size) are edge-on and left
     out of the warp (their pixels are inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
-    frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin,
-    smoothed over this fraction of the face size (0: off; `compositing.relight`).
+    frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin
+    (`compositing.relight`), smoothed over `relight_sigma` x the face size. Both are for a video,
+    whose frames each have their own gaze and light; a multi-view dataset's one face takes the target's
+    eyes, and its views' light is already one.
     """
 
     name = "landmark"
@@ -169,7 +177,8 @@ class LandmarkSwapper(FaceSwapper):
         min_area_ratio: float = 0.05,
         keep_mouth: bool = True,
         keep_eyes: bool = True,
-        relight: float = 0.12,
+        relight: bool = True,
+        relight_sigma: float = 0.12,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
         if blend not in _BLENDS:
@@ -182,6 +191,7 @@ class LandmarkSwapper(FaceSwapper):
         self.keep_mouth = keep_mouth
         self.keep_eyes = keep_eyes
         self.relight = relight
+        self.relight_sigma = relight_sigma
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
@@ -198,6 +208,7 @@ class LandmarkSwapper(FaceSwapper):
             "keep_mouth": self.keep_mouth,
             "keep_eyes": self.keep_eyes,
             "relight": self.relight,
+            "relight_sigma": self.relight_sigma,
         }
 
     def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
@@ -247,9 +258,9 @@ class LandmarkSwapper(FaceSwapper):
                 samples = self._colour_samples(frame, warped)
                 colour = ColourTransfer.fit(*samples) if samples is not None else None
             rgb = colour.apply(rgb) if colour is not None else rgb
-        if self.relight > 0:
+        if self.relight:
             skin = skin_only(warped.alpha, face.landmarks)
-            rgb = relight(rgb, frame, skin, max(1.0, self.relight * warped.size))
+            rgb = relight(rgb, frame, skin, max(1.0, self.relight_sigma * warped.size))
         if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
             rgb = frame_chroma(rgb, frame)
         return self._blend(rgb, frame, warped)
@@ -267,12 +278,21 @@ class LandmarkSwapper(FaceSwapper):
         warped, covered = warp_triangles(
             target, target_xy, face.landmarks, self._triangles, frame.shape[:2], self.min_area_ratio
         )
-        kept = ([INNER_LIPS] if self.keep_mouth else []) + (list(EYE_OUTLINES) if self.keep_eyes else [])
+        eyes = [eye for eye in EYE_OUTLINES if self._eye_faces_camera(face.landmarks, eye)] if self.keep_eyes else []
+        kept = ([INNER_LIPS] if self.keep_mouth else []) + eyes
         alpha, kept_weight = silhouette_alpha(
             face.landmarks, self._triangles, frame.shape[:2], self.feather, [face.landmarks[list(k), :2] for k in kept]
         )
         warped = _fill(warped, (alpha > 0) & ~covered)
         return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), kept_weight, size)
+
+    def _eye_faces_camera(self, landmarks: np.ndarray, eye: tuple[int, ...]) -> bool:
+        """Whether an eye's outline in the frame turns the way the photo's does and is not edge-on: the
+        far eye of a turned head folds over itself, and keeping it would cut into the face."""
+        area = _polygon_area(landmarks[list(eye), :2])
+        photo = _polygon_area(self._target_xy[list(eye)])
+        scale = np.max(np.ptp(landmarks[:, :2], 0) / self._target_extent)
+        return bool(area / (photo * scale**2) > self.min_area_ratio)
 
     @staticmethod
     def _colour_samples(frame: np.ndarray, warped: _Warped) -> tuple[np.ndarray, np.ndarray] | None:
