@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
 from implicit_deepfake.core.errors import DeepfakeError
@@ -150,11 +151,11 @@ def test_two_worker_processes_swap_the_same_frames_as_one(swapped_run, tmp_path)
     cfg, source, swapped, _ = swapped_run
     assert cfg.swap.workers is None  # the shared run swapped with one process per core: two here
     from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
-    from implicit_deepfake.swap.landmark import LandmarkSwapper
     from implicit_deepfake.swap.runner import run_swap
 
+    swapper = instantiate(cfg.swap.swapper)  # the run's own settings (a multi-view head: the target's eyes)
     manifest = run_swap(
-        source.root, source.target_photo, tmp_path / "one", LandmarkSwapper(), DlibEmbedder(), progress=False, workers=1
+        source.root, source.target_photo, tmp_path / "one", swapper, DlibEmbedder(), progress=False, workers=1
     )
     one = json.loads((swapped / "manifest.json").read_text())
     assert [r["output_sha256"] for r in manifest["frames"]] == [r["output_sha256"] for r in one["frames"]]
