@@ -28,6 +28,9 @@ def test_frames_are_uint8_decoded_once_and_mapped_after(tmp_path: Path) -> None:
     assert frames.readers[0] is not None
     assert torch.equal(frames.colors(view, y, x), frames.rgb8[view, y, x] / 255.0)
     assert torch.equal(frames.opacities(view, y, x), frames.alpha8[view, y, x] / 255.0)
+    # So are whole frames (an image batch): a run that reads every frame keeps none of them mapped.
+    assert torch.equal(frames.colors(2), frames.rgb8[2] / 255.0) and torch.equal(frames.colors(-1), frames.colors(2))
+    assert torch.equal(frames.opacities(0), frames.alpha8[0] / 255.0)
     # Per batch, floats in [0, 1], as before.
     item = ImageDataset(frames)[1]
     assert item["rgb"].dtype == torch.float32 and torch.equal(item["rgb"], frames.rgb8[1] / 255.0)
@@ -42,11 +45,21 @@ def test_frames_are_uint8_decoded_once_and_mapped_after(tmp_path: Path) -> None:
     # In memory, for a folder that is not ours: the same arrays.
     assert torch.equal(load_frames(root, "train", BACKGROUND, cache=False).rgb8, frames.rgb8)
 
-    # A changed frame makes a new cache; the old one is removed.
+    # Another background or downscale (a parallel job's) has a cache of its own and keeps this one.
+    other = load_frames(root, "train", (0.0, 0.0, 0.0), downscale=2)
+    assert other.rgb8.shape == (3, 8, 8, 3) and all(p.exists() for p in cached)
+    others = set((root / CACHE_DIR).glob("train-*")) - set(cached)
+    assert {p.suffix for p in others} >= {".npy", ".done"}
+
+    # A changed frame makes a new cache; the old one of the same variant is removed, the other's too
+    # once it is asked for.
     write_png(root / "train" / "r_0.png", np.full((16, 16, 4), 77, np.uint8), synthetic=False)
     changed = load_frames(root, "train", BACKGROUND)
     assert int(changed.rgb8[0, 8, 8, 0]) == round(77 * 77 / 255 + 255 * (1 - 77 / 255))
     assert not any(p.exists() for p in cached if p.suffix != ".lock")
+    assert all(p.exists() for p in others)
+    load_frames(root, "train", (0.0, 0.0, 0.0), downscale=2)
+    assert not any(p.exists() for p in others if p.suffix != ".lock")
 
 
 def test_opaque_frames_have_no_alpha_array(tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ class Frames:
     def _read(array: Tensor, reader: PixelReader | None, index: tuple) -> Tensor:
         if reader is not None and len(index) == 3 and all(isinstance(i, Tensor) for i in index):
             return torch.from_numpy(reader(*(i.numpy() for i in index)).copy()).float() / 255.0
+        if reader is not None and len(index) == 1 and isinstance(index[0], int):  # one whole frame
+            return torch.from_numpy(reader.frame(index[0]).copy()).float() / 255.0
         return array[index].float() / 255.0
 
     @property
