@@ -10,30 +10,113 @@ synthetic avatar built from the target photo itself (its face texture and its fa
 rendered from the same cameras: a perfect deepfake of the target on this head, the ceiling any
 swapper can reach on these measures.
 
+--oracle --photo PATH (repeatable; `wheels`: the three portraits the wheels ship) needs no dataset:
+the head built from each photo, rendered from the default dataset's views within 90 degrees of
+frontal, against the photo it was built from, per yaw bucket, next to issue 23's targets.
+
     python bench/swap_identity.py                          # the default run's swap (python train.py)
     python bench/swap_identity.py --oracle                 # the target's own head, same views
+    python bench/swap_identity.py --oracle --photo wheels --photo me.jpg   # any photo's own head
     python bench/swap_identity.py --swapped data/swapped/<name> --base data/<dataset>
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from pathlib import Path
 
+import matplotlib
+import numpy as np
+import skimage
 import torch
 
 from implicit_deepfake.avatar.head import build_avatar, render_avatar
 from implicit_deepfake.core.io import composite, read_image, read_json
 from implicit_deepfake.data.datamodule import load_frames
+from implicit_deepfake.data.synthetic import DISTANCE, dataset_views, head_yaw_deg, view_cameras
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.metrics.identity import FaceEmbedder
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import load_target
 
 BACKGROUND = (1.0, 1.0, 1.0)
+# Issue 23: the head built from a photo, per yaw bucket, at most this far from that photo (dlib).
+TARGETS = {"0-30": 0.45, "30-60": 0.55}
+
+
+def wheel_portraits() -> list[Path]:
+    """The three portraits the installed wheels ship: matplotlib's Grace Hopper (the default base),
+    scikit-image's astronaut (the default target) and insightface's Tom Hanks (when installed)."""
+    photos = [
+        Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg",
+        Path(skimage.__file__).parent / "data" / "astronaut.png",
+    ]
+    spec = importlib.util.find_spec("insightface")
+    if spec and spec.origin:
+        photos.append(Path(spec.origin).parent / "data" / "images" / "Tom_Hanks_54745.png")
+    return [p for p in photos if p.is_file()]
+
+
+class HogBoxDlibEmbedder(DlibEmbedder):
+    """dlib's descriptor with the face box from dlib's own HOG detector (the box its shape predictor
+    was trained on), mediapipe's box where HOG finds no face: `--box hog`. Past ~35 degrees of yaw
+    mediapipe's box (all 468 landmarks, the hidden side's included) makes dlib's 68 points slip."""
+
+    name = "dlib-hog-box"
+
+    def __init__(self, landmarker: FaceLandmarker) -> None:
+        import dlib
+
+        super().__init__(landmarker=landmarker)
+        self._hog = dlib.get_frontal_face_detector()
+
+    def embed(self, rgb: np.ndarray) -> np.ndarray | None:
+        image = np.ascontiguousarray(rgb)
+        boxes = self._hog(image, 1)
+        if not boxes:
+            return super().embed(rgb)
+        box = max(boxes, key=lambda b: b.area())
+        return np.asarray(self._recognizer.compute_face_descriptor(image, self._predictor(image, box), 0), np.float32)
+
+
+def photo_oracle(photo: Path, size: int, landmarker: FaceLandmarker, embedder: FaceEmbedder) -> dict:
+    """The head built from `photo`, rendered from the default dataset's views within 90 degrees of
+    frontal (`size` px), against the photo: face_metrics' report with identity_by_yaw."""
+    target = load_target(photo, 0, landmarker)
+    views = dataset_views()
+    views = views[np.abs(head_yaw_deg(views)) <= 90]
+    avatar = build_avatar(target.rgb, target.face)
+    renders = render_avatar(avatar, view_cameras(views, size, 0.69, DISTANCE))[0]
+    images = [composite(rgba, BACKGROUND) for rgba in renders]
+    return face_metrics(images, target.crop()[0], embedder, landmarker, yaws_deg=head_yaw_deg(views).tolist())
+
+
+def print_photo_oracles(photos: list[Path], size: int, box: str) -> None:
+    landmarker = FaceLandmarker()
+    embedder = HogBoxDlibEmbedder(landmarker) if box == "hog" else DlibEmbedder(landmarker=landmarker)
+    targets = ", ".join(f"{bucket}: <= {limit}" for bucket, limit in TARGETS.items())
+    print(
+        f"each photo's own head, {size} px, default dataset views within 90 deg; dlib distance to the photo ({box} box)"
+    )
+    print(f"targets (issue 23) {targets}; same person below 0.6")
+    print(f"{'photo':<28} {'yaw':>6} {'views':>5} {'faces':>5} {'to photo':>9} {'target':>7}")
+    summary = {}
+    for photo in photos:
+        report = photo_oracle(photo, size, landmarker, embedder)
+        summary[photo.name] = {}
+        for bucket, row in report["identity_by_yaw"].items():
+            distance = row["identity_distance_to_target"]
+            summary[photo.name][bucket] = distance
+            limit = TARGETS.get(bucket)
+            verdict = "" if limit is None or distance is None else ("met" if distance <= limit else "missed")
+            text = "-" if distance is None else f"{distance:.3f}"
+            print(f"{photo.name[:28]:<28} {bucket:>6} {row['views']:>5} {row['faces']:>5} {text:>9} {verdict:>7}")
+    print(json.dumps(summary))
 
 
 def main() -> None:
@@ -41,7 +124,28 @@ def main() -> None:
     parser.add_argument("--swapped", type=Path, default=Path("data/swapped/synthetic__landmark__famous"))
     parser.add_argument("--base", type=Path, default=Path("data/synthetic"))
     parser.add_argument("--oracle", action="store_true", help="the target's own avatar instead of the swap")
+    parser.add_argument(
+        "--photo",
+        action="append",
+        help="with --oracle: the head built from this photo (repeatable; 'wheels': the wheels' three portraits)",
+    )
+    parser.add_argument("--size", type=int, default=256, help="--photo's render size (the default dataset's)")
+    parser.add_argument(
+        "--box",
+        choices=("mediapipe", "hog"),
+        default="mediapipe",
+        help="--photo's face box for dlib: the project's (mediapipe) or dlib's own detector's (hog)",
+    )
     args = parser.parse_args()
+    if args.photo:
+        if not args.oracle:
+            parser.error("--photo measures a photo's own head: add --oracle")
+        photos = [p for name in args.photo for p in (wheel_portraits() if name == "wheels" else [Path(name)])]
+        missing = [str(p) for p in photos if not p.is_file()]
+        if missing:
+            parser.error(f"--photo: no such file: {', '.join(missing)}")
+        print_photo_oracles(photos, args.size, args.box)
+        return
     if args.oracle and not (args.base / "avatar.json").is_file():
         parser.error(f"--oracle renders the synthetic avatar's cameras: {args.base} is not a data=synthetic dataset")
     manifest = read_json(args.swapped / "manifest.json")

@@ -85,7 +85,9 @@ def test_evaluate_writes_face_metrics(swapped_run, tmp_path):
     cfg, _, _, _ = swapped_run
     metrics = evaluate(cfg, tmp_path)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["test.images"] == 4 and saved["test.face_detection_rate"] >= 0.75
+    # Two of the four test views are 65 degrees round (seeded): the head of issue 23 turns its face away
+    # there as a real head does, and mediapipe finds it in the other two.
+    assert saved["test.images"] == 4 and saved["test.face_detection_rate"] >= 0.5
     assert saved["test.identity_distance_to_target"] < 0.68  # the two photos are 0.68 apart
     buckets = saved["test.identity_by_yaw"]  # yaw of each test camera against the triangulated face
     assert sum(b["views"] for b in buckets.values()) == 4 and set(buckets) <= {"0-30", "30-60", "60-90"}

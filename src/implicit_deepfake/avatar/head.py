@@ -1,43 +1,44 @@
-"""A textured, closed 3D head built from one frontal photo, and its view-independent renderer.
+"""A textured, closed 3D head built from one portrait, and its view-independent renderer.
 
-The head is a watertight ellipsoid grid whose front pole faces the photo's camera; its front is
-pushed onto the face surface of mediapipe's 468-point mesh (a C1 heightfield through the
-landmarks), blended back into the ellipsoid over the outer band of the face oval, so the surface
-stays closed without cracks. A capped cylinder makes the neck. Face pixels are textured by a
-bilinear lookup in the photo (per-vertex photo coordinates); elsewhere the colour blends into
-skin, curly grey hair over the back of the head and a dark cap. Ears are flaps pushed out of the
-sides of the ellipsoid (a displacement, so the mesh stays one closed surface). Shading is Lambert
-with a light fixed in the world, so a surface point has the same colour in every view.
-
-World axes: z up, the face looks toward -y (a camera at (0, -d, 0) sees it frontally); the head
-ellipsoid is centred at the origin and 1 unit tall. Photo pixels (x right, y down, depth away)
-map to world (x, depth, -y) by a rotation and a scale, so a frontal render is not mirrored.
+The head is made of the photo alone, offline: its skull, jaw and neck proportioned from the face
+mesh with the face's own relief (shape.py), the photo's hair as a volume over the skull
+(photo.py: segmentation; hair.py: the volume), ears, and colours: the photo itself wherever its
+camera sees the surface (the face, the hair and skin around it, the front of the neck), elsewhere
+the photo's own hair and skin colours with their own fine texture (texture.py), the photo's colours
+carried smoothly across the seam between the two. Shading is soft Lambert with a light fixed in the
+world and a little occlusion in creases, milder on the photo (which has its own light), so a
+surface point has the same colour in every view. World axes and units: frame.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.path import Path as Polygon
-from scipy.interpolate import RBFInterpolator
 from torch import Tensor
 
-from implicit_deepfake.faces.landmarks import Face, face_oval_indices
+from implicit_deepfake.avatar.frame import head_frame
+from implicit_deepfake.avatar.hair import hair_coverage, hair_profile
+from implicit_deepfake.avatar.mesh import Harmonic, polar_grid_faces, smooth, smoothstep, vertex_normals
+from implicit_deepfake.avatar.photo import photo_maps, sample_map
+from implicit_deepfake.avatar.projection import photo_texture, photo_visibility
+from implicit_deepfake.avatar.shape import build_shape
+from implicit_deepfake.avatar.texture import TILE, row_colours, spot_noise, wrapped_detail
+from implicit_deepfake.faces.landmarks import Face
 from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.mesh_raster import interpolate, rasterize
 
-_HAT = (0.10, 0.10, 0.15)  # grace_hopper.jpg: a dark navy cap over grey hair
-_HAIR = (0.78, 0.76, 0.74)
-_LIGHT = F.normalize(torch.tensor([-0.4, -1.0, 0.7]), dim=0)  # toward the light, world axes
-_AMBIENT = 0.55
-_FOREHEAD = 10  # mediapipe's top-of-forehead landmark: the cap's brim starts here
-_BROWS = (105, 334)  # mediapipe's upper brow landmarks and the base of the nose: the ears' height
-_NOSE_BASE = 2
-_CURL_CONTRAST = 0.08  # relative light/dark of the hair's curls: visible, and cheap to learn
-_NECK_RINGS = 24
+__all__ = ["Avatar", "build_avatar", "polar_grid_faces", "render_avatar"]
+
+_LIGHT = F.normalize(torch.tensor([-0.35, -1.0, 0.6]), dim=0)  # toward the light, world axes
+_AMBIENT = 0.6
+_PHOTO_SHADING = 0.35  # the photo has its own light: it takes this power of the shading
+_WORKING_FACE_PX = 360  # photos with larger faces are scaled down to this face height first
+_MIN_TEXEL, _MAX_DETAIL = 0.015, 0.02  # the synthesized detail's finest texel (world units) and spread
+_PHOTO_BLUR = 0.6  # px of the working photo
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,16 @@ class Avatar:
     """A textured head mesh; float32 tensors unless noted, V vertices, F triangles.
 
     vertices (V, 3) world; faces (F, 3) long; uv (V, 2) pixel coordinates in `photo`;
-    texture_weight (V,) in [0, 1] (1 = photo colour, 0 = `base_color` (V, 3) in [0, 1]);
+    texture_weight (V,) in [0, 1] (1 = photo colour, 0 = the synthesized colour: `base_color` (V, 3)
+    in [0, 1] plus the detail tiles `detail_textures` (2, T, T, 3) (hair, skin) weighted per vertex
+    by `detail_weight` (V, 2), wrapped around the head at the `rest` positions (V, 3) by
+    `detail_frame` (3,), blended into a plane over the crown by `crown` (V,));
     photo (H, W, 3) in [0, 1]; face_weight (V,) in [0, 1]: how far a vertex follows the face
     surface (1 inside the face, 0 on skull and neck) — where an expression deformation applies;
-    landmark_vertex_ids (468,) long: the vertex nearest each mediapipe landmark.
+    landmark_vertex_ids (468,) long: the vertex nearest each mediapipe landmark; occlusion (V,) in
+    (0, 1]: light reaching each vertex (creases darker); mirror_uv (V, 2) the photo pixel of each
+    vertex's mirror image across the face, mirror_share (V,) in [0, 1] how much of the photo colour
+    comes from there (where a photo of a turned head sees the mirror side better).
     """
 
     vertices: Tensor
@@ -59,6 +66,14 @@ class Avatar:
     photo: Tensor
     face_weight: Tensor
     landmark_vertex_ids: Tensor
+    rest: Tensor
+    detail_weight: Tensor
+    crown: Tensor
+    occlusion: Tensor
+    detail_textures: Tensor
+    detail_frame: Tensor
+    mirror_uv: Tensor
+    mirror_share: Tensor
 
     @property
     def normals(self) -> Tensor:
@@ -70,189 +85,108 @@ class Avatar:
         return F.normalize(normals, dim=1)
 
 
-def _smoothstep(edge0: float | np.ndarray, edge1: float | np.ndarray, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
+def _working_copy(photo: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
+    """The photo (RGB uint8) and face scaled down so the face is at most _WORKING_FACE_PX tall."""
+    photo = np.ascontiguousarray(photo[..., :3])
+    factor = _WORKING_FACE_PX / max(float(np.ptp(face.landmarks[:, 1])), 1.0)
+    if factor >= 1.0:
+        return photo, face
+    size = (max(1, round(photo.shape[1] * factor)), max(1, round(photo.shape[0] * factor)))
+    small = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    scale = np.array([size[0] / photo.shape[1], size[1] / photo.shape[0], size[0] / photo.shape[1]], np.float32)
+    return small, Face(face.landmarks * scale)
 
 
-def polar_grid_faces(n_rings: int, n_seg: int) -> np.ndarray:
-    """Triangles (F, 3) of a closed polar grid: vertex 0 is the first pole, then `n_rings` rings of
-    `n_seg` vertices each, then the last pole. Outward-facing (counter-clockwise seen from outside)
-    when the rings turn counter-clockwise seen from the first pole."""
-    ring = 1 + np.arange(n_rings)[:, None] * n_seg + np.arange(n_seg)  # (n_rings, n_seg)
-    nxt = np.roll(ring, -1, axis=1)
-    a, b, a1, b1 = ring[:-1], ring[1:], nxt[:-1], nxt[1:]
-    last = 1 + n_rings * n_seg
-    return np.concatenate(
-        [
-            np.stack([np.zeros(n_seg, np.int64), ring[0], nxt[0]], 1),
-            np.stack([a, b, a1], -1).reshape(-1, 3),
-            np.stack([a1, b, b1], -1).reshape(-1, 3),
-            np.stack([ring[-1], np.full(n_seg, last), nxt[-1]], 1),
-        ]
+def _occlusion(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, iterations: int = 25) -> np.ndarray:
+    """(V,) light reaching each vertex: darker where the surface lies below its smoothed self (creases)."""
+    concave = ((smooth(faces, vertices, iterations) - vertices) * normals).sum(1)
+    return 1.0 - 0.25 * smoothstep(0.0, 0.025, concave)
+
+
+def _detail_tiles(
+    image: np.ndarray, hair: np.ndarray, skin: np.ndarray, sigma: float, scale: float
+) -> tuple[np.ndarray, float]:
+    """The hair and skin detail tiles (2, T, T, 3) from the photo's pixels in those masks, at no finer
+    than _MIN_TEXEL world units a texel and no stronger than _MAX_DETAIL (a texture that reads at
+    the default size, not noise that neither a viewer nor a 1000-step fit resolves); and the tile's
+    size in world units."""
+    factor = max(1.0, _MIN_TEXEL / scale)
+    if factor > 1.0:
+        size = (max(8, round(image.shape[1] / factor)), max(8, round(image.shape[0] / factor)))
+        image, hair, skin = (cv2.resize(a, size, interpolation=cv2.INTER_AREA) for a in (image, hair, skin))
+    tiles = np.stack(
+        [spot_noise(image, hair, sigma / factor), 0.5 * spot_noise(image, skin, 0.5 * sigma / factor, seed=1)]
     )
-
-
-def _signed_distance(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
-    """Distance (P,) from 2D points (P, 2) to a closed polygon (K, 2), positive inside."""
-    a, ab = polygon, np.roll(polygon, -1, axis=0) - polygon
-    t = np.clip(((points[:, None] - a) * ab).sum(-1) / (ab * ab).sum(-1), 0.0, 1.0)
-    dist = np.linalg.norm(points[:, None] - (a + t[..., None] * ab), axis=-1).min(1)
-    return np.where(Polygon(polygon).contains_points(points), dist, -dist)
-
-
-def _fit_head(oval: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ellipsoid centre (3,) and semi-axes (3,) around a face oval (K, 3) in world-like axes.
-
-    Width and height follow head proportions (the skull reaches 0.45 face heights above the
-    forehead); centre depth and depth semi-axis are a least-squares fit through the oval, so the
-    face surface meets the ellipsoid where the blend into it fades out.
-    """
-    x, y, z = oval.T
-    height = z.max() - z.min()
-    skull_top, bottom = z.max() + 0.45 * height, z.min() - 0.08 * height
-    centre_x, centre_z = 0.5 * (x.max() + x.min()), 0.5 * (skull_top + bottom)
-    axis_x, axis_z = 0.6 * np.ptp(x), 0.5 * (skull_top - bottom)
-    # The ellipsoid's front at (x, z) has depth c_y - a_y * r: linear least squares in (c_y, a_y).
-    r = np.sqrt(np.clip(1 - ((x - centre_x) / axis_x) ** 2 - ((z - centre_z) / axis_z) ** 2, 0, 1))
-    (centre_y, axis_y), *_ = np.linalg.lstsq(np.stack([np.ones_like(r), -r], 1), y, rcond=None)
-    if not 1.0 <= axis_y / axis_x <= 1.4:  # keep a head-like depth when the fit is ill-posed
-        axis_y = np.clip(axis_y, axis_x, 1.4 * axis_x)
-        centre_y = np.mean(y + axis_y * r)
-    return np.array([centre_x, centre_y, centre_z]), np.array([axis_x, axis_y, axis_z])
-
-
-@dataclass(frozen=True)
-class _Ears:
-    """Where the ears sit on the head (head units): centre depth y and height z, half width and height."""
-
-    y: float
-    z: float
-    half_width: float
-    half_height: float
-
-    @classmethod
-    def from_landmarks(cls, world: np.ndarray) -> _Ears:
-        """An ear spans from the brows down to the base of the nose, a little behind the head's middle."""
-        top, bottom = world[list(_BROWS), 2].mean(), world[_NOSE_BASE, 2]
-        half_height = 0.55 * (top - bottom)
-        return cls(y=0.05, z=0.5 * (top + bottom), half_width=0.42 * half_height, half_height=half_height)
-
-    def coordinates(self, head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each vertex's (s, t) in ear units (the ear's outline is s^2 + t^2 = 1; s grows backwards);
-        vertices not on a side of the head get s = t = inf."""
-        side = np.abs(head[:, 0]) > 0.5 * np.abs(head[:, 0]).max()
-        s = np.where(side, (head[:, 1] - self.y) / self.half_width, np.inf)
-        return s, np.where(side, (head[:, 2] - self.z) / self.half_height, np.inf)
-
-    def displacement(self, head: np.ndarray) -> np.ndarray:
-        """(V,) outward offset along x: a flap attached at its front edge that stands out most at its
-        back, with a raised rim (helix) around a hollow (concha); zero off the ear."""
-        s, t = self.coordinates(head)
-        r = np.hypot(s, t)
-        outline = 1 - _smoothstep(0.7, 1.0, r)
-        flare = 0.35 + 0.65 * _smoothstep(-1.0, 0.7, s)
-        rim = 0.7 + 0.3 * _smoothstep(0.4, 0.8, r)
-        return 0.9 * self.half_width * outline * flare * rim
-
-    def shade(self, head: np.ndarray) -> np.ndarray:
-        """(V,) colour factor: the hollow inside the rim darker; 1 off the ear."""
-        r = np.hypot(*self.coordinates(head))
-        return 1 - 0.2 * (1 - _smoothstep(0.3, 0.75, r))
-
-
-def _curls(points: np.ndarray, seed: int = 0, waves: int = 12) -> np.ndarray:
-    """(V,) a smooth random field in about [-1, 1] (sum of plane waves with 0.08-0.2 unit periods):
-    the light and dark of curly hair, the same in every view because it lives on the surface."""
-    rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(waves, 3))
-    directions *= (2 * np.pi / rng.uniform(0.08, 0.2, waves) / np.linalg.norm(directions, axis=1))[:, None]
-    return np.sin(points @ directions.T + rng.uniform(0, 2 * np.pi, waves)).sum(1) / np.sqrt(waves / 2)
-
-
-def _head_colors(unit: np.ndarray, head: np.ndarray, skin: np.ndarray, brim: float, ears: _Ears) -> np.ndarray:
-    """Base colours (V, 3) from ellipsoid directions and vertices (V, 3): a cap above the brim (lower
-    at the back), curly grey hair from just in front of the ears over the back of the head down to the
-    nape, skin on the face, the ears and the neck."""
-    s, t = ears.coordinates(head)
-    on_ear = 1 - _smoothstep(0.85, 1.05, np.hypot(s, t))
-    nape = ears.z - ears.half_height - 0.1 * _smoothstep(0.0, 0.8, unit[:, 1])  # lower at the back
-    # The hairline runs down just in front of the ear, and forward over the temple above it.
-    front = ears.y - ears.half_width * (1.1 + 1.4 * _smoothstep(ears.z, ears.z + 1.2 * ears.half_height, head[:, 2]))
-    hair = _smoothstep(front - 0.03, front + 0.01, head[:, 1]) * _smoothstep(nape - 0.04, nape + 0.04, head[:, 2])
-    hair *= 1 - on_ear
-    hair_color = np.asarray(_HAIR) * (1 + _CURL_CONTRAST * _curls(head))[:, None]
-    hat = _smoothstep(brim - 0.05, brim + 0.05, unit[:, 2] + 0.3 * np.clip(unit[:, 1] + 0.3, 0, None))
-    colors = skin * ears.shade(head)[:, None] * (1 - hair[:, None]) + hair_color * hair[:, None]
-    return colors * (1 - hat[:, None]) + np.asarray(_HAT) * hat[:, None]
-
-
-def _neck(axes: np.ndarray, centre_y: float, n_seg: int, n_rings: int = _NECK_RINGS) -> np.ndarray:
-    """Vertices of a capped elliptic cylinder from inside the head down out of every frame,
-    laid out for `polar_grid_faces(n_rings, n_seg)` (top pole first)."""
-    phi = 2 * np.pi * np.arange(n_seg) / n_seg  # counter-clockwise seen from the top pole
-    z = np.linspace(-0.25, -2.2, n_rings)
-    radius = np.array([0.55 * axes[0], 0.5 * axes[1]])
-    ring = np.stack(
-        [
-            np.broadcast_to(radius[0] * np.cos(phi), (n_rings, n_seg)),
-            np.broadcast_to(centre_y + radius[1] * np.sin(phi), (n_rings, n_seg)),
-            np.broadcast_to(z[:, None], (n_rings, n_seg)),
-        ],
-        -1,
-    ).reshape(-1, 3)
-    return np.concatenate([[[0.0, centre_y, z[0]]], ring, [[0.0, centre_y, z[-1]]]])
+    tiles *= np.minimum(1.0, _MAX_DETAIL / np.maximum(tiles.std(axis=(1, 2, 3)), 1e-6))[:, None, None, None]
+    return tiles, TILE * scale * factor
 
 
 def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar:
-    """photo: HxWx3 uint8; face: its 468 landmarks; resolution: grid vertices around the head."""
-    lm = face.landmarks.astype(np.float64)
-    world = np.stack([lm[:, 0], lm[:, 2], -lm[:, 1]], 1)  # photo pixels -> (x, depth, up)
-    centre, axes = _fit_head(world[face_oval_indices()])
-    scale = 0.5 / axes[2]  # a head 1 unit tall, centred at the origin
-    world, axes = (world - centre) * scale, axes * scale
-    oval = world[face_oval_indices()][:, [0, 2]]
+    """photo: HxWx3 uint8; face: its landmarks (468 or more); resolution: grid vertices around the head."""
+    photo, face = _working_copy(photo, face)
+    frame, head = head_frame(face)
+    maps = photo_maps(photo, face)
+    shape = build_shape(head, resolution)
+    faces = shape.grid.faces
+    skull = shape.vertices
+    centre = shape.template.cranium_centre
+    profile = hair_profile(maps, frame, skull[skull[:, 2] > head.nose_base - 0.1], centre)
+    hair = hair_coverage(maps, frame, head, profile, skull, photo_visibility(frame, skull, faces))
+    hair *= 1 - shape.ears.weight(skull) * (1 - profile.at(skull)[1])  # ears show unless hair hangs over them
+    hair *= 1 - smoothstep(0.0, 0.05, -(skull[:, 2] - head.chin))  # none on the neck below the chin
+    hair = smooth(faces, hair, 4)
+    thickness = profile.thickness_at(head, skull)
+    volume = smooth(faces, smoothstep(0.1, 0.7, hair), 40) ** 2  # the volume tapers off at its edges
+    t = shape.t + thickness * volume * (1 - shape.face_weight)
+    vertices = shape.grid.points(t)
+    normals = vertex_normals(vertices, faces)
 
-    n_rings = resolution // 2
-    theta = np.pi * np.arange(1, n_rings + 1) / (n_rings + 1)  # from the front pole
-    phi = 2 * np.pi * np.arange(resolution) / resolution
-    th, ph = np.meshgrid(theta, phi, indexing="ij")
-    unit = np.stack([np.sin(th) * np.cos(ph), -np.cos(th), np.sin(th) * np.sin(ph)], -1).reshape(-1, 3)
-    unit = np.concatenate([[[0.0, -1.0, 0.0]], unit, [[0.0, 1.0, 0.0]]])
-    head = unit * axes
+    projected = photo_texture(frame, maps, head, vertices, faces)
+    uv, texture_weight = projected.uv, projected.weight
+    facing = normals @ frame.view_direction
 
-    # Front vertices move onto the face surface, fading out over the outer band of the oval.
-    face_width = np.ptp(oval[:, 0])
-    inside = np.where(unit[:, 1] < 0, _signed_distance(head[:, [0, 2]], oval), -np.inf)
-    face_weight = _smoothstep(0.0, 0.15 * face_width, inside)
-    moving = face_weight > 0
-    # A thin-plate spline through the landmarks: smooth, and no overshoot at the landmark hull.
-    depth = RBFInterpolator(world[:, [0, 2]], world[:, 1], kernel="thin_plate_spline", smoothing=1e-5)
-    head[moving, 1] += face_weight[moving] * (depth(head[moving][:, [0, 2]]) - head[moving, 1])
-    texture_weight = _smoothstep(0.0, 0.07 * face_width, inside)
-    ears = _Ears.from_landmarks(world)
-    head[:, 0] += np.sign(head[:, 0]) * ears.displacement(head)
+    image = photo.astype(np.float32) / 255.0
+    sigma = 0.03 * maps.face_height
+    thin = max(3, int(0.015 * maps.face_height)) | 1
+    hair_mask = cv2.erode((maps.hair > 0.5).astype(np.float32), np.ones((thin, thin), np.float32))
+    rows = row_colours(image, hair_mask, sigma)
+    hair_color = maps.skin_color * 0.5 if rows is None else rows[np.clip(uv[:, 1].astype(int), 0, len(rows) - 1)]
+    base = hair[:, None] * hair_color + (1 - hair[:, None]) * maps.skin_color
+    # Carry the photo's own colours across the seam: the difference to the photo's local mean, fixed
+    # where the photo shows, fades harmonically to nothing on the side the photo never sees.
+    weight = (maps.person > 0.5).astype(np.float32)
+    blur = lambda a: cv2.GaussianBlur(a, (0, 0), sigma)  # noqa: E731
+    local = blur(image * weight[..., None]) / np.maximum(blur(weight), 1e-6)[..., None]
+    shown, unseen = texture_weight > 0.8, facing < -0.2
+    residual = np.where(shown[:, None], sample_map(local, uv) - base, 0.0)
+    base = np.clip(base + Harmonic(faces, len(vertices), shown | unseen)(residual), 0.0, 1.0)
 
-    uv = np.stack([head[:, 0] / scale + centre[0], -(head[:, 2] / scale + centre[2])], 1)
-    in_face = texture_weight > 0.99
-    skin = np.median(photo[uv[in_face, 1].astype(int), uv[in_face, 0].astype(int)], axis=0) / 255.0
-    colors = _head_colors(unit, head, skin, world[_FOREHEAD, 2] / axes[2], ears)
-
-    neck = _neck(axes, 0.15 * axes[1], resolution // 2)
-    n_neck = len(neck)
-    neck_faces = polar_grid_faces(_NECK_RINGS, resolution // 2) + len(head)
-    faces = np.concatenate([polar_grid_faces(n_rings, resolution), neck_faces])
-    nearest = torch.cdist(torch.from_numpy(world), torch.from_numpy(head)).argmin(1)
+    textures, tile = _detail_tiles(
+        image, hair_mask, ((maps.face > 0.5) & (maps.skin > 0.5)).astype(np.float32), sigma, frame.scale
+    )
+    detail_frame = [tile, max(1, round(2 * np.pi * 0.42 / tile)), float(shape.grid.origins[-1, 1])]
+    occlusion = _occlusion(vertices, faces, normals) * shape.ears.occlusion(vertices)
+    nearest = torch.cdist(torch.from_numpy(head.landmarks[:468]), torch.from_numpy(vertices)).argmin(1)
     as_tensor = lambda v: torch.as_tensor(np.ascontiguousarray(v), dtype=torch.float32)  # noqa: E731
     return Avatar(
-        vertices=as_tensor(np.concatenate([head, neck])),
+        vertices=as_tensor(vertices),
         faces=torch.from_numpy(faces),
-        uv=as_tensor(np.concatenate([uv, np.zeros((n_neck, 2))])),
-        texture_weight=as_tensor(np.concatenate([texture_weight, np.zeros(n_neck)])),
-        base_color=as_tensor(np.concatenate([colors, np.tile(skin, (n_neck, 1))])),
-        photo=as_tensor(photo / 255.0),
-        face_weight=as_tensor(np.concatenate([face_weight, np.zeros(n_neck)])),
+        uv=as_tensor(uv),
+        texture_weight=as_tensor(texture_weight),
+        base_color=as_tensor(base),
+        # the photo's finest grain (JPEG noise, single-pixel glints) softened: it reads as noise at the
+        # default size and no 1000-step fit resolves it
+        photo=as_tensor(cv2.GaussianBlur(image, (0, 0), _PHOTO_BLUR)),
+        face_weight=as_tensor(shape.face_weight),
         landmark_vertex_ids=nearest,
+        rest=as_tensor(vertices),
+        detail_weight=as_tensor(np.stack([hair, 1 - hair], 1)),
+        crown=as_tensor(smoothstep(0.55, 0.85, normals[:, 2])),
+        occlusion=as_tensor(occlusion),
+        detail_textures=as_tensor(textures),
+        detail_frame=as_tensor(detail_frame),
+        mirror_uv=as_tensor(projected.mirror_uv),
+        mirror_share=as_tensor(projected.mirror_share),
     )
 
 
@@ -266,25 +200,50 @@ def _sample_photo(photo: Tensor, uv: Tensor) -> Tensor:
     return sampled[0, :, 0].T.reshape(*uv.shape[:-1], 3)
 
 
+def shading(avatar: Avatar) -> Tensor:
+    """(V,) light at each vertex: soft Lambert from a light fixed in the world, 1 on a surface facing
+    the front, times the occlusion."""
+    lambert = lambda n: _AMBIENT + (1 - _AMBIENT) * (n @ _LIGHT).clamp_min(0)  # noqa: E731
+    return lambert(avatar.normals) / lambert(torch.tensor([0.0, -1.0, 0.0])) * avatar.occlusion
+
+
 def render_avatar(avatar: Avatar, cameras: Cameras, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Render every camera: RGBA (N, H, W, 4) uint8 (straight alpha, white where empty) and depth
     (N, H, W) float32 (camera z of the surface averaged over the covered supersamples; inf where
     empty). `supersample` x `supersample` samples per pixel anti-alias the edges."""
     big = cameras.scaled(supersample)
-    shade = _AMBIENT + (1 - _AMBIENT) * (avatar.normals @ _LIGHT).clamp_min(0)
-    attributes = torch.cat([avatar.uv, avatar.texture_weight[:, None], avatar.base_color, shade[:, None]], 1)
+    attributes = torch.cat(
+        [
+            avatar.uv,
+            avatar.texture_weight[:, None],
+            avatar.base_color,
+            shading(avatar)[:, None],
+            avatar.rest,
+            avatar.detail_weight,
+            avatar.crown[:, None],
+            avatar.mirror_uv,
+            avatar.mirror_share[:, None],
+        ],
+        1,
+    )
     pix, depth = big.project(avatar.vertices)
     rgba, depths = [], []
     for i in range(len(big)):
         face_id, bary = rasterize(pix[i], depth[i], avatar.faces, big.height, big.width)
-        values = interpolate(torch.cat([attributes, depth[i][:, None]], 1), avatar.faces, face_id, bary)
-        weight = values[..., 2:3]
-        albedo = weight * _sample_photo(avatar.photo, values[..., :2]) + (1 - weight) * values[..., 3:6]
-        colour = albedo * values[..., 6:7]
-        covered = (face_id >= 0).to(colour.dtype)[..., None]
-        pixel_depth = values[..., 7:8]
-        pooled = F.avg_pool2d(torch.cat([colour, pixel_depth, covered], -1).permute(2, 0, 1)[None], supersample)[0]
-        pooled = pooled.permute(1, 2, 0)
+        covered = face_id >= 0
+        values = interpolate(torch.cat([attributes, depth[i][:, None]], 1), avatar.faces, face_id, bary)[covered]
+        weight, shade = values[:, 2:3], values[:, 6:7]
+        detail = wrapped_detail(avatar.detail_textures, values[:, 7:10], values[:, 12], avatar.detail_frame)
+        synthesized = values[:, 3:6] + (values[:, 10:12].T[..., None] * detail).sum(0)
+        share = values[:, 15:16]
+        pixel = (1 - share) * _sample_photo(avatar.photo, values[:, :2]) + share * _sample_photo(
+            avatar.photo, values[:, 13:15]
+        )
+        albedo = weight * pixel + (1 - weight) * synthesized
+        lit = albedo * (weight * shade.clamp_min(1e-3) ** _PHOTO_SHADING + (1 - weight) * shade)
+        channels = torch.zeros(*face_id.shape, 5)
+        channels[covered] = torch.cat([lit, values[:, 16:17], torch.ones_like(shade)], 1)
+        pooled = F.avg_pool2d(channels.permute(2, 0, 1)[None], supersample)[0].permute(1, 2, 0)
         alpha = pooled[..., 4:5]
         seen = alpha > 0
         rgba.append(torch.cat([torch.where(seen, pooled[..., :3] / alpha.clamp_min(1e-6), 1.0), alpha], -1))

@@ -1,6 +1,6 @@
 """`data=synthetic`: the embedded default dataset, built offline and cached.
 
-A textured 3D head (`avatar.py`) made from matplotlib's public-domain grace_hopper.jpg, rendered
+A textured 3D head (avatar/head.py) made from matplotlib's public-domain grace_hopper.jpg, rendered
 from views all around the head (the whole turn, a band of elevations) into the Blender format; the
 target photo famous.jpg is scikit-image's astronaut.png. Built and cached by `CachedDataset`
 (cached.py): `avatar.json` holds the config and its fingerprint, and a changed config (or builder
@@ -26,7 +26,7 @@ from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.render.cameras import Cameras, look_at
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 5  # 5: the head made of the photo (skull, hair, ears: avatar/, issue 23)
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
@@ -50,6 +50,23 @@ def view_cameras(views_deg: np.ndarray, image_size: int, camera_angle_x: float, 
     eye = target + distance * direction
     c2w = look_at(eye, target.expand(len(eye), 3), torch.tensor([0.0, 0.0, 1.0]))
     return Cameras.from_blender(c2w, camera_angle_x, image_size, image_size)
+
+
+def dataset_views(
+    counts: tuple[int, ...] = (100, 50, 10),
+    seed: int = 0,
+    azimuth_deg: float = 180.0,
+    elevation_deg: tuple[float, float] = (-15.0, 40.0),
+) -> np.ndarray:
+    """(N, 2) (azimuth, elevation) degrees of every view of the dataset with these settings (the
+    defaults: the default dataset's), its splits one after the other."""
+    return sample_views(sum(counts), seed, azimuth_deg, elevation_deg)
+
+
+def head_yaw_deg(views_deg: np.ndarray) -> np.ndarray:
+    """(N,) the head's yaw as seen from views (N, 2) (azimuth, elevation) degrees around the
+    synthetic head (its face looks down -y, z up): the azimuth, folded into [-180, 180)."""
+    return (np.asarray(views_deg, np.float64)[:, 0] + 180.0) % 360.0 - 180.0
 
 
 class SyntheticAvatarSource(CachedDataset):

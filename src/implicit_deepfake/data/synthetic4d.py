@@ -32,7 +32,7 @@ from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
 from implicit_deepfake.data.synthetic import LOOK_AT, SyntheticAvatarSource
 from implicit_deepfake.render.cameras import Cameras, look_at
 
-TALKING_HEAD_VERSION = 1
+TALKING_HEAD_VERSION = 3  # 3: the head made of the photo (issue 23)
 PIVOT = (0.0, 0.05, -0.35)  # the head turns about the top of the neck
 SYLLABLE_FRAMES = 10  # one mouth opening every this many frames
 
