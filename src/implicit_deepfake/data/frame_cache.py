@@ -6,8 +6,8 @@ floats they do not fit a laptop (NeRFace's own loader needs 80 GB); decoded once
 pixel (`PixelReader`: a ray batch's scattered pixels), they cost what a step reads.
 The cache is keyed by the frames' paths, sizes and modification times, the background and the
 downscale factor (a newer swap's frames replace the older's; other backgrounds and downscales, which
-parallel jobs may train on at once, keep theirs), built under a file lock (parallel jobs wait, then map it) and renamed into place
-whole, so a killed build leaves nothing half-written.
+parallel jobs may train on at once, keep theirs), built under a file lock (parallel jobs wait, then
+map it) and renamed into place whole, so a killed build leaves nothing half-written.
 """
 
 from __future__ import annotations

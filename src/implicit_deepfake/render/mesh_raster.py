@@ -30,10 +30,10 @@ def _rasterize(tri, z, near, face_id, bary, zbuf):  # pragma: no cover - compile
         area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
         if not (min(za, zb, zc) > near and abs(area) > 1e-12 and math.isfinite(area)):
             continue
-        x0 = max(int(math.ceil(min(ax, bx, cx) - 0.5)), 0)
-        y0 = max(int(math.ceil(min(ay, by, cy) - 0.5)), 0)
-        x1 = min(int(math.floor(max(ax, bx, cx) - 0.5)), width - 1)
-        y1 = min(int(math.floor(max(ay, by, cy) - 0.5)), height - 1)
+        x0 = max(math.ceil(min(ax, bx, cx) - 0.5), 0)
+        y0 = max(math.ceil(min(ay, by, cy) - 0.5), 0)
+        x1 = min(math.floor(max(ax, bx, cx) - 0.5), width - 1)
+        y1 = min(math.floor(max(ay, by, cy) - 0.5), height - 1)
         for y in range(y0, y1 + 1):
             py = y + 0.5
             for x in range(x0, x1 + 1):
