@@ -184,6 +184,7 @@ def test_train_py_runs_the_whole_chain_on_a_capture(orbit, tmp_path):
     assert faces["mode"] == "multiview" and faces["mesh"]["views_used"] >= 4, faces
     assert faces["mesh"]["reprojection_error_px_median"] < 2.0 and faces["found"] >= 8, faces
     assert manifest["summary"]["swapped"] >= 8
+    assert (Path(cfg.swap.output_dir) / "points3D.ply").is_file()  # the sparse points start the Gaussians
     run = Path(cfg.run_dir)
     for name in ("summary.png", "viewer.html", "metrics.json", "point_cloud.ply", "orbit.mp4"):
         assert (run / name).is_file(), name

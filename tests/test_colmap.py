@@ -20,6 +20,7 @@ from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.blender import SPLITS, read_split_index
 from implicit_deepfake.data.colmap import ColmapSource, build_colmap_dataset, split_views
 from implicit_deepfake.data.colmap_model import CAMERA_DISTANCE
+from implicit_deepfake.data.sparse_points import read_points_ply
 from implicit_deepfake.data.synthetic import DISTANCE, LOOK_AT, view_cameras
 from implicit_deepfake.data.synthetic_orbit import OrbitClip, orbit_views, render_orbit, room_backdrop, room_texture
 from implicit_deepfake.metrics.tracking import pose_errors
@@ -85,13 +86,6 @@ def read_dataset(root: Path, size: int = SIZE) -> tuple[Cameras, list[str], list
     return Cameras(w2c, k, size, size), names, splits
 
 
-def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    raw = path.read_bytes()
-    body = raw[raw.index(b"end_header\n") + len(b"end_header\n") :]
-    vertex = np.frombuffer(body, [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
-    return np.stack([vertex["x"], vertex["y"], vertex["z"]], 1), np.stack([vertex["r"], vertex["g"], vertex["b"]], 1)
-
-
 def test_text_model_is_read_back_with_its_cameras_points_and_splits(orbit, tmp_path):
     scene = write_scene(tmp_path / "scene", orbit.frames, orbit.cameras)
     source = ColmapSource(str(scene), str(tmp_path / "data"), image_size=SIZE, n_val=2)
@@ -116,7 +110,7 @@ def test_text_model_is_read_back_with_its_cameras_points_and_splits(orbit, tmp_p
     report = json.loads((root / "colmap.json").read_text())
     transform = np.asarray(report["normalising_transform"])
     points, colors = true_points()
-    ply_points, ply_colors = read_ply(root / "points3D.ply")
+    ply_points, ply_colors = read_points_ply(root / "points3D.ply")
     assert np.abs(ply_points - (points @ transform[:3, :3].T + transform[:3, 3])).max() < 1e-4
     assert np.array_equal(ply_colors, colors)
     # A pinhole camera at the frames' own size: the frames come through as they were.

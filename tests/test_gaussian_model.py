@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import Frames
-from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
+from implicit_deepfake.data.sparse_points import SPARSE_POINTS, sparse_points, write_points_ply
+from implicit_deepfake.models.gaussian_init import hull_points, initial_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import GaussianCloud
 from tests.conftest import orbit_cameras
 
@@ -67,6 +69,35 @@ def test_hull_points_without_alpha_fill_the_visible_ball():
     points, _ = hull_points(opaque, 500, seed=0)
     distance = 4.0 * math.sqrt(1 + 0.5**2 / 16)
     assert points.norm(dim=1).max() <= distance * math.sin(0.4) + 1e-4
+
+
+def test_sparse_points_inside_the_hull_start_the_cloud_and_the_hull_fills_it_up(tmp_path):
+    """A COLMAP scene's points (data=colmap, data=capture): those on the sphere are kept with their
+    colours, the room's (outside the masks) are not, and hull points make up the number asked for."""
+    frames = sphere_frames()
+    rng = np.random.default_rng(0)
+    on_sphere = rng.normal(size=(300, 3))
+    on_sphere = RADIUS * on_sphere / np.linalg.norm(on_sphere, axis=1, keepdims=True)
+    room = rng.uniform(-1, 1, (200, 3)) * 0.3 + np.array([1.6, 0.0, 0.0])  # beside the sphere, in no mask
+    colors = rng.integers(0, 256, (500, 3), dtype=np.uint8)
+    write_points_ply(tmp_path / SPARSE_POINTS, np.concatenate([on_sphere, room]).astype(np.float32), colors)
+    sparse = sparse_points(tmp_path)
+    assert sparse is not None and np.allclose(sparse[0][:300], on_sphere, atol=1e-6)
+    assert sparse_points(tmp_path / "elsewhere") is None
+
+    points, start_colors = initial_points(frames, 1000, seed=0, sparse=sparse)
+    assert points.shape == (1000, 3) and start_colors.shape == (1000, 3)
+    torch.testing.assert_close(points[:300], torch.from_numpy(on_sphere).float())
+    torch.testing.assert_close(start_colors[:300], torch.from_numpy(colors[:300]).float() / 255.0)
+    assert points[:, 0].max() < 1.3 <= float(room[:, 0].min())  # the rest from the hull, none from the room
+    fewer, _ = initial_points(frames, 100, seed=0, sparse=sparse)  # more sparse points than asked: a sample
+    assert len(fewer) == 100 and (fewer.norm(dim=1) - RADIUS).abs().max() < 1e-5
+
+
+def test_a_sparse_point_file_that_is_not_ours_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / SPARSE_POINTS).write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nend_header\n0 0 0\n")
+    with pytest.raises(DeepfakeError, match=r"points3D.ply: not a sparse-point .ply.*delete it"):
+        sparse_points(tmp_path)
 
 
 def test_neighbour_scales_of_a_grid():

@@ -41,6 +41,7 @@ from implicit_deepfake.data.colmap_model import (
     transform_points,
 )
 from implicit_deepfake.data.person_masks import PersonSegmenter, fuse_masks
+from implicit_deepfake.data.sparse_points import SPARSE_POINTS, write_points_ply
 from implicit_deepfake.data.synthetic import TARGET_PHOTO
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.render.cameras import Cameras
@@ -64,31 +65,6 @@ def split_views(names: list[str], test_every: int, n_val: int) -> dict[str, list
             f"(test every {test_every}th, {n_val} val): film more views (at least 20)."
         )
     return {"train": train, "val": val, "test": test}
-
-
-def write_points_ply(path: Path, points: np.ndarray, colors: np.ndarray) -> None:
-    """Points (P, 3) and colours (P, 3) uint8 as a binary PLY (x y z red green blue), as 3DGS reads them."""
-    vertex = np.empty(
-        len(points), [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    )
-    for k, name in enumerate("xyz"):
-        vertex[name] = points[:, k]
-    for k, name in enumerate(("red", "green", "blue")):
-        vertex[name] = colors[:, k]
-    fields = vertex.dtype.fields
-    assert fields is not None  # a structured dtype
-    header = "\n".join(
-        [
-            "ply",
-            "format binary_little_endian 1.0",
-            "comment sparse points of the COLMAP model, in the dataset's normalised frame",
-            f"element vertex {len(points)}",
-            *(f"property {'float' if t == '<f4' else 'uchar'} {n}" for n, (t, *_) in fields.items()),
-            "end_header",
-        ]
-    )
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(header.encode() + b"\n" + vertex.tobytes())
 
 
 def count_faces(frames: list[np.ndarray]) -> int:
@@ -148,7 +124,7 @@ def build_colmap_dataset(
             )
         write_split_index(out, split, angle, entries)
     if len(model.points):
-        write_points_ply(out / "points3D.ply", transform_points(model.points, transform), model.colors)
+        write_points_ply(out / SPARSE_POINTS, transform_points(model.points, transform), model.colors)
     faces = count_faces([f[..., :3] for f in frames])
     if faces == 0:
         raise DeepfakeError(

@@ -1,16 +1,20 @@
 """Where the Gaussians start: the scene's scale and points on the visual hull of the training masks.
 
-The datasets here come without structure-from-motion points. Instead of 3DGS's random cube
-(most of whose points land in empty space and cost CPU steps to prune), rays through foreground
-pixels are marched until they first enter the visual hull (inside every view's alpha mask), which
-puts each point on the object's outer surface with the colour of the pixel it came from. Datasets
-without alpha fall back to random points in the ball every camera sees.
+A COLMAP scene or a capture (`data=colmap`, `data=capture`) brings its structure-from-motion points,
+where 3DGS starts: those inside the visual hull are kept (the room behind the person is not the
+head). Other datasets come without them: instead of 3DGS's random cube (most of whose points land
+in empty space and cost CPU steps to prune), rays through foreground pixels are marched until they
+first enter the visual hull (inside every view's alpha mask), which puts each point on the object's
+outer surface with the colour of the pixel it came from; they also fill up a sparse cloud of fewer
+than the points asked for. Datasets without alpha fall back to random points in the ball every
+camera sees.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
@@ -23,6 +27,7 @@ _DEPTH_SAMPLES = 64
 _BISECTIONS = 5
 _CARVING_VIEWS = 24
 _RAY_CHUNK = 1024
+_SPARSE_MARGIN_PX = 2  # how far outside a mask a sparse point may project and still count as inside
 
 
 def scene_scale(cameras: Cameras) -> float:
@@ -99,6 +104,34 @@ def hull_points(frames: Frames, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     points, colors = torch.cat(point_chunks)[:n], torch.cat(color_chunks)[:n]
     if len(points) < n:  # masks that no view agrees on: fill up at random
         extra_points, extra_colors = _random_ball(n - len(points), focus, radius, generator)
+        points, colors = torch.cat([points, extra_points]), torch.cat([colors, extra_colors])
+    return points, colors
+
+
+def initial_points(
+    frames: Frames, n: int, seed: int = 0, sparse: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The first Gaussians' centres (M, 3) and colours (M, 3): the sparse points (P, 3) and uint8
+    colours inside the visual hull, at most n of them, filled up to n from the hull (`hull_points`)."""
+    if sparse is None:
+        return hull_points(frames, n, seed)
+    points, colors = torch.from_numpy(sparse[0]).float(), torch.from_numpy(sparse[1]).float() / 255.0
+    if frames.alpha8 is not None:
+        carve = torch.linspace(0, len(frames) - 1, min(len(frames), _CARVING_VIEWS)).round().long()
+        cameras, margin = frames.cameras[carve], _SPARSE_MARGIN_PX
+        # Masks grown by a few pixels: a point on the surface projects onto the silhouette's edge in
+        # the views that see it side-on, where a mask's pixel may just miss it.
+        alpha = frames.alpha8[carve, ..., 0].float()[:, None] / 255.0
+        grown = torch.nn.functional.max_pool2d(alpha, 2 * margin + 1, stride=1, padding=margin)[:, 0]
+        pix, depth = cameras.project(points)
+        seen = (depth > 0) & (pix >= 0).all(-1) & (pix[..., 0] < cameras.width) & (pix[..., 1] < cameras.height)
+        inside = inside_hull(points, cameras, grown) & seen.any(0)  # a point no view sees is not known inside
+        points, colors = points[inside], colors[inside]
+    if len(points) > n:
+        keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
+        points, colors = points[keep], colors[keep]
+    if len(points) < n:
+        extra_points, extra_colors = hull_points(frames, n - len(points), seed)
         points, colors = torch.cat([points, extra_points]), torch.cat([colors, extra_colors])
     return points, colors
 

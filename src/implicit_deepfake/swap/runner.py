@@ -37,6 +37,7 @@ from implicit_deepfake.core.io import (
 )
 from implicit_deepfake.data.blender import SPLITS, SplitIndex, read_split_index, write_split_index
 from implicit_deepfake.data.nerface import find_background
+from implicit_deepfake.data.sparse_points import SPARSE_POINTS
 from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
 from implicit_deepfake.metrics.expression import FramePair, flicker
 from implicit_deepfake.metrics.identity import FaceEmbedder
@@ -302,8 +303,11 @@ def _write_indexes(
 
 
 def _copy_side_files(source_root: Path, target_photo: Path, out_dir: Path) -> None:
-    """The target photo, and a NeRFace dataset's static background (the empty scene, not swapped)."""
+    """The target photo, a NeRFace dataset's static background (the empty scene, not swapped) and a
+    COLMAP scene's sparse points (the Gaussians' first cloud)."""
     copies = [(target_photo, out_dir / f"famous{target_photo.suffix.lower()}")]
+    if (source_root / SPARSE_POINTS).is_file():
+        copies.append((source_root / SPARSE_POINTS, out_dir / SPARSE_POINTS))
     background = find_background(source_root)
     if background is not None:
         copies.append((background, out_dir / background.relative_to(source_root)))
