@@ -9,9 +9,10 @@ true cameras (metrics/tracking.py); each SfM stage's wall time; and how well the
 head's true coverage (IoU). The CPU is shared with whatever else runs: the load average is printed
 with the times.
 
-With --train, also the test PSNR of `train.py swap=none` (Gaussians) on the captured dataset, and on
-the same frames with the true cameras (the same splits; the frames as sampled, their intrinsics the
-true ones), with the same budget: what the recovered cameras cost the model.
+With --train, also the test PSNR of `train.py swap=none` (Gaussians) on the captured dataset (started
+from its sparse points), and on the same frames with the true cameras (the same splits; the frames as
+sampled, their intrinsics the true ones; started from the visual hull), with the same budget: what
+the recovered cameras cost the model.
 
     python bench/capture.py [--frames 100] [--size 512] [--work /tmp/capture_bench] [--train --steps 1000]
 """
@@ -37,6 +38,7 @@ from PIL import Image
 
 from implicit_deepfake.data.blender import SPLITS, read_split_index, write_split_index
 from implicit_deepfake.data.capture import CaptureSource
+from implicit_deepfake.data.sparse_points import SPARSE_POINTS
 from implicit_deepfake.data.synthetic import DISTANCE
 from implicit_deepfake.data.synthetic_orbit import OrbitClip, render_orbit, write_clip
 from implicit_deepfake.metrics.tracking import pose_errors
@@ -105,9 +107,10 @@ def accuracy(root: Path, clip: OrbitClip) -> dict[str, float]:
 
 def true_camera_copy(root: Path, clip: OrbitClip, out: Path) -> Path:
     """The captured dataset with the true cameras: same frames and splits; the frames are the sampled
-    ones scaled, so their true intrinsics are the clip's field of view."""
+    ones scaled, so their true intrinsics are the clip's field of view. Without the sparse points
+    (in the captured cameras' frame): its Gaussians start from the visual hull."""
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(root, out, ignore=shutil.ignore_patterns("colmap", ".frames", "*.json"))
+    shutil.copytree(root, out, ignore=shutil.ignore_patterns("colmap", ".frames", "*.json", SPARSE_POINTS))
     source = {f["name"]: f["source_index"] for f in json.loads((root / "capture.json").read_text())["frames"]}
     c2w, angle = clip.cameras.to_blender()
     for split in SPLITS:
