@@ -3,6 +3,7 @@
     python bench/scale.py                         # N = 100, 1000, 5500 (about 25 min on 2 cores)
     python bench/scale.py --frames 100 1000       # fewer sizes
     python bench/scale.py --size 256 --steps 20   # a quicker look
+    python bench/scale.py --models nerface gaussian_avatar --first-run   # both 4D models, each decoding its cache
 
 A NeRFace-format dataset of N training frames is fabricated from a few frames of the synthetic talking
 head rendered at --size (hard-linked N times; each json entry keeps its frame's own pose and
@@ -12,7 +13,9 @@ expression, so poses and expressions vary). For each N, in fresh processes:
   `swap=landmark` on a --landmark-frames subset;
 - DataModule setup s: the training split loaded by `FrameDataModule.frames("train")`, the first time
   (frames decoded into the uint8 cache) and again (memory-mapped);
-- peak RSS (the training process's, `wait4`) and steps/s of `train.py model=nerface` for --steps steps.
+- peak RSS (the training process's, `wait4`) and steps/s of `train.py model=<each of --models>` for
+  --steps steps; with --first-run the frames' cache is removed before each, so the run decodes it
+  itself, as a new user's first run does.
 
 The table prints at the end. Target: peak RSS at most 4 GB at 5,500 frames of 512x512.
 """
@@ -91,6 +94,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--landmark-frames", type=int, default=20)
     parser.add_argument("--work", type=Path, default=REPO / "data" / "bench_scale")
+    parser.add_argument("--models", nargs="+", default=["nerface"], help="4D models to train")
+    parser.add_argument("--first-run", action="store_true", help="each train.py decodes the frames' cache")
     args = parser.parse_args()
     rendered = rendered_frames(args.work, args.size)
     rows = []
@@ -111,45 +116,41 @@ def main() -> None:
         )
         _, _, output = run(["-c", setup])
         first, again = (float(line.split()[1]) for line in output.splitlines() if line.startswith("setup "))
-        seconds, rss, _ = run(
-            [
-                "train.py",
-                *common,
-                "swap=none",
-                "model=nerface",
-                f"trainer.max_steps={args.steps}",
-                "logger=none",
-                "evaluate.orbit_frames=2",
-                "trainer.val_check_interval=100000",
-            ]
-        )
-        metrics = sorted((root / "logs" / "train" / "runs").glob("*/metrics.json"))[-1]
-        trained = json.loads(metrics.read_text())
-        rows.append(
-            (
-                count,
-                swap_none / frames_total,
-                landmark_per_frame,
-                first,
-                again,
-                rss,
-                trained["steps"] / trained["train_seconds"],
-                seconds,
+        for model in args.models:
+            swapped = root / "data" / "swapped" / "nerface__none__famous"
+            if args.first_run:
+                shutil.rmtree(swapped / ".frames", ignore_errors=True)
+            seconds, rss, _ = run(
+                [
+                    "train.py",
+                    *common,
+                    "swap=none",
+                    f"model={model}",
+                    f"paths.log_dir={root / 'logs' / model}",
+                    f"trainer.max_steps={args.steps}",
+                    "logger=none",
+                    "evaluate.orbit_frames=2",
+                    "trainer.val_check_interval=100000",
+                ]
             )
-        )
+            metrics = sorted((root / "logs" / model / "train" / "runs").glob("*/metrics.json"))[-1]
+            trained = json.loads(metrics.read_text())
+            speed = trained["steps"] / trained["train_seconds"]
+            rows.append((count, model, swap_none / frames_total, landmark_per_frame, first, again, rss, speed, seconds))
         print(f"N={count}: done in {seconds:.0f} s", flush=True)
     print(
-        f"\nNeRFace-format video, {args.size}x{args.size} frames, {args.steps} steps of model=nerface "
+        f"\nNeRFace-format video, {args.size}x{args.size} frames, {args.steps} training steps "
         f"(landmark swap timed on {args.landmark_frames} frames)"
     )
+    cache = "decoded by the run itself" if args.first_run else "already decoded"
     print(
-        "| frames | swap=none s/frame | swap=landmark s/frame | DataModule setup s (first / cached) "
-        "| train.py peak RSS GB | steps/s | train.py wall s |"
+        "| frames | model | swap=none s/frame | swap=landmark s/frame | DataModule setup s (first / cached) "
+        f"| train.py peak RSS GB (cache {cache}) | steps/s | train.py wall s |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for count, none, landmark, first, again, rss, speed, wall in rows:
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for count, model, none, landmark, first, again, rss, speed, wall in rows:
         setup = f"{first:.1f} / {again:.2f}"
-        print(f"| {count} | {none:.3f} | {landmark:.3f} | {setup} | {rss:.2f} | {speed:.2f} | {wall:.0f} |")
+        print(f"| {count} | {model} | {none:.3f} | {landmark:.3f} | {setup} | {rss:.2f} | {speed:.2f} | {wall:.0f} |")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,20 @@ def test_training_groups_compose_and_instantiate(compose_cfg, tmp_path: Path, tr
         assert logger_cfg.save_dir == cfg.run_dir
 
 
+FOUR_D_DATA = ("synthetic4d", "video", "nerface")  # talking-head videos
+
+
+@pytest.mark.parametrize("data", GROUPS["data"])
+def test_each_dataset_picks_its_model_unless_one_is_chosen(compose_cfg, data: str):
+    """model=auto/${data}: the real-time 4D head for a video, 3D Gaussians for views around a head;
+    a model named on the command line or by a preset wins."""
+    path = ["data.path=/clips/talk.mp4"] if data in PATH_DATA else []
+    picked = compose_cfg("train", [f"data={data}", *path]).model.name
+    assert picked == ("gaussian_avatar" if data in FOUR_D_DATA else "gaussians")
+    assert compose_cfg("train", [f"data={data}", "model=nerface", *path]).model.name == "nerface"
+    assert compose_cfg("train", [f"data={data}", "experiment=fast_nerface", *path]).model.name == "nerface"
+
+
 @pytest.mark.parametrize(
     ("data", "moving"), [("synthetic", False), ("tina", False), ("synthetic4d", True), ("nerface", True)]
 )

@@ -48,6 +48,10 @@ EXPECTED = {
     "fast_nerface": {
         "data.name": "synthetic4d", "model.name": "nerface", "trainer.accelerator": "cpu", "datamodule.mode": "rays",
     },
+    "fast_gaussian_avatar": {
+        "data.name": "synthetic4d", "model.name": "gaussian_avatar", "trainer.accelerator": "cpu",
+        "datamodule.mode": "images", "datamodule.batch_size": 1, "model.module.pose_refine": False,
+    },
 }  # fmt: skip
 LAUNCHERS = {
     "parallel": ("hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", {"n_jobs": 2}),

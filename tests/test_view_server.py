@@ -79,6 +79,12 @@ def test_expression_controls_take_a_frames_expression_and_the_sliders():
         unnamed = ExpressionControls(server.gui, expressions, named=False, on_change=lambda: None)
         unnamed.frame.value = 1
         assert unnamed.components == [] and torch.equal(unnamed.vector(), expressions[1])
+        unnamed.playing.value = True  # steps through the frames' expressions
+        deadline = time.monotonic() + 10
+        while unnamed.frame.value in (1, 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unnamed.playing.value = False
+        assert unnamed.frame.value not in (1, 2)
     finally:
         server.stop()
 

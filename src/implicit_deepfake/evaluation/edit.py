@@ -108,7 +108,8 @@ def edit_expressions(
     train_expressions = getattr(module, "train_expressions", None)
     if train_expressions is None:
         raise DeepfakeError(
-            "edit.expressions_from needs an expression-conditioned run (model=nerface or nerface_paper)."
+            "edit.expressions_from needs an expression-conditioned run "
+            "(model=nerface, nerface_paper or gaussian_avatar)."
         )
     module.eval()
     test = datamodule.frames("test")

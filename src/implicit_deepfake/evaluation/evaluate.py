@@ -26,6 +26,7 @@ from implicit_deepfake.render.video import orbit_cameras, uint8_images, write_vi
 from implicit_deepfake.reports.contact_sheet import SheetView, headline, write_contact_sheet
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import target_image
+from implicit_deepfake.view.avatar_page import NAMED_EXPRESSION_DATA
 from implicit_deepfake.view.webpage import export_viewer_page
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def evaluate_module(
             for relpath, v in zip(test.relpaths, views)
         ],
         **(exported := module.export(run_dir)),
-        **export_viewer_page(run_dir, exported, datamodule, cfg.model.name),
+        **export_viewer_page(run_dir, exported, datamodule, cfg.model.name, cfg.data.name in NAMED_EXPRESSION_DATA),
         "synthetic": synthetic_metadata(),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }

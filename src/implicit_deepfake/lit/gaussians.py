@@ -11,16 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from implicit_deepfake.core.errors import DeepfakeError
-from implicit_deepfake.data.datamodule import batch_cameras
+from implicit_deepfake.data.datamodule import Frames, batch_cameras
+from implicit_deepfake.data.sparse_points import sparse_points
 from implicit_deepfake.lit.base import SceneModule, trainer_datamodule
 from implicit_deepfake.models.densify import DefaultStrategy
-from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales, scene_scale
+from implicit_deepfake.models.gaussian_init import initial_points, neighbour_scales, scene_scale
 from implicit_deepfake.models.gaussians import PARAM_NAMES, GaussianCloud
 from implicit_deepfake.render.cameras import Cameras
 
@@ -73,23 +75,30 @@ class LitGaussians(SceneModule):
         super().setup(stage)
         if self.trainer.world_size > 1:
             raise DeepfakeError(
-                "model=gaussians cannot train with trainer=ddp: densification reshapes the parameters "
-                "every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run)."
+                "model=gaussians and model=gaussian_avatar cannot train with trainer=ddp: densification reshapes "
+                "the parameters every few steps, which DDP cannot follow. Use trainer=gpu (one GPU per run)."
             )
         if stage == "fit" and self.trainer.ckpt_path is None and len(self.cloud) == 0:
-            frames = trainer_datamodule(self.trainer).frames("train")
-            points, colors = hull_points(frames, self.hparams.init_points, self.hparams.seed)
-            self.cloud.initialize(points, colors, neighbour_scales(points), self.hparams.init_opacity)
-            self.scene_scale.fill_(scene_scale(frames.cameras))
+            datamodule = trainer_datamodule(self.trainer)
+            self.initialize_cloud(datamodule.frames("train"), sparse_points(datamodule.root))
         if not self.strategy_state:
             self.strategy_state = self.strategy.initialize_state(scene_scale=float(self.scene_scale))
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def initialize_cloud(self, frames: Frames, sparse: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """A new run's Gaussians and scene scale, from its training frames and the dataset's sparse
+        structure-from-motion points and colours where it has them."""
+        points, colors = initial_points(frames, self.hparams.init_points, self.hparams.seed, sparse)
+        self.cloud.initialize(points, colors, neighbour_scales(points), self.hparams.init_opacity)
+        self.scene_scale.fill_(scene_scale(frames.cameras))
+
+    def optimized(self) -> dict[str, tuple[list[Tensor], float]]:
+        """name -> (parameters, learning rate) of each Adam, one per cloud tensor (`means` first: Lightning
+        steps it), as gsplat's strategies expect."""
         scale = {"means": float(self.scene_scale)}
-        return [
-            torch.optim.Adam([self.cloud.params[name]], lr=self.lr[name] * scale.get(name, 1.0), eps=1e-15)
-            for name in PARAM_NAMES
-        ]
+        return {name: ([self.cloud.params[name]], self.lr[name] * scale.get(name, 1.0)) for name in PARAM_NAMES}
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(params, lr=lr, eps=1e-15) for params, lr in self.optimized().values()]
 
     def _position_lr(self, step: int) -> float:
         progress = min(step / max(self.trainer.max_steps, 1), 1.0)
@@ -99,18 +108,13 @@ class LitGaussians(SceneModule):
         step = self.global_step
         wrapped = self.optimizers()
         assert isinstance(wrapped, list)  # one optimizer per parameter tensor
-        optimizers = dict(zip(PARAM_NAMES, (o.optimizer for o in wrapped)))
+        optimizers = dict(zip(self.optimized(), (o.optimizer for o in wrapped)))
         optimizers["means"].param_groups[0]["lr"] = self._position_lr(step)
-        target = batch["rgb"]
-        cameras = batch_cameras(batch, target.shape[2], target.shape[1])
+        cloud_optimizers = {name: optimizers[name] for name in self.cloud.params}  # what densification resizes
         sh_degree = min(step // self.hparams.sh_degree_interval, self.cloud.sh_degree)
-        rgb, _, meta = self.cloud.render(cameras, sh_degree, self.background, absgrad=self.strategy.absgrad)
-        self.strategy.step_pre_backward(self.cloud.params, optimizers, self.strategy_state, step, meta)
-
-        l1 = (rgb - target).abs().mean()
-        ssim = structural_similarity_index_measure(rgb.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2), data_range=1.0)
-        assert isinstance(ssim, Tensor)  # a tuple only with return_full_image
-        loss = (1 - self.hparams.ssim_lambda) * l1 + self.hparams.ssim_lambda * (1 - ssim)
+        rgb, target, meta = self.training_render(batch, sh_degree)
+        self.strategy.step_pre_backward(self.cloud.params, cloud_optimizers, self.strategy_state, step, meta)
+        loss, logged = self.training_loss(batch, rgb, target)
         self.check_finite(loss)
         self.manual_backward(loss)
         # Lightning counts every optimizer step towards global_step: step one through Lightning
@@ -120,9 +124,8 @@ class LitGaussians(SceneModule):
             optimizer.step()
         for optimizer in optimizers.values():
             optimizer.zero_grad(set_to_none=True)
-        self.strategy.step_post_backward(self.cloud.params, optimizers, self.strategy_state, step, meta, packed=False)
-
-        self.log_dict({"train/loss": loss, "train/l1": l1, "train/ssim": ssim}, prog_bar=True, batch_size=len(target))
+        self.strategy.step_post_backward(self.cloud.params, cloud_optimizers, self.strategy_state, step, meta)
+        self.log_dict(logged, prog_bar=True, batch_size=len(target))
         self.log_dict(
             {
                 "train/num_gaussians": float(len(self.cloud)),
@@ -133,6 +136,21 @@ class LitGaussians(SceneModule):
         )
         self.log("gaussians", float(len(self.cloud)), prog_bar=True, logger=False, batch_size=len(target))
         return loss
+
+    def training_render(self, batch: dict[str, Tensor], sh_degree: int) -> tuple[Tensor, Tensor, dict]:
+        """An image batch -> rendered rgb (B, H, W, 3), its target and the rasterizer's meta."""
+        target = batch["rgb"]
+        cameras = batch_cameras(batch, target.shape[2], target.shape[1])
+        rgb, _, meta = self.cloud.render(cameras, sh_degree, self.background, absgrad=self.strategy.absgrad)
+        return rgb, target, meta
+
+    def training_loss(self, batch: dict[str, Tensor], rgb: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss, (1 - l) L1 + l (1 - SSIM), and what to log of it."""
+        l1 = (rgb - target).abs().mean()
+        ssim = structural_similarity_index_measure(rgb.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2), data_range=1.0)
+        assert isinstance(ssim, Tensor)  # a tuple only with return_full_image
+        loss = (1 - self.hparams.ssim_lambda) * l1 + self.hparams.ssim_lambda * (1 - ssim)
+        return loss, {"train/loss": loss, "train/l1": l1, "train/ssim": ssim}
 
     @torch.no_grad()
     def render_views(self, cameras: Cameras, expressions: Tensor | None = None) -> Tensor:

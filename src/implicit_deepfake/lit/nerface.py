@@ -15,9 +15,7 @@ photometric fit with the model frozen (evaluate.test_pose_steps), as BARF and Ne
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy import ndimage
 from torch import Tensor, nn
 
 from implicit_deepfake.core.errors import DeepfakeError
@@ -25,21 +23,8 @@ from implicit_deepfake.data.datamodule import Frames, RayDataset
 from implicit_deepfake.lit.base import trainer_datamodule
 from implicit_deepfake.lit.nerf import LitNeRF
 from implicit_deepfake.lit.pose_correction import PoseCorrection
+from implicit_deepfake.lit.talking_head import background_at, foreground_masks, frozen, talking_head_frames
 from implicit_deepfake.render.cameras import Cameras
-
-# A pixel is foreground where a channel differs from the background image by more than this.
-_FOREGROUND_THRESHOLD = 0.06
-_FOREGROUND_GROWTH = 2  # pixels the foreground masks are grown by, for a safe margin
-
-
-def foreground_masks(rgb: Tensor, background: Tensor) -> Tensor:
-    """(N, H, W) float masks of what differs from the static background image (H, W, 3) in frames
-    (N, H, W, 3): background subtraction, holes filled (head colours that happen to match the
-    background), grown by _FOREGROUND_GROWTH pixels."""
-    differs = ((rgb - background).abs().amax(-1) > _FOREGROUND_THRESHOLD).numpy()
-    filled = torch.from_numpy(np.stack([ndimage.binary_fill_holes(mask) for mask in differs])).float()
-    grow = _FOREGROUND_GROWTH
-    return nn.functional.max_pool2d(filled[:, None], 2 * grow + 1, stride=1, padding=grow)[:, 0]
 
 
 class LitNeRFace(LitNeRF):
@@ -76,18 +61,8 @@ class LitNeRFace(LitNeRF):
         super().setup(stage)
         if stage != "fit":
             return
-        datamodule = trainer_datamodule(self.trainer)
-        frames = datamodule.frames("train")
-        if frames.expressions is None or frames.background_image is None:
-            raise DeepfakeError(
-                "model=nerface needs a NeRFace-format dataset (per-frame `expression` and a static background "
-                f"image): use data=synthetic4d or data=nerface; {datamodule.root} has neither."
-            )
-        if frames.expressions.shape[1] != self.hparams.expression_dims:
-            raise DeepfakeError(
-                f"{datamodule.root}: expressions have {frames.expressions.shape[1]} values, the model was configured "
-                f"for {self.hparams.expression_dims}: set model.module.expression_dims={frames.expressions.shape[1]}."
-            )
+        frames = talking_head_frames(trainer_datamodule(self.trainer), "nerface", self.hparams.expression_dims)
+        assert frames.expressions is not None and frames.background_image is not None  # checked there
         self.latents = nn.Parameter(torch.zeros(len(frames), self.hparams.latent_dims, device=self.device))
         if self.hparams.pose_refine:
             self.pose_correction = PoseCorrection(len(frames)).to(self.device)
@@ -145,13 +120,7 @@ class LitNeRFace(LitNeRF):
 
     def background_for(self, cameras: Cameras) -> Tensor:
         """The background image at the cameras' size (H, W, 3): resized when they render smaller or larger."""
-        image = self.background_image
-        if image.shape[:2] != (cameras.height, cameras.width):
-            resized = nn.functional.interpolate(
-                image.permute(2, 0, 1)[None], (cameras.height, cameras.width), mode="area"
-            )
-            image = resized[0].permute(1, 2, 0)
-        return image
+        return background_at(self.background_image, cameras.height, cameras.width)
 
     def view_rays(self, cameras: Cameras, view: int, flat: Tensor, expressions: Tensor | None) -> tuple[Tensor, Tensor]:
         expression = self.train_expressions.mean(0) if expressions is None else expressions[view]
@@ -176,24 +145,17 @@ class LitNeRFace(LitNeRF):
         optimizer = torch.optim.Adam(correction.parameters(), lr=lr)
         batches = RayDataset(frames, rays, bbox_weight, torch.Generator().manual_seed(seed))
         latent = self.latents.detach().mean(0)
-        trainable = [p for p in self.parameters() if p.requires_grad]  # the model is frozen
-        for parameter in trainable:
-            parameter.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                for step in range(steps):
-                    batch = {k: v.to(self.device) for k, v in batches[step].items()}
-                    origins, directions = correction.rays(
-                        batch["origins"], batch["directions"], batch["frame"], self.box_center
-                    )
-                    condition = self.conditions(batch["expression"], latent.expand(len(origins), -1))
-                    out = self.render_rays(origins, directions, batch["background"], False, condition)
-                    loss = nn.functional.mse_loss(out.rgb, batch["rgb"])
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-        finally:
-            for parameter in trainable:
-                parameter.requires_grad_(True)
+        with frozen(self):
+            for step in range(steps):
+                batch = {k: v.to(self.device) for k, v in batches[step].items()}
+                origins, directions = correction.rays(
+                    batch["origins"], batch["directions"], batch["frame"], self.box_center
+                )
+                condition = self.conditions(batch["expression"], latent.expand(len(origins), -1))
+                out = self.render_rays(origins, directions, batch["background"], False, condition)
+                loss = nn.functional.mse_loss(out.rgb, batch["rgb"])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
         degrees = correction.params.detach()[:, :3].norm(dim=1).rad2deg()
         return correction.cameras(frames.cameras.to(self.device), self.box_center), degrees

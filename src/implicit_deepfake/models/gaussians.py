@@ -6,6 +6,7 @@ Parameters are stored as 3DGS/gsplat keep them (log scales, logit opacities, SH 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,17 @@ class GaussianCloud(nn.Module):
         self, cameras: Cameras, sh_degree: int, background: Tensor, absgrad: bool = False
     ) -> tuple[Tensor, Tensor, dict]:
         """rgb (C, H, W, 3) over `background` (3,), alphas (C, H, W, 1) and gsplat's meta."""
-        p = self.params
+        return self.render_values(self.params, cameras, sh_degree, background, absgrad)
+
+    def render_values(
+        self,
+        p: Mapping[str, Tensor] | nn.ParameterDict,
+        cameras: Cameras,
+        sh_degree: int,
+        background: Tensor,
+        absgrad: bool = False,
+    ) -> tuple[Tensor, Tensor, dict]:
+        """`render` of other values of the cloud's parameters (named and stored as `params`), e.g. posed ones."""
         render, alphas, meta = rasterize_gaussians(
             p["means"],
             p["quats"],

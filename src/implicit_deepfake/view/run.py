@@ -10,8 +10,9 @@ from omegaconf import DictConfig
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.reports.runs import load_run
+from implicit_deepfake.view.avatar_page import NAMED_EXPRESSION_DATA
 from implicit_deepfake.view.camera import front_view
-from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
+from implicit_deepfake.view.server import ModelViewer
 from implicit_deepfake.view.webpage import PAGE_NAME, export_viewer_page, run_title
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,10 @@ def view(cfg: DictConfig) -> ModelViewer | None:
     """Serve the run of `cfg.ckpt` until Ctrl+C (returns the viewer instead when `cfg.block` is false),
     or with `cfg.export` write its viewer.html and return None."""
     run = load_run(cfg.ckpt, cfg.paths.log_dir)
+    named = run.cfg.data.name in NAMED_EXPRESSION_DATA
     if cfg.export:
-        page = export_viewer_page(run.run_dir, run.module.export(run.run_dir), run.datamodule, run.cfg.model.name)
+        exported = run.module.export(run.run_dir)
+        page = export_viewer_page(run.run_dir, exported, run.datamodule, run.cfg.model.name, named)
         if not page:
             raise DeepfakeError(
                 f"export=true writes {PAGE_NAME} for Gaussians runs; {run.run_dir} is a {run.cfg.model.name} run "
@@ -50,7 +53,7 @@ def view(cfg: DictConfig) -> ModelViewer | None:
         cfg.port,
         cfg.resolution,
         expressions=expressions,
-        named_expressions=run.cfg.data.name in NAMED_EXPRESSION_DATA,
+        named_expressions=named,
     )
     log.info("viewing %s at http://localhost:%d (Ctrl+C stops)", run.run_dir, viewer.port)
     if not cfg.block:

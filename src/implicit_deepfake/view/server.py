@@ -9,6 +9,8 @@ uses, so every model works (Gaussians on the CPU rasterizer or gsplat, the NeRFs
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 import nerfview
@@ -25,9 +27,8 @@ from implicit_deepfake.render.video import uint8_images
 from implicit_deepfake.view.camera import InitialView
 
 log = logging.getLogger(__name__)
-# Datasets whose expressions are data/expressions.py's rig (jaw, smile, brows): they get named sliders.
-NAMED_EXPRESSION_DATA = frozenset({"synthetic4d"})
 MEAN_EXPRESSION = -1  # the "expression of frame" slider's value for the training frames' mean
+PLAY_FPS = 12  # "Play" steps through the frames at most this fast
 
 
 def viewer_cameras(camera_to_world: np.ndarray, intrinsics: np.ndarray, width: int, height: int) -> Cameras:
@@ -38,7 +39,8 @@ def viewer_cameras(camera_to_world: np.ndarray, intrinsics: np.ndarray, width: i
 
 class ExpressionControls:
     """A talking head's expression: "expression of frame k" (or the mean) as the base, and for the
-    synthetic head sliders for its named components (jaw, smile, brows), which replace the base's."""
+    synthetic head sliders for its named components (jaw, smile, brows), which replace the base's;
+    "Play" steps through the training frames' expressions (as fast as the model renders them)."""
 
     def __init__(self, gui: viser.GuiApi, train_expressions: Tensor, named: bool, on_change: Callable) -> None:
         self.train_expressions = train_expressions.detach().cpu()
@@ -47,6 +49,7 @@ class ExpressionControls:
                 "Of frame", min=MEAN_EXPRESSION, max=len(self.train_expressions) - 1, step=1,
                 initial_value=MEAN_EXPRESSION, hint="A training frame's expression; -1: their mean.",
             )  # fmt: skip
+            self.playing = gui.add_checkbox("Play", initial_value=False, hint="Play the training frames' expressions.")
             self.components = [
                 gui.add_slider(name, min=float(low), max=float(high), step=0.01, initial_value=float(base))
                 for name, (low, high), base in zip(EXPRESSION_NAMES, EXPRESSION_RANGES, self.base())
@@ -61,6 +64,17 @@ class ExpressionControls:
 
         for slider in self.components:
             slider.on_update(lambda _: on_change())
+
+        @self.playing.on_update
+        def _(_) -> None:
+            if self.playing.value:
+                threading.Thread(target=self._play, daemon=True).start()
+
+    def _play(self) -> None:
+        while self.playing.value:
+            time.sleep(1.0 / PLAY_FPS)
+            # Each step re-renders through the slider's update (ignore: viser types the value read-only).
+            self.frame.value = (int(self.frame.value) + 1) % len(self.train_expressions)  # type: ignore[misc]
 
     def base(self) -> Tensor:
         k = int(self.frame.value)
@@ -151,4 +165,7 @@ class ModelViewer:
         return uint8_images(self.module.render_views(camera.to(device), expressions))[0]
 
     def stop(self) -> None:
+        if self.expression is not None:
+            # (ignore: viser types the value read-only, the setter exists)
+            self.expression.playing.value = False  # type: ignore[misc]
         self.server.stop()

@@ -14,8 +14,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from implicit_deepfake.lit.base import SceneModule, trainer_datamodule
+from implicit_deepfake.view.avatar_page import NAMED_EXPRESSION_DATA
 from implicit_deepfake.view.camera import front_view
-from implicit_deepfake.view.server import NAMED_EXPRESSION_DATA, ModelViewer
+from implicit_deepfake.view.server import ModelViewer
 
 log = logging.getLogger(__name__)
 _PAUSE_POLL_S = 0.05
