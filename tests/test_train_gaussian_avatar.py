@@ -62,21 +62,21 @@ def _evaluate_cfg(root: Path, *overrides: str):
         return compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", *overrides])
 
 
-@pytest.mark.slow
 def test_training_raises_psnr_and_the_offsets_learn(run):
     cfg, metrics = run
     run_dir = Path(cfg.run_dir)
     l1 = [v for _, v in logged(run_dir, "train/l1")]
     assert len(l1) == 400 and mean(l1[-10:]) < 0.5 * mean(l1[:10]), (mean(l1[:10]), mean(l1[-10:]))
     val = [v for _, v in logged(run_dir, "val/psnr")]
-    assert len(val) == 2 and val[1] > val[0], val
+    # Validated at steps 200 and 400; its 2 frames' expressions are unseen, so the offsets joining at step
+    # 200 need not raise their PSNR further (issue 23's head: 18.7 then 18.3 dB).
+    assert len(val) == 2 and min(val) > 14.0, val
     # Measured on this 64-px clip of 24 frames: ~16 dB (the default run: 28-29 dB, docs/4d.md).
     assert metrics["test.psnr"] > 14.0 and metrics["num_gaussians"] != 3000  # densified
     with np.load(run_dir / "avatar4d.npz") as avatar:
         assert np.abs(avatar["means_offsets"]).max() > 1e-3  # the offsets learned
 
 
-@pytest.mark.slow
 def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
     cfg, _ = run
     np.save(tmp_path / "jaw.npy", expression_vector(jaw_open=1.0))
@@ -88,7 +88,6 @@ def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
     assert saved["mouth_difference"] > 1.3 * saved["outside_difference"], saved
 
 
-@pytest.mark.slow
 def test_evaluate_py_reproduces_the_saved_run(run, root, tmp_path):
     cfg, metrics = run
     again = evaluate(_evaluate_cfg(root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"), tmp_path)
@@ -133,7 +132,6 @@ def _train_cameras(cfg):
     return load_frames(cfg.datamodule.root, "train", (1.0, 1.0, 1.0)).cameras
 
 
-@pytest.mark.slow
 def test_view_py_serves_it_with_the_expression_panel(run, root):
     cfg, _ = run
     from implicit_deepfake.view.run import view
@@ -175,7 +173,6 @@ def test_a_3d_dataset_is_a_clear_error(root):
         train(cfg)
 
 
-@pytest.mark.slow
 def test_a_checkpoint_loads_the_safe_way(run, root):
     cfg, metrics = run
     loaded = load_run(f"{cfg.run_dir}/checkpoints/last.ckpt", root / "logs")
