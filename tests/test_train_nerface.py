@@ -134,7 +134,7 @@ def test_nerface_training_raises_psnr_and_writes_the_test_sequence(run):
 
 
 def test_stopped_nerface_run_resumes(run, root):
-    overrides = [*TINY_4D, "model.name=nerface_resume"]
+    overrides = [*TINY_4D, "model.name=nerface_resume", "datamodule.batch_size=256"]  # steps, not learning
     first = train(compose_train(root, "stopped4d", *overrides, "trainer.max_steps=20"))
     resumed = train(compose_train(root, "new4d", *overrides, "ckpt_path=last", "trainer.max_steps=30"))
     assert resumed["steps"] == 30 and resumed["config"]["run_dir"] == first["config"]["run_dir"]
