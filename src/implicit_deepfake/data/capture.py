@@ -27,11 +27,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from implicit_deepfake.core.errors import DeepfakeError
-from implicit_deepfake.core.io import atomic_path, read_photo, sha256_file, sha256_json, write_json
+from implicit_deepfake.core.io import atomic_path, read_photo, write_json
 from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.data.colmap import build_colmap_dataset, write_target_photo
 from implicit_deepfake.data.sfm import SfmOptions, run_sfm
-from implicit_deepfake.data.video import FRAME_SUFFIXES, frame_files
+from implicit_deepfake.data.video import FRAME_SUFFIXES, clip_sha256, frame_files
 
 log = logging.getLogger(__name__)
 CAPTURE_BUILDER_VERSION = 1
@@ -178,7 +178,7 @@ class CaptureSource(CachedDataset):
                 f"sfm_size={sfm_size} at least 64, min_registered={min_registered} in (0, 1]."
             )
         self.config = {
-            "clip_sha256": self._clip_hash(),
+            "clip_sha256": clip_sha256(self.path),
             **self.limits,
             "sfm": asdict(self.sfm),
             "video_exhaustive_max": self.video_exhaustive_max,
@@ -190,11 +190,6 @@ class CaptureSource(CachedDataset):
     @property
     def target_photo(self) -> Path:
         return self._target_photo or self.root / "famous.jpg"
-
-    def _clip_hash(self) -> str:
-        if self.path.is_dir():
-            return sha256_json([[f.name, sha256_file(f)] for f in frame_files(self.path)])
-        return sha256_file(self.path)
 
     def _build(self, out: Path) -> None:
         cfg, start = self.config, time.perf_counter()

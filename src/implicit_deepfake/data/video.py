@@ -73,6 +73,13 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=_natural_key)
 
 
+def clip_sha256(path: Path) -> str:
+    """A clip's fingerprint: the video file's hash, or a folder's frames' names and hashes."""
+    if path.is_dir():
+        return sha256_json([[f.name, sha256_file(f)] for f in frame_files(path)])
+    return sha256_file(path)
+
+
 def _raw_frames(path: Path, fps: float) -> tuple[float, tuple[int, int], Iterator[np.ndarray]]:
     """(fps, (width, height), frames as HxWx3 uint8) of a video file or a folder of frames."""
     if path.is_dir():
@@ -186,7 +193,7 @@ class VideoSource(CachedDataset):
                 "and leave frames for training."
             )
         self.config = {
-            "clip_sha256": self._clip_hash(),
+            "clip_sha256": clip_sha256(self.path),
             "image_size": image_size,
             "fov": fov,
             "every": every,
@@ -208,11 +215,6 @@ class VideoSource(CachedDataset):
     @property
     def target_photo(self) -> Path:
         return self._target_photo or self.root / "famous.jpg"
-
-    def _clip_hash(self) -> str:
-        if self.path.is_dir():
-            return sha256_json([[f.name, sha256_file(f)] for f in frame_files(self.path)])
-        return sha256_file(self.path)
 
     def _build(self, out: Path) -> None:
         cfg = self.config
