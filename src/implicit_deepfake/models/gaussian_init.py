@@ -44,11 +44,16 @@ def visible_radius(cameras: Cameras, focus: Tensor) -> float:
     return float(distance * math.sin(half_fov))
 
 
-def inside_hull(points: Tensor, cameras: Cameras, alpha: Tensor) -> Tensor:
-    """(P,) True where no view that sees the point has it outside its mask; alpha (M, H, W)."""
+def seen_pixels(points: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel columns x, rows y and whether each view sees each point in front of it, all (M, P)."""
     pix, depth = cameras.project(points)
     x, y = pix[..., 0].floor().long(), pix[..., 1].floor().long()
-    seen = (depth > 0) & (x >= 0) & (x < cameras.width) & (y >= 0) & (y < cameras.height)
+    return x, y, (depth > 0) & (x >= 0) & (x < cameras.width) & (y >= 0) & (y < cameras.height)
+
+
+def inside_hull(points: Tensor, cameras: Cameras, alpha: Tensor) -> Tensor:
+    """(P,) True where no view that sees the point has it outside its mask; alpha (M, H, W)."""
+    x, y, seen = seen_pixels(points, cameras)
     view = torch.arange(len(cameras))[:, None].expand_as(x)
     masked = alpha[view, y.clamp(0, cameras.height - 1), x.clamp(0, cameras.width - 1)] >= _MASK_THRESHOLD
     return (masked | ~seen).all(0)
@@ -123,9 +128,9 @@ def initial_points(
         # the views that see it side-on, where a mask's pixel may just miss it.
         alpha = frames.alpha8[carve, ..., 0].float()[:, None] / 255.0
         grown = torch.nn.functional.max_pool2d(alpha, 2 * margin + 1, stride=1, padding=margin)[:, 0]
-        pix, depth = cameras.project(points)
-        seen = (depth > 0) & (pix >= 0).all(-1) & (pix[..., 0] < cameras.width) & (pix[..., 1] < cameras.height)
-        inside = inside_hull(points, cameras, grown) & seen.any(0)  # a point no view sees is not known inside
+        inside = inside_hull(points, cameras, grown) & seen_pixels(points, cameras)[2].any(
+            0
+        )  # a point no view sees is not known inside
         points, colors = points[inside], colors[inside]
     if len(points) > n:
         keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
