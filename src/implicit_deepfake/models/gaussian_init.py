@@ -128,9 +128,8 @@ def initial_points(
         # the views that see it side-on, where a mask's pixel may just miss it.
         alpha = frames.alpha8[carve, ..., 0].float()[:, None] / 255.0
         grown = torch.nn.functional.max_pool2d(alpha, 2 * margin + 1, stride=1, padding=margin)[:, 0]
-        inside = inside_hull(points, cameras, grown) & seen_pixels(points, cameras)[2].any(
-            0
-        )  # a point no view sees is not known inside
+        seen = seen_pixels(points, cameras)[2].any(0)  # a point no view sees is not known to be inside
+        inside = inside_hull(points, cameras, grown) & seen
         points, colors = points[inside], colors[inside]
     if len(points) > n:
         keep = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
