@@ -38,7 +38,6 @@ TINY_AVATAR_4D = [
     "trainer.max_steps=400",
     "trainer.val_check_interval=200",
     "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=10",
     "model.module.init_points=3000",
     "model.module.offset_start=200",
     "model.module.densify.refine_start_iter=50",

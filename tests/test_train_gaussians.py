@@ -34,7 +34,6 @@ TINY = [
     "trainer.max_steps=200",
     "trainer.val_check_interval=100",
     "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=10",
     "model.module.init_points=2000",
     "model.module.init_opacity=0.1",
     "model.module.sh_degree_interval=10",
@@ -184,7 +183,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, monkeypatch)
         return value * math.nan if calls["n"] > 15 else value
 
     monkeypatch.setattr(lit, "structural_similarity_index_measure", ssim_turning_nan)
-    cfg = tiny_cfg(root, "nan", "model.name=gaussians_nan")
+    cfg = tiny_cfg(root, "nan", "model.name=gaussians_nan", "callbacks.model_checkpoint.every_n_train_steps=10")
     with pytest.raises(DeepfakeError, match=r"loss is nan at step 15.*last.ckpt"):
         train(cfg)
     ckpt = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"

@@ -22,7 +22,6 @@ FAST = [
     "trainer.max_steps=150",
     "trainer.val_check_interval=75",
     "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=10",
     "datamodule.batch_size=1024",
 ]
 # model=nerf as configured, shrunk to a few CPU seconds: narrower MLPs, fewer samples and rays.

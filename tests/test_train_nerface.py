@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import FrameDataModule, RayDataset, bbox_pixels
 from implicit_deepfake.data.expressions import expression_vector
-from implicit_deepfake.evaluation.edit import load_expressions, mouth_change
+from implicit_deepfake.evaluation.edit import edit_expressions, load_expressions, mouth_change
 from implicit_deepfake.lit.nerface import LitNeRFace
 from implicit_deepfake.models.grid_field import ConditionedGridField, MarchedField, OccupancyGrid
 from implicit_deepfake.models.nerf import CoarseFineNeRF, NeRFMLP
@@ -40,8 +41,7 @@ TINY_4D = [
     "trainer.max_steps=200",
     "trainer.val_check_interval=100",
     "trainer.log_every_n_steps=1",
-    "callbacks.model_checkpoint.every_n_train_steps=10",
-    "datamodule.batch_size=2048",
+    "datamodule.batch_size=1024",
 ]
 
 
@@ -169,31 +169,9 @@ def test_mouth_change_separates_inside_from_outside():
 
 
 def test_edit_needs_a_4d_run(root, tmp_path):
-    cfg = compose_train(
-        root,
-        "gs",
-        "data.source.image_size=48",
-        "data.source.n_train=4",
-        "data.source.n_val=1",
-        "data.source.n_test=1",
-        "+data.source.mesh_resolution=64",
-        "swap=none",
-        "logger=csv",
-        "trainer.max_steps=2",
-        "evaluate.orbit_frames=2",
-    )
-    train(cfg)
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose(
-            "evaluate",
-            overrides=[
-                f"paths.root_dir={root}",
-                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                "edit.expressions_from=0",
-            ],
-        )
+    module = instantiate(compose_train(root, "gs", "swap=none").model.module)  # the 3D default
     with pytest.raises(DeepfakeError, match="needs an expression-conditioned run"):
-        evaluate(edit_cfg, tmp_path)
+        edit_expressions(module, None, 0, tmp_path)
 
 
 def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):

@@ -7,6 +7,7 @@ box, so the descriptor sees the face aligned the way it was trained.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -33,6 +34,17 @@ def dlib_model_path(filename: str) -> str:
     return path
 
 
+@functools.cache
+def _dlib_models(shape_predictor: str) -> tuple:
+    """(shape predictor, face recognizer), loaded once per process: loading takes ~0.6 s."""
+    import dlib
+
+    return (
+        dlib.shape_predictor(dlib_model_path(_PREDICTORS[shape_predictor])),
+        dlib.face_recognition_model_v1(dlib_model_path(_RECOGNITION)),
+    )
+
+
 class DlibEmbedder(FaceEmbedder):
     """dlib face descriptor of the largest face; Euclidean distance, same person under 0.6.
 
@@ -49,16 +61,13 @@ class DlibEmbedder(FaceEmbedder):
         num_jitters: int = 0,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
-        import dlib
-
         if shape_predictor not in _PREDICTORS:
             raise DeepfakeError(
                 f"identity.shape_predictor must be one of {sorted(_PREDICTORS)}, got {shape_predictor!r}"
             )
         self.shape_predictor = shape_predictor
         self.num_jitters = num_jitters
-        self._predictor = dlib.shape_predictor(dlib_model_path(_PREDICTORS[shape_predictor]))
-        self._recognizer = dlib.face_recognition_model_v1(dlib_model_path(_RECOGNITION))
+        self._predictor, self._recognizer = _dlib_models(shape_predictor)
         self._landmarker = landmarker or FaceLandmarker()
 
     def __reduce__(self) -> tuple:
