@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from implicit_deepfake.faces.landmarks import FaceLandmarker
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import ColourTransfer, pyramid_blend, silhouette_alpha, skin_weight, to_lab
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import yaw_landmarks
+from tests.test_landmark_swap import _sunglasses, yaw_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,29 @@ def test_skin_weight_drops_the_fringe_and_keeps_the_features(landmarker: FaceLan
     # The hair above the face, and the white background beside it, are out.
     x0, y0, x1, _y1 = landmarker.detect(photo).bbox.astype(int)
     assert weight[max(0, y0 - 20) : y0, x0:x1].mean() < 0.1
+
+
+def test_skin_weight_keeps_an_eye_with_a_large_dark_iris_and_drops_a_dark_lens(landmarker: FaceLandmarker) -> None:
+    photo = load_photo("astronaut")
+    landmarks = landmarker.detect(photo).landmarks
+    eyes = photo.copy()
+    columns = np.arange(photo.shape[1])[None, :]
+    for outline in EYE_OUTLINES:  # each eye: a dark iris across 70% of its width, white at both corners
+        points = landmarks[list(outline), :2]
+        hull = np.zeros(photo.shape[:2], np.uint8)
+        cv2.fillConvexPoly(hull, np.round(cv2.convexHull(points)).astype(np.int32), (1,))
+        left, right = points[:, 0].min(), points[:, 0].max()
+        white = (columns < left + 0.15 * (right - left)) | (columns > right - 0.15 * (right - left))
+        eyes[(hull > 0) & ~white] = (40, 30, 30)
+        eyes[(hull > 0) & white] = (225, 220, 215)
+    centres = [np.round(landmarks[list(outline), :2].mean(0)).astype(int) for outline in EYE_OUTLINES]
+    # Kept as eyes (measured 1.0; judged by their median, one read as a lens: 0.06) ...
+    weight = skin_weight(eyes, landmarks)
+    assert min(weight[y, x] for x, y in centres) > 0.85
+    # ... while a lens, dark all over, is left to the skin test, which drops it.
+    lenses = _sunglasses(photo, landmarks)
+    weight = skin_weight(lenses, landmarker.detect(lenses).landmarks)
+    assert max(weight[y, x] for x, y in centres) < 0.2
 
 
 def _perimeter(mask: np.ndarray) -> float:

@@ -1,9 +1,10 @@
 """Seam-free compositing of a warped face into a frame: what a person sees as a pasted mask is
 removed here, in four steps, each its own function.
 
-- `skin_weight`: which of the target photo's pixels are its skin. A Gaussian in LAB fitted on the
-  target's own cheeks and nose; the eyes, brows, nose and lips are always kept. Hair over the
-  forehead, glasses rims and background beside a cheek fall out, and the frame shows there.
+- `skin_weight`: which of the target photo's pixels are its skin. Gaussians in LAB fitted on the
+  target's own cheeks and nose, and on its whole face below the eyes (its shaded side, its blush);
+  the eyes, brows, nose and lips are always kept. Hair over the forehead, glasses rims and
+  background beside a cheek fall out, and the frame shows there.
 - `silhouette_alpha`: the blend mask from the face mesh's silhouette in the frame (every
   front-facing triangle, edge-on ones included, smoothed), feathered by distance to its edge, so
   no triangle edge or dropped triangle shows in it; the frame's open mouth and its eyes (inside the
@@ -27,11 +28,16 @@ import cv2
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
+from implicit_deepfake.faces.landmarks import face_oval_indices
+
 # ColourTransfer's gain bounds per LAB channel (lightness, a, b).
 _GAIN_LOW = np.array([0.67, 0.5, 0.5])
 _GAIN_HIGH = np.array([1.5, 2.0, 2.0])
-# A feature whose median lightness is below this share of the skin's is covered (dark lenses).
+# A feature whose brightest tenth is darker than this share of the skin's lightness is covered (dark lenses).
 _COVERED_FEATURE = 0.45
+# The share of the lower face's pixels, nearest its own skin Gaussian, that the Gaussian is refitted on.
+_SKIN_TRIM = 0.6
+_LOWER_LIDS = (145, 374)  # mesh landmarks: the middle of each lower eyelid
 # Mesh landmarks on the cheeks and the nose: where the target's skin colour is sampled.
 SKIN_SAMPLES = (50, 280, 205, 425, 187, 411, 117, 346, 101, 330, 36, 266, 4, 5, 195, 197, 45, 275)
 
@@ -59,36 +65,57 @@ def face_size(landmarks: np.ndarray) -> float:
     return float(np.max(np.ptp(landmarks[:, :2], 0)))
 
 
+def _skin_gaussian(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and inverse covariance of LAB skin samples (N, 3), with a floor on each spread (uint8 LAB
+    units): a flat-lit photo must not call its own shading "not skin"."""
+    covariance = np.cov(samples.T) + np.diag([36.0, 4.0, 4.0])
+    return samples.mean(0), np.linalg.inv(covariance)
+
+
+def _mahalanobis(lab: np.ndarray, mean: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    offset = lab - mean
+    return np.sqrt(np.einsum("...i,ij,...j->...", offset, inverse, offset))
+
+
 def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0)) -> np.ndarray:
     """HxW float32 in [0, 1]: how surely each pixel of `image` (HxWx3 uint8) is the face's skin.
 
-    LAB Mahalanobis distance to the skin samples' Gaussian: 1 below threshold[0] standard deviations,
-    0 beyond threshold[1]; 1 inside each feature's hull (eyes, brows, nose, lips) and in holes the
-    skin encloses. The skin region is then opened (specks), eroded (its edge moves inside the skin,
-    so no hair bleeds in through the soft edge) and smoothed, so it never cuts a hard edge."""
+    The LAB Mahalanobis distance to the nearer of two skin Gaussians: one fitted on patches at the
+    cheeks and the nose, one on the face oval below the eyes without its features, trimmed to its
+    nearest _SKIN_TRIM share thrice (a beard or a shadow falls out of that fit, while a side-lit
+    face's shaded half and a cheek's blush stay in); 1 below threshold[0] standard
+    deviations, 0 beyond threshold[1]; 1 inside each feature's hull (eyes, brows, nose, lips) and in
+    holes the skin encloses. The skin region is then opened (specks), eroded (its edge moves inside
+    the skin, so no hair bleeds in through the soft edge) and smoothed, so it never cuts a hard edge."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
-    samples = []
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    patches = []
     for x, y in landmarks[list(SKIN_SAMPLES), :2].astype(int):
         patch = lab[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
-        samples.append(patch.reshape(-1, 3))
-    samples = np.concatenate(samples)
-    mean = samples.mean(0)
-    # A floor on each spread (uint8 LAB units): a flat-lit photo must not call its own shading "not skin".
-    covariance = np.cov(samples.T) + np.diag([36.0, 4.0, 4.0])
-    offset = lab.reshape(-1, 3) - mean
-    distance = np.sqrt(np.einsum("ni,ij,nj->n", offset, np.linalg.inv(covariance), offset)).reshape(image.shape[:2])
+        patches.append(patch.reshape(-1, 3))
+    mean, inverse = _skin_gaussian(np.concatenate(patches))
+    hulls = [_hull_mask(landmarks[region, :2], image.shape[:2]) for region in feature_regions()]
+    oval = _hull_mask(landmarks[face_oval_indices(), :2], image.shape[:2], convex=False)
+    region = (oval > 0) & (cv2.dilate(np.bitwise_or.reduce(hulls), kernel) == 0)
+    region[: int(landmarks[list(_LOWER_LIDS), 1].max())] = False  # hair and glasses seldom reach below the eyes
+    samples = lab[region]
+    distance = _mahalanobis(lab, mean, inverse)
+    if len(samples) > 50:
+        oval_mean, oval_inverse = _skin_gaussian(samples)
+        for _ in range(3):
+            near = _mahalanobis(samples, oval_mean, oval_inverse)
+            oval_mean, oval_inverse = _skin_gaussian(samples[near <= np.quantile(near, _SKIN_TRIM)])
+        distance = np.minimum(distance, _mahalanobis(lab, oval_mean, oval_inverse))
     low, high = threshold
-    weight = np.clip((high - distance) / (high - low), 0.0, 1.0).astype(np.float32)
+    weight: np.ndarray = np.clip((high - distance) / (high - low), 0.0, 1.0).astype(np.float32)
     features = np.zeros(image.shape[:2], np.uint8)
-    for region in feature_regions():
-        hull = np.zeros(image.shape[:2], np.uint8)
-        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), (1,))
+    for hull in hulls:
         # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
-        if np.median(lab[..., 0][hull > 0]) >= _COVERED_FEATURE * mean[0]:
+        # Its brightest tenth decides, not its median: an eye's white stays bright beside a large dark iris.
+        if np.percentile(lab[..., 0][hull > 0], 90) >= _COVERED_FEATURE * mean[0]:
             features |= hull
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, kernel)
     # Hair, rims and background reach in from the face's border; what skin encloses is the face's own
     # (a shadow under an eye, a dark eye itself), and stays.
@@ -96,6 +123,17 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
     return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size))
+
+
+def _hull_mask(points: np.ndarray, shape: tuple[int, ...], convex: bool = True) -> np.ndarray:
+    """HxW uint8, 1 inside the polygon (its convex hull by default) through `points` (P, 2)."""
+    mask = np.zeros(shape, np.uint8)
+    polygon = np.round(points).astype(np.int32)
+    if convex:
+        cv2.fillConvexPoly(mask, cv2.convexHull(polygon), (1,))
+    else:
+        cv2.fillPoly(mask, [polygon], (1,))
+    return mask
 
 
 def silhouette_alpha(
