@@ -14,7 +14,8 @@ under the same config apart from `model=`:
 - viewer.html's size (the 4D player for gaussian_avatar; nerface has no page);
 - an expression edit, `evaluate.py edit.expressions_from=...`: jaw_open = 1 on the synthetic head, on
   a real clip the training frame whose expression lies farthest from the mean; the mean change
-  (0-255) in the mouth region and outside it (edit.json).
+  (0-255) in the mouth region and outside it (edit.json). On the synthetic head, also the right
+  answer: its (unswapped) head re-rendered at the test frames with jaw_open = 1, measured the same way.
 
 Prints a markdown table. The CPU may be shared: timings say what this machine did at the time.
 """
@@ -42,6 +43,39 @@ def _jaw_file(work: Path) -> str:
     path = work / "jaw_open.npy"
     np.save(path, expression_vector(jaw_open=1.0))
     return str(path)
+
+
+def _true_jaw_edit(work: Path) -> str:
+    """The right answer on data=synthetic4d: its head (the base, unswapped) rendered at the test frames
+    with their own expressions and with jaw_open = 1, measured as the edit is: "mouth / rest"."""
+    from implicit_deepfake.data.blender import SPLITS
+    from implicit_deepfake.data.expressions import ExpressionRig, expression_vector
+    from implicit_deepfake.data.synthetic4d import (
+        SyntheticTalkingHeadSource,
+        head_cameras,
+        make_background,
+        render_frame,
+        talking_sequence,
+    )
+    from implicit_deepfake.data.synthetic_orbit import synthetic_head
+    from implicit_deepfake.evaluation.edit import mouth_change, mouth_mask
+    from implicit_deepfake.faces.landmarks import FaceLandmarker
+
+    cfg = SyntheticTalkingHeadSource(str(work / "unused")).config  # the default dataset's settings
+    counts = [cfg["counts"][split] for split in SPLITS]
+    poses, expressions = talking_sequence(sum(counts), cfg["seed"], cfg["yaw_deg"], cfg["pitch_deg"], cfg["roll_deg"])
+    cameras = head_cameras(poses, cfg["image_size"], cfg["camera_angle_x"], cfg["distance"])
+    background = make_background(cfg["image_size"], cfg["seed"])
+    avatar = synthetic_head(cfg["mesh_resolution"])
+    rig, landmarker, changes = ExpressionRig.for_avatar(avatar), FaceLandmarker(), []
+    jaw_open = rig.apply(avatar, expression_vector(jaw_open=1.0))
+    for k in range(sum(counts[:-1]), sum(counts)):
+        before = render_frame(rig.apply(avatar, expressions[k]), cameras[k], background, cfg["supersample"])
+        after = render_frame(jaw_open, cameras[k], background, cfg["supersample"])
+        face = landmarker.detect(before)
+        if face is not None:
+            changes.append(mouth_change(before, after, mouth_mask(face.landmarks, before.shape[:2])))
+    return f"{np.mean([c['mouth'] for c in changes]):.1f} / {np.mean([c['outside'] for c in changes]):.1f}"
 
 
 def _farthest_frame(run_dir: Path, log_dir: Path) -> str:
@@ -113,6 +147,8 @@ def main() -> None:
     print("|" + "---|" * len(rows[0]))
     for row in rows:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")
+    if args.data == "synthetic4d":
+        print("\nThe jaw-open edit's right answer (the base head re-rendered): mouth / rest", _true_jaw_edit(args.work))
 
 
 if __name__ == "__main__":

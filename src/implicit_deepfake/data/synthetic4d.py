@@ -100,6 +100,13 @@ def face_bbox(avatar: Avatar, camera: Cameras) -> list[float]:
     return landmark_bbox(pix[0].numpy(), camera.width, camera.height)
 
 
+def render_frame(posed: Avatar, camera: Cameras, background: np.ndarray, supersample: int) -> np.ndarray:
+    """One frame of the talking head: the posed avatar over the background, HxWx3 uint8."""
+    rgba, _ = render_avatar(posed, camera, supersample)
+    alpha = rgba[0, ..., 3:].astype(np.float32) / 255.0
+    return (rgba[0, ..., :3] * alpha + background * (1 - alpha) + 0.5).astype(np.uint8)
+
+
 class SyntheticTalkingHeadSource(SyntheticAvatarSource):
     """The built 4D default dataset under `root`; `prepare()` builds it when missing or stale."""
 
@@ -156,9 +163,7 @@ class SyntheticTalkingHeadSource(SyntheticAvatarSource):
             frames = []
             for i, k in enumerate(tqdm(range(first, end), desc=f"render {split}", unit="frame")):
                 posed = rig.apply(avatar, expressions[k])
-                rgba, _ = render_avatar(posed, cameras[int(k)], cfg["supersample"])
-                alpha = rgba[0, ..., 3:].astype(np.float32) / 255.0
-                rgb = (rgba[0, ..., :3] * alpha + background * (1 - alpha) + 0.5).astype(np.uint8)
+                rgb = render_frame(posed, cameras[int(k)], background, cfg["supersample"])
                 write_png(out / split / f"f_{i:04d}.png", rgb, Source="synthetic talking avatar of grace_hopper.jpg")
                 frames.append(
                     {
