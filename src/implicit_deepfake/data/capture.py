@@ -31,6 +31,7 @@ from implicit_deepfake.core.io import atomic_path, read_photo, write_json
 from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.data.colmap import build_colmap_dataset, write_target_photo
 from implicit_deepfake.data.sfm import SfmOptions, run_sfm
+from implicit_deepfake.data.source import GivenTargetPhoto
 from implicit_deepfake.data.video import FRAME_SUFFIXES, clip_sha256, frame_files
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def read_photos(folder: Path, size: int) -> list[tuple[int, float, np.ndarray]]:
     return photos
 
 
-class CaptureSource(CachedDataset):
+class CaptureSource(GivenTargetPhoto, CachedDataset):
     """The multi-view dataset reconstructed from the video or photos at `path`, cached under `root`."""
 
     name = "capture"
@@ -147,7 +148,7 @@ class CaptureSource(CachedDataset):
         target_photo: str | None = None,
     ) -> None:
         self.path, self.root = Path(path), Path(root)
-        self._target_photo = Path(target_photo) if target_photo else None
+        self.given_target_photo = Path(target_photo) if target_photo else None
         self.limits: dict[str, Any] = {
             "frames": frames,
             "sfm_size": sfm_size,
@@ -186,10 +187,6 @@ class CaptureSource(CachedDataset):
             "builder_version": CAPTURE_BUILDER_VERSION,
         }
         return super().prepare()
-
-    @property
-    def target_photo(self) -> Path:
-        return self._target_photo or self.root / "famous.jpg"
 
     def _build(self, out: Path) -> None:
         cfg, start = self.config, time.perf_counter()

@@ -41,6 +41,7 @@ from implicit_deepfake.data.colmap_model import (
     transform_points,
 )
 from implicit_deepfake.data.person_masks import PersonSegmenter, fuse_masks
+from implicit_deepfake.data.source import GivenTargetPhoto
 from implicit_deepfake.data.sparse_points import SPARSE_POINTS, write_points_ply
 from implicit_deepfake.data.synthetic import TARGET_PHOTO
 from implicit_deepfake.faces.landmarks import FaceLandmarker
@@ -181,7 +182,7 @@ def scene_fingerprint(scene: Path, images: str | None) -> dict[str, Any]:
     return {"model": {p.name: sha256_file(p) for p in files}, "frames_sha256": sha256_json(frames)}
 
 
-class ColmapSource(CachedDataset):
+class ColmapSource(GivenTargetPhoto, CachedDataset):
     """The dataset made from the COLMAP scene at `path`, cached under `root`."""
 
     name = "colmap"
@@ -201,7 +202,7 @@ class ColmapSource(CachedDataset):
         target_photo: str | None = None,
     ) -> None:
         self.path, self.root = Path(path), Path(root)
-        self._target_photo = Path(target_photo) if target_photo else None
+        self.given_target_photo = Path(target_photo) if target_photo else None
         self.options: dict[str, Any] = {
             "images": images,
             "image_size": image_size,
@@ -229,10 +230,6 @@ class ColmapSource(CachedDataset):
             "builder_version": COLMAP_BUILDER_VERSION,
         }
         return super().prepare()
-
-    @property
-    def target_photo(self) -> Path:
-        return self._target_photo or self.root / "famous.jpg"
 
     def _build(self, out: Path) -> None:
         report = build_colmap_dataset(self.path, out, **self.options)

@@ -26,6 +26,7 @@ from implicit_deepfake.data.blender import (
     read_split_index,
     transforms_path,
 )
+from implicit_deepfake.data.source import GivenTargetPhoto
 from implicit_deepfake.render.cameras import Cameras
 
 EXPRESSION_DIM = 76  # NeRFace's expression vectors
@@ -158,18 +159,14 @@ def load_nerface_split(root: str | Path, split: str, downscale: int = 1) -> Nerf
     )
 
 
-class NerfaceSource:
+class NerfaceSource(GivenTargetPhoto):
     """A NeRFace-format video on disk (one person's sequence) plus the target photo to swap in."""
 
     name = "nerface"
 
     def __init__(self, root: str, target_photo: str | None = None) -> None:
         self.root = Path(root)
-        self._target_photo = Path(target_photo) if target_photo else None
-
-    @property
-    def target_photo(self) -> Path:
-        return self._target_photo or self.root / "famous.jpg"
+        self.given_target_photo = Path(target_photo) if target_photo else None
 
     def prepare(self) -> Path:
         missing = [p.name for p in (transforms_path(self.root, s) for s in SPLITS) if not p.is_file()]

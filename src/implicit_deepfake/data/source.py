@@ -34,6 +34,17 @@ class DatasetSource(Protocol):
     def prepare(self) -> Path: ...
 
 
+class GivenTargetPhoto:
+    """For a source that takes `target_photo=<path>`: that photo, else <root>/famous.jpg (the data's own)."""
+
+    root: Path
+    given_target_photo: Path | None = None
+
+    @property
+    def target_photo(self) -> Path:
+        return self.given_target_photo or self.root / "famous.jpg"
+
+
 class BlenderSource:
     """A Blender/NeRF-synthetic dataset on disk (e.g. the paper's "tina" head) plus famous.jpg."""
 

@@ -33,6 +33,7 @@ from implicit_deepfake.data.blender import SPLITS, write_split_index
 from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.data.face_tracking import head_mask, median_background, track_head
 from implicit_deepfake.data.nerface import BACKGROUND_FILES, landmark_bbox
+from implicit_deepfake.data.source import GivenTargetPhoto
 from implicit_deepfake.data.synthetic import TARGET_PHOTO
 from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
 from implicit_deepfake.render.cameras import Cameras
@@ -148,7 +149,7 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> dict[str,
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-class VideoSource(CachedDataset):
+class VideoSource(GivenTargetPhoto, CachedDataset):
     """A NeRFace-format dataset tracked from the clip at `path`, cached under `root`."""
 
     name = "video"
@@ -177,7 +178,7 @@ class VideoSource(CachedDataset):
         target_photo: str | None = None,
     ) -> None:
         self.path, self.root = Path(path), Path(root)
-        self._target_photo = Path(target_photo) if target_photo else None
+        self.given_target_photo = Path(target_photo) if target_photo else None
         if not self.path.exists():
             raise DeepfakeError(
                 f"data.path={self.path}: no such file or folder. Give a video file or a folder of frames."
@@ -211,10 +212,6 @@ class VideoSource(CachedDataset):
             "max_dropped": max_dropped,
             "builder_version": VIDEO_BUILDER_VERSION,
         }
-
-    @property
-    def target_photo(self) -> Path:
-        return self._target_photo or self.root / "famous.jpg"
 
     def _build(self, out: Path) -> None:
         cfg = self.config
