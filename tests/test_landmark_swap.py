@@ -11,7 +11,7 @@ from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker, face
 from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
-from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
+from implicit_deepfake.swap.landmark import LANDMARK_SWAP_VERSION, LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
 
 NOSE_TIP = 1
@@ -185,6 +185,7 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
     config = LandmarkSwapper(blend="poisson", color_transfer=False, landmarker=landmarker).config()
     assert config == {
         "name": "landmark",
+        "version": LANDMARK_SWAP_VERSION,  # in the swap cache's fingerprint: a new version swaps again
         "blend": "poisson",
         "color_transfer": False,
         "feather": 0.08,

@@ -42,6 +42,8 @@ from implicit_deepfake.swap.compositing import (
 )
 
 _BLENDS = ("pyramid", "feather", "poisson")
+# Raised when the same settings make other pixels, so a swap cached by an older version is redone.
+LANDMARK_SWAP_VERSION = 2  # 2: the skin model's fit below the eyes and the dark-lens rule (2026-12-07)
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -200,6 +202,7 @@ class LandmarkSwapper(FaceSwapper):
     def config(self) -> dict:
         return {
             "name": self.name,
+            "version": LANDMARK_SWAP_VERSION,
             "blend": self.blend,
             "color_transfer": self.color_transfer,
             "feather": self.feather,
