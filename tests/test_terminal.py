@@ -12,12 +12,14 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
 
+from implicit_deepfake.core import quiet
 from implicit_deepfake.lit.progress import format_stats
 from implicit_deepfake.reports.run_table import print_run_summary, short_lpips_reason
 from tests.conftest import REPO
@@ -125,6 +127,33 @@ def test_train_py_on_a_terminal_shows_a_step_bar_and_ends_with_the_summary_table
         assert row in table, row
     (run_dir,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert (run_dir / "summary.png").is_file()
+
+
+def _filtered(*chunks: bytes) -> bytes:
+    """What the stderr filter lets through of `chunks`, each one read of the pipe."""
+    read_fd, write_fd = os.pipe()
+    out_read, out_write = os.pipe()
+    for chunk in chunks:
+        os.write(write_fd, chunk)
+        if chunk is not chunks[-1]:
+            time.sleep(0.05)  # its own read
+    os.close(write_fd)
+    quiet._forward(read_fd, out_write)
+    os.close(out_write)
+    with os.fdopen(out_read, "rb") as out:
+        return out.read()
+
+
+def test_a_native_line_written_right_after_a_progress_bar_goes_and_the_bar_stays():
+    native = b"W0000 00:00:1796609082.161617    7040 inference_feedback_manager.cc:114] Feedback manager\n"
+    bar = b"\rswap [none]:   8%|8         | 1/12 [00:03<00:42,  3.86s/frame]"
+    # Seen on a loaded machine: the bar has no newline, so mediapipe's line starts in the bar's line.
+    assert _filtered(bar + native + b"\rswap [none]:  42%") == bar + b"\rswap [none]:  42%"
+    # The same, the native line cut by the reads (after its first letter, inside its date).
+    assert _filtered(bar + b"W", native[1:20], native[20:]) == bar
+    assert _filtered(b"our line\n", b"W0000 00:00:1.5", b"  13 f.cc:1] x\n", b"I said W1 is fine\n") == (
+        b"our line\nI said W1 is fine\n"
+    )
 
 
 def test_native_noise_and_lightning_chatter_go_but_our_warnings_errors_and_tracebacks_stay():

@@ -13,14 +13,16 @@ import threading
 import warnings
 
 # absl/glog info and warning lines ("W0000 00:00:1796173151.385784   13246 file.cc:114] ..."), and
-# TF Lite's and absl's start-up lines, written by mediapipe's C++ straight to file descriptor 2.
+# TF Lite's and absl's start-up lines, written by mediapipe's C++ straight to file descriptor 2: at a
+# line's start, or right after a progress bar that has no newline of its own.
 NATIVE_NOISE = re.compile(
-    rb"^(?:[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
+    rb"[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
     rb"|INFO: Created TensorFlow Lite XNNPACK delegate"
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
 )
-# A chunk that ends inside what may be such a line waits for the rest of it.
-NOISE_START = re.compile(rb"^(?:[IW]\d|INFO: |WARNING: All)")
+# Where such a line may begin in a chunk that ends before its newline: from there on it waits for the rest.
+NOISE_START = re.compile(rb"[IW]\d|INFO: |WARNING: All")
+_NOISE_PREFIXES = (b"INFO: ", b"WARNING: All", b"I0", b"W0")
 LITLOGGER_TIP = "litlogger"
 _native_filter: threading.Thread | None = None
 
@@ -36,18 +38,34 @@ def quiet_python_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+def _held_from(unfinished: bytes) -> int:
+    """Where a native noise line may begin in a chunk's unfinished last line (its end if nowhere)."""
+    match = NOISE_START.search(unfinished)
+    if match:
+        return match.start()
+    for start in range(max(0, len(unfinished) - 12), len(unfinished)):  # a start cut short by the chunk
+        if any(prefix.startswith(unfinished[start:]) for prefix in _NOISE_PREFIXES):
+            return start
+    return len(unfinished)
+
+
 def _forward(read_fd: int, write_fd: int) -> None:
     """Copy the pipe to the real stderr, without the native noise lines."""
     pending = b""
     while chunk := os.read(read_fd, 65536):
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        kept = [line + b"\n" for line in lines if not NATIVE_NOISE.match(line.lstrip(b"\r"))]
-        if pending and not NOISE_START.match(pending):  # a prompt or a bar without its newline yet
-            kept.append(pending)
-            pending = b""
-        if kept:
-            os.write(write_fd, b"".join(kept))
+        kept = []
+        for line in lines:
+            noise = NATIVE_NOISE.search(line)
+            if noise is None:
+                kept.append(line + b"\n")
+            elif line[: noise.start()].strip(b"\r"):  # a bar the native line was written after: the bar stays
+                kept.append(line[: noise.start()])
+        held = _held_from(pending)  # a prompt or a bar without its newline yet goes now, a native line waits
+        kept.append(pending[:held])
+        pending = pending[held:]
+        os.write(write_fd, b"".join(kept))
     if pending:
         os.write(write_fd, pending)
     os.close(read_fd)
