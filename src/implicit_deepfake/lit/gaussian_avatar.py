@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from implicit_deepfake.core.errors import DeepfakeError
@@ -28,7 +28,13 @@ from implicit_deepfake.data.datamodule import Frames, batch_cameras
 from implicit_deepfake.lit.base import trainer_datamodule
 from implicit_deepfake.lit.gaussians import LitGaussians
 from implicit_deepfake.lit.pose_correction import PoseCorrection
-from implicit_deepfake.lit.talking_head import background_at, foreground_masks, frozen, talking_head_frames
+from implicit_deepfake.lit.talking_head import (
+    TalkingHeadState,
+    background_at,
+    foreground_masks,
+    frozen,
+    talking_head_frames,
+)
 from implicit_deepfake.models.gaussian_avatar import (
     OFFSET_NAMES,
     ExpressionCloud,
@@ -55,7 +61,7 @@ def bbox_weights(bbox: Tensor | None, height: int, width: int, weight: float) ->
     return weights / weights.mean()
 
 
-class LitGaussianAvatar(LitGaussians):
+class LitGaussianAvatar(TalkingHeadState, LitGaussians):
     """LitGaussians' arguments, and: expression_dims (the dataset's expression length); code_dims (K,
     offsets per Gaussian) with code_lr (the expression -> code map); offset_lr per offset tensor
     (means_offsets scaled by the scene, like means); offset_start (steps before the offsets join);
@@ -64,8 +70,6 @@ class LitGaussianAvatar(LitGaussians):
     (LitNeRFace's)."""
 
     cloud: ExpressionCloud
-    train_expressions: Tensor
-    background_image: Tensor
     pose_center: Tensor
 
     def __init__(
@@ -93,10 +97,7 @@ class LitGaussianAvatar(LitGaussians):
             )
         self.cloud = ExpressionCloud(self.hparams.sh_degree, code_dims, rasterizer=self.hparams.rasterizer)
         self.code = ExpressionCode(expression_dims, code_dims, latent_dims)
-        self.latents = nn.Parameter(torch.zeros(0, latent_dims))
-        self.pose_correction = PoseCorrection(0)  # one per training frame with pose_refine
-        self.register_buffer("train_expressions", torch.zeros(0, expression_dims))
-        self.register_buffer("background_image", torch.ones(1, 1, 3))
+        self.init_talking_head(expression_dims, latent_dims)
         self.register_buffer("pose_center", torch.zeros(3))
         self._bboxes: Tensor | None = None  # the training frames' face boxes (F, 4), for the loss's weights
         self._bbox_weight = 0.9
@@ -106,17 +107,12 @@ class LitGaussianAvatar(LitGaussians):
         if stage == "fit":
             datamodule = trainer_datamodule(self.trainer)
             frames = talking_head_frames(datamodule, "gaussian_avatar", self.hparams.expression_dims)
-            assert frames.expressions is not None and frames.background_image is not None  # checked there
             if datamodule.mode != "images" or datamodule.batch_size != 1:
                 raise DeepfakeError(
                     "model=gaussian_avatar trains on one whole frame per step (each frame poses the Gaussians "
                     "its own way): set datamodule.mode=images datamodule.batch_size=1."
                 )
-            self.latents = nn.Parameter(torch.zeros(len(frames), self.hparams.latent_dims, device=self.device))
-            if self.hparams.pose_refine:
-                self.pose_correction = PoseCorrection(len(frames)).to(self.device)
-            self.train_expressions = frames.expressions.to(self.device)
-            self.background_image = frames.background_image.to(self.device)
+            self.hold_training_frames(frames, self.hparams.latent_dims, self.hparams.pose_refine)
             self._bboxes, self._bbox_weight = frames.bboxes, datamodule.bbox_weight
         super().setup(stage)
 
@@ -140,11 +136,7 @@ class LitGaussianAvatar(LitGaussians):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        self.latents = nn.Parameter(torch.zeros_like(state["latents"]))
-        self.pose_correction = PoseCorrection(len(state["pose_correction.params"]))
-        self.train_expressions = torch.zeros_like(state["train_expressions"])
-        self.background_image = torch.zeros_like(state["background_image"])
+        self.shape_like(checkpoint["state_dict"])
 
     def optimized(self) -> dict[str, tuple[list[Tensor], float]]:
         scale = float(self.scene_scale)

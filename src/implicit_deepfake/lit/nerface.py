@@ -23,19 +23,22 @@ from implicit_deepfake.data.datamodule import Frames, RayDataset
 from implicit_deepfake.lit.base import trainer_datamodule
 from implicit_deepfake.lit.nerf import LitNeRF
 from implicit_deepfake.lit.pose_correction import PoseCorrection
-from implicit_deepfake.lit.talking_head import background_at, foreground_masks, frozen, talking_head_frames
+from implicit_deepfake.lit.talking_head import (
+    TalkingHeadState,
+    background_at,
+    foreground_masks,
+    frozen,
+    talking_head_frames,
+)
 from implicit_deepfake.render.cameras import Cameras
 
 
-class LitNeRFace(LitNeRF):
+class LitNeRFace(TalkingHeadState, LitNeRF):
     """expression_dims: the dataset's expression length (NeRFace: 76); latent_dims: per-frame latent
     code length; latent_lr: its learning rate; latent_weight: weight of the codes' L2 norm in the
     loss. The model's field must take condition_dims = expression_dims + latent_dims. pose_refine:
     learn a pose correction per training frame, with pose_lr and pose_weight (the corrections' L2
     norm in the loss)."""
-
-    train_expressions: Tensor
-    background_image: Tensor
 
     def __init__(
         self,
@@ -52,32 +55,18 @@ class LitNeRFace(LitNeRF):
         **kwargs,
     ) -> None:
         super().__init__(model, optimizer, lr, **kwargs)
-        self.latents = nn.Parameter(torch.zeros(0, latent_dims))
-        self.pose_correction = PoseCorrection(0)  # one per training frame with pose_refine
-        self.register_buffer("train_expressions", torch.zeros(0, expression_dims))
-        self.register_buffer("background_image", torch.ones(1, 1, 3))
+        self.init_talking_head(expression_dims, latent_dims)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage != "fit":
             return
         frames = talking_head_frames(trainer_datamodule(self.trainer), "nerface", self.hparams.expression_dims)
-        assert frames.expressions is not None and frames.background_image is not None  # checked there
-        self.latents = nn.Parameter(torch.zeros(len(frames), self.hparams.latent_dims, device=self.device))
-        if self.hparams.pose_refine:
-            self.pose_correction = PoseCorrection(len(frames)).to(self.device)
-        self.train_expressions = frames.expressions.to(self.device)
-        self.background_image = frames.background_image.to(self.device)
+        self.hold_training_frames(frames, self.hparams.latent_dims, self.hparams.pose_refine)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        self.latents = nn.Parameter(torch.zeros_like(state["latents"]))
-        # Runs from before pose refinement have no corrections.
-        state.setdefault("pose_correction.params", torch.zeros(0, 6))
-        self.pose_correction = PoseCorrection(len(state["pose_correction.params"]))
-        self.train_expressions = torch.zeros_like(state["train_expressions"])
-        self.background_image = torch.zeros_like(state["background_image"])
+        self.shape_like(checkpoint["state_dict"])
 
     def carving_masks(self, frames: Frames, views: Tensor) -> Tensor:
         """The frames are opaque (alpha 1): their foreground against the background image instead."""

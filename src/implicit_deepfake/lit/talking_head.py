@@ -1,6 +1,7 @@
 """What the 4D models (`model=nerface`, `model=gaussian_avatar`) share about a talking-head video:
-the checked training frames, their foreground against the static background image, the background
-image at a render's size, and the model held frozen while test frames' poses are fitted."""
+the checked training frames and the state each model keeps of them, their foreground against the
+static background image, the background image at a render's size, and the model held frozen while
+test frames' poses are fitted."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.datamodule import FrameDataModule, Frames
+from implicit_deepfake.lit.pose_correction import PoseCorrection
 
 # A pixel is foreground where a channel differs from the background image by more than this.
 _FOREGROUND_THRESHOLD = 0.06
@@ -35,6 +37,41 @@ def talking_head_frames(datamodule: FrameDataModule, model: str, expression_dims
             f"for {expression_dims}: set model.module.expression_dims={frames.expressions.shape[1]}."
         )
     return frames
+
+
+class TalkingHeadState(nn.Module):
+    """A 4D LightningModule's mixin (before its scene base class): a latent code and a pose correction
+    per training frame, the training frames' expressions and the background image (buffers: checkpoints
+    carry them), empty until sized from the training frames at fit or from a checkpoint at load."""
+
+    latents: nn.Parameter
+    pose_correction: PoseCorrection
+    train_expressions: Tensor
+    background_image: Tensor
+
+    def init_talking_head(self, expression_dims: int, latent_dims: int) -> None:
+        self.latents = nn.Parameter(torch.zeros(0, latent_dims))
+        self.pose_correction = PoseCorrection(0)  # one per training frame with pose_refine
+        self.register_buffer("train_expressions", torch.zeros(0, expression_dims))
+        self.register_buffer("background_image", torch.ones(1, 1, 3))
+
+    def hold_training_frames(self, frames: Frames, latent_dims: int, pose_refine: bool) -> None:
+        """Sized for `frames` (talking_head_frames'), on the module's device."""
+        assert frames.expressions is not None and frames.background_image is not None  # checked there
+        device = self.background_image.device
+        self.latents = nn.Parameter(torch.zeros(len(frames), latent_dims, device=device))
+        if pose_refine:
+            self.pose_correction = PoseCorrection(len(frames)).to(device)
+        self.train_expressions = frames.expressions.to(device)
+        self.background_image = frames.background_image.to(device)
+
+    def shape_like(self, state: dict[str, Tensor]) -> None:
+        """Sized like a checkpoint's `state_dict`, before it is loaded."""
+        self.latents = nn.Parameter(torch.zeros_like(state["latents"]))
+        state.setdefault("pose_correction.params", torch.zeros(0, 6))  # runs from before pose refinement
+        self.pose_correction = PoseCorrection(len(state["pose_correction.params"]))
+        self.train_expressions = torch.zeros_like(state["train_expressions"])
+        self.background_image = torch.zeros_like(state["background_image"])
 
 
 def foreground_masks(rgb: Tensor, background: Tensor) -> Tensor:
