@@ -45,6 +45,12 @@ def compose_train(root: Path, run: str, *overrides: str):
         )
 
 
+def compose_evaluate(root: Path, *overrides: str):
+    """evaluate.yaml with every path under `root`."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", *overrides])
+
+
 def orbit_cameras(n: int, size: int, distance: float = 4.0) -> Cameras:
     """n cameras on a ring around the origin (world z up), looking at it."""
     angles = torch.linspace(-0.6, 0.6, n)

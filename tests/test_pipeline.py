@@ -15,7 +15,7 @@ from PIL import Image
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.core.io import image_text
 from implicit_deepfake.pipeline import evaluate, swap_stage
-from tests.conftest import REPO
+from tests.conftest import REPO, compose_evaluate
 
 # The face-bearing front of the head at 128 px (the default goes all around at 256 px; its back views
 # are kept unswapped), where every view is swapped: the swap figures below were measured on it.
@@ -33,10 +33,7 @@ SMALL = [
 def swapped_run(tmp_path_factory):
     """One small synthetic dataset, swapped once, shared by the tests of this module."""
     root = tmp_path_factory.mktemp("run")
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", *SMALL])
+    cfg = compose_evaluate(root, *SMALL)
     source, swapped = swap_stage(cfg)
     return cfg, source, swapped, root
 

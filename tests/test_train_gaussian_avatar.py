@@ -19,7 +19,7 @@ from implicit_deepfake.data.expressions import expression_vector
 from implicit_deepfake.models.gaussians import GaussianCloud
 from implicit_deepfake.pipeline import evaluate, train
 from implicit_deepfake.reports.runs import load_run
-from tests.conftest import REPO, compose_train
+from tests.conftest import REPO, compose_evaluate, compose_train
 from tests.test_train_nerf import logged, mean
 
 # A 64-px talking head of 24 frames, not swapped; the CPU preset shrunk to a few hundred steps.
@@ -56,11 +56,6 @@ def run(root):
     return cfg, train(cfg)
 
 
-def _evaluate_cfg(root: Path, *overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", *overrides])
-
-
 def test_training_raises_psnr_and_the_offsets_learn(run):
     cfg, metrics = run
     run_dir = Path(cfg.run_dir)
@@ -80,7 +75,7 @@ def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
     cfg, _ = run
     np.save(tmp_path / "jaw.npy", expression_vector(jaw_open=1.0))
     ckpt = f"{cfg.run_dir}/checkpoints/last.ckpt"
-    report = evaluate(_evaluate_cfg(root, f"ckpt={ckpt}", f"edit.expressions_from={tmp_path / 'jaw.npy'}"), tmp_path)
+    report = evaluate(compose_evaluate(root, f"ckpt={ckpt}", f"edit.expressions_from={tmp_path / 'jaw.npy'}"), tmp_path)
     saved = json.loads((Path(cfg.run_dir) / "edits" / "file_jaw" / "edit.json").read_text())
     assert saved["frames_measured"] == report["frames_measured"] >= 2
     # Measured: ~24 grey levels in the mouth, ~14 elsewhere on this tiny clip (22 and 2 on the default run).
@@ -89,7 +84,7 @@ def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
 
 def test_evaluate_py_reproduces_the_saved_run(run, root, tmp_path):
     cfg, metrics = run
-    again = evaluate(_evaluate_cfg(root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"), tmp_path)
+    again = evaluate(compose_evaluate(root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"), tmp_path)
     assert again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
     assert again["num_gaussians"] == metrics["num_gaussians"]
 

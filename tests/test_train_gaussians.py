@@ -21,7 +21,7 @@ from implicit_deepfake.lit.gaussians import LitGaussians
 from implicit_deepfake.models.gaussian_init import hull_points, neighbour_scales
 from implicit_deepfake.models.gaussians import GaussianCloud
 from implicit_deepfake.pipeline import evaluate, train
-from tests.conftest import REPO
+from tests.conftest import REPO, compose_evaluate
 
 TINY = [
     "data.source.image_size=48",
@@ -133,10 +133,7 @@ def test_contact_sheet_shows_the_test_renders_and_their_metrics(trained):
 
 def test_evaluate_py_reproduces_a_saved_runs_metrics(trained, tmp_path):
     root, cfg, metrics = trained
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        ckpt = f"{cfg.run_dir}/checkpoints/last.ckpt"
-        eval_cfg = compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={ckpt}"])
-    again = evaluate(eval_cfg, tmp_path)
+    again = evaluate(compose_evaluate(root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"), tmp_path)
     assert again["steps"] == 200 and again["num_gaussians"] == metrics["num_gaussians"]
     assert again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
 

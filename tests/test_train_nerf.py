@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from implicit_deepfake.data.datamodule import load_frames
 from implicit_deepfake.lit.nerf import LitNeRF, mse_to_psnr
 from implicit_deepfake.pipeline import evaluate, train
-from tests.conftest import REPO, TINY_AVATAR, compose_train
+from tests.conftest import TINY_AVATAR, compose_evaluate, compose_train
 
 FAST = [
     *TINY_AVATAR,
@@ -91,12 +90,7 @@ def test_nerf_fast_run_folder_holds_evaluate_outputs(fast):
 
 def test_evaluate_py_reproduces_the_saved_run(fast, root, tmp_path):
     cfg, metrics = fast
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        eval_cfg = compose(
-            "evaluate",
-            overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"],
-        )
-    again = evaluate(eval_cfg, tmp_path)
+    again = evaluate(compose_evaluate(root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt"), tmp_path)
     assert again["steps"] == 150 and again["test.psnr"] == pytest.approx(metrics["test.psnr"], abs=1e-3)
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from implicit_deepfake.core.errors import DeepfakeError
@@ -22,7 +21,7 @@ from implicit_deepfake.models.grid_field import ConditionedGridField, MarchedFie
 from implicit_deepfake.models.nerf import CoarseFineNeRF, NeRFMLP
 from implicit_deepfake.pipeline import evaluate, train
 from implicit_deepfake.render.rays import ray_box
-from tests.conftest import REPO, compose_train
+from tests.conftest import compose_evaluate, compose_train
 from tests.test_train_nerf import logged, mean
 
 # A 64-px talking head of 24 frames, not swapped; the CPU preset shrunk to 200 steps (enough to
@@ -177,15 +176,9 @@ def test_edit_needs_a_4d_run(root, tmp_path):
 def test_edited_jaw_changes_the_mouth_region(run, root, tmp_path):
     cfg, _ = run
     np.save(tmp_path / "jaw.npy", expression_vector(jaw_open=1.0))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose(
-            "evaluate",
-            overrides=[
-                f"paths.root_dir={root}",
-                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                f"edit.expressions_from={tmp_path / 'jaw.npy'}",
-            ],
-        )
+    edit_cfg = compose_evaluate(
+        root, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt", f"edit.expressions_from={tmp_path / 'jaw.npy'}"
+    )
     report = evaluate(edit_cfg, tmp_path)
     out = Path(cfg.run_dir) / "edits" / "file_jaw"
     saved = json.loads((out / "edit.json").read_text())

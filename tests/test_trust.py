@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.core.trust import check_buildable, load_checkpoint
 from implicit_deepfake.pipeline import evaluate_checkpoint
-from tests.conftest import REPO, compose_train
+from tests.conftest import REPO, compose_evaluate, compose_train
 
 
 class Payload:
@@ -39,20 +39,13 @@ def run_folder(root: Path, **config_changes: object) -> Path:
     return run
 
 
-def evaluate_cfg(root: Path, ckpt: Path):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("evaluate", overrides=[f"paths.root_dir={root}", "progress=false", f"ckpt={ckpt}"])
-
-
 def test_a_checkpoint_whose_unpickling_runs_code_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     run = run_folder(tmp_path)
     ckpt = run / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": {}, "global_step": 1, "extra": Payload(marker)}, ckpt)
     with pytest.raises(DeepfakeError, match=rf"{ckpt}: refused: .*could run its author's code"):
-        evaluate_checkpoint(evaluate_cfg(tmp_path, ckpt))
+        evaluate_checkpoint(compose_evaluate(tmp_path, f"ckpt={ckpt}"))
     assert not marker.exists()
     # The same through the command line a user types: exit 1 with the message, nothing run.
     result = subprocess.run(
@@ -72,7 +65,7 @@ def test_a_config_that_would_build_torch_load_is_refused(tmp_path: Path) -> None
     ckpt = run / "checkpoints" / "last.ckpt"
     torch.save({"state_dict": {}, "global_step": 1}, ckpt)
     with pytest.raises(DeepfakeError, match=rf"{run / 'config.yaml'}: `datamodule._target_: torch.load` is refused"):
-        evaluate_checkpoint(evaluate_cfg(tmp_path, ckpt))
+        evaluate_checkpoint(compose_evaluate(tmp_path, f"ckpt={ckpt}"))
     assert not marker.exists()
 
 

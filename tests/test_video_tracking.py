@@ -12,7 +12,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from scipy.spatial.transform import Rotation
 
 from implicit_deepfake.core.errors import DeepfakeError
@@ -32,7 +31,7 @@ from implicit_deepfake.data.synthetic4d import SyntheticTalkingHeadSource
 from implicit_deepfake.data.video import VideoSource, longest_run, split_counts
 from implicit_deepfake.metrics.tracking import expression_r2, pose_errors, read_track
 from implicit_deepfake.render.video import write_video
-from tests.conftest import REPO, compose_train
+from tests.conftest import compose_evaluate, compose_train
 
 SIZE, FRAMES = 96, 32
 
@@ -329,15 +328,7 @@ def test_tracked_clip_trains_nerface_and_edits(clip, tmp_path):
     split = read_track(cfg.data.source.root).split  # the tracked dataset's, frame by frame as the truth's
     jaw = read_track(clip["truth"]).expressions[:, 0]
     frame = int(np.argmax(np.abs(jaw[split == "train"] - jaw[split == "test"].mean())))
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        edit_cfg = compose(
-            "evaluate",
-            overrides=[
-                f"paths.root_dir={tmp_path}",
-                f"ckpt={cfg.run_dir}/checkpoints/last.ckpt",
-                f"edit.expressions_from={frame}",
-            ],
-        )
+    edit_cfg = compose_evaluate(tmp_path, f"ckpt={cfg.run_dir}/checkpoints/last.ckpt", f"edit.expressions_from={frame}")
     report = evaluate(edit_cfg, tmp_path / "edit")
     saved = json.loads((Path(cfg.run_dir) / "edits" / f"frame_{frame}" / "edit.json").read_text())
     assert saved["frames_measured"] == report["frames_measured"] >= 2
