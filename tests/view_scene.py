@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,3 +94,17 @@ def chromium_page(width: int = 640, height: int = 480) -> Iterator[object]:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+@contextmanager
+def viewer_page_from_disk(path: Path, width: int, height: int) -> Iterator[Any]:
+    """A viewer.html opened from disk in chromium_page, loaded and ready; when the body is done, every
+    request the page made was for the file itself or in-page data (none left the machine)."""
+    requests: list[str] = []
+    with chromium_page(width, height) as page:
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(path.as_uri())
+        page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=90_000)
+        assert page.evaluate("document.body.dataset.state") == "ready", page.inner_text("#viewer-error")
+        yield page
+    assert requests and all(url.split(":", 1)[0] in ("file", "data", "blob") for url in requests), requests
