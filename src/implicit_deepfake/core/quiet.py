@@ -22,7 +22,7 @@ NATIVE_NOISE = re.compile(
 )
 # Where such a line may begin in a chunk that ends before its newline: from there on it waits for the rest.
 NOISE_START = re.compile(rb"[IW]\d|INFO: |WARNING: All")
-_NOISE_PREFIXES = (b"INFO: ", b"WARNING: All", b"I0", b"W0")
+_NOISE_PREFIXES = (b"INFO: ", b"WARNING: All")  # cut after its first letters (a digit after I/W: NOISE_START)
 LITLOGGER_TIP = "litlogger"
 _native_filter: threading.Thread | None = None
 

@@ -178,10 +178,8 @@ def silhouette_alpha(
 def skin_only(weight: np.ndarray, landmarks: np.ndarray, grow: float = 0.03) -> np.ndarray:
     """HxW bool: where `weight` (the blend alpha) is, less the eyes, brows and lips of the face whose
     mesh is `landmarks` (their hulls grown by `grow` x face size): the skin, whose light is shading."""
-    features = np.zeros(weight.shape, np.uint8)
     eyes_brows_lips = [region for k, region in enumerate(feature_regions()) if k != 4]  # not the nose
-    for region in eyes_brows_lips:
-        cv2.fillConvexPoly(features, cv2.convexHull(np.round(landmarks[region, :2]).astype(np.int32)), (1,))
+    features = np.bitwise_or.reduce([_hull_mask(landmarks[region, :2], weight.shape) for region in eyes_brows_lips])
     grown = max(1, round(grow * face_size(landmarks)))
     grown_features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grown + 1,) * 2))
     return (weight > 0.5) & (grown_features == 0)  # surely the target's skin: its soft edge is often hair
