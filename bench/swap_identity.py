@@ -62,28 +62,6 @@ def wheel_portraits() -> list[Path]:
     return [p for p in photos if p.is_file()]
 
 
-class HogBoxDlibEmbedder(DlibEmbedder):
-    """dlib's descriptor with the face box from dlib's own HOG detector (the box its shape predictor
-    was trained on), mediapipe's box where HOG finds no face: `--box hog`. Past ~35 degrees of yaw
-    mediapipe's box (all 468 landmarks, the hidden side's included) makes dlib's 68 points slip."""
-
-    name = "dlib-hog-box"
-
-    def __init__(self, landmarker: FaceLandmarker) -> None:
-        import dlib
-
-        super().__init__(landmarker=landmarker)
-        self._hog = dlib.get_frontal_face_detector()
-
-    def embed(self, rgb: np.ndarray) -> np.ndarray | None:
-        image = np.ascontiguousarray(rgb)
-        boxes = self._hog(image, 1)
-        if not boxes:
-            return super().embed(rgb)
-        box = max(boxes, key=lambda b: b.area())
-        return np.asarray(self._recognizer.compute_face_descriptor(image, self._predictor(image, box), 0), np.float32)
-
-
 def photo_oracle(photo: Path, size: int, landmarker: FaceLandmarker, embedder: FaceEmbedder) -> dict:
     """The head built from `photo`, rendered from the default dataset's views within 90 degrees of
     frontal (`size` px), against the photo: face_metrics' report with identity_by_yaw."""
@@ -98,7 +76,7 @@ def photo_oracle(photo: Path, size: int, landmarker: FaceLandmarker, embedder: F
 
 def print_photo_oracles(photos: list[Path], size: int, box: str) -> None:
     landmarker = FaceLandmarker()
-    embedder = HogBoxDlibEmbedder(landmarker) if box == "hog" else DlibEmbedder(landmarker=landmarker)
+    embedder = DlibEmbedder(landmarker=landmarker, box=box)
     targets = ", ".join(f"{bucket}: <= {limit}" for bucket, limit in TARGETS.items())
     print(
         f"each photo's own head, {size} px, default dataset views within 90 deg; dlib distance to the photo ({box} box)"
@@ -133,8 +111,8 @@ def main() -> None:
     parser.add_argument(
         "--box",
         choices=("mediapipe", "hog"),
-        default="mediapipe",
-        help="--photo's face box for dlib: the project's (mediapipe) or dlib's own detector's (hog)",
+        default="hog",
+        help="--photo's face box for dlib: dlib's own detector's (hog, the project's metric) or mediapipe's",
     )
     args = parser.parse_args()
     if args.photo:
