@@ -3,8 +3,11 @@ photo's face, hair, ears and skin, framed so the face reads, that carries the ph
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import skimage
 import torch
 from scipy import ndimage
 
@@ -115,6 +118,26 @@ def test_frontal_views_carry_the_photos_identity(avatar: Avatar, landmarker: Fac
         embedder.distance(embedder.embed(composite(image)), target) for image in render_avatar(avatar, cameras)[0]
     ]
     assert np.mean(distances) <= 0.55, distances
+
+
+def test_hair_hangs_from_the_scalp_and_a_shadow_by_the_jaw_is_not_hair(landmarker: FaceLandmarker):
+    """A patch of 'hair' beside the jaw that no hair above the eyes reaches is a shadow or a collar;
+    a strand hanging from the top down past the jaw is hair."""
+    from implicit_deepfake.avatar.photo import _from_scalp, photo_maps
+
+    mask = np.zeros((100, 100), bool)
+    mask[5:20, 20:80] = True  # over the head
+    mask[5:90, 75:80] = True  # a strand down the right side
+    mask[60:75, 10:18] = True  # a patch by the left jaw
+    kept = _from_scalp(mask, row=30)
+    assert kept[10, 50] and kept[85, 77] and not kept[65, 12]
+    # The astronaut's photo: her short hair ends at her ears; the dark side of her neck under the jaw
+    # was taken as hair (15% of the map below the mouth, a dark blotch on the head's jaw), now 2%.
+    photo = read_image(Path(skimage.__file__).parent / "data" / "astronaut.png")[..., :3]
+    face = landmarker.detect_required(photo, "astronaut")
+    hair = photo_maps(photo, face).hair
+    assert hair[int(face.landmarks[13, 1]) :].sum() < 0.05 * hair.sum()
+    assert hair[: int(face.landmarks[10, 1])].sum() > 0.5 * hair.sum()  # the hair over her brow stays
 
 
 def test_ray_exit_finds_a_sphere_and_harmonic_fill_stays_within_its_bounds():

@@ -3,7 +3,7 @@
 The person is mediapipe's selfie segmentation (its weights ship in the wheel); skin is a colour
 model fitted to the face's own skin (cheeks, forehead, nose: the face oval minus eyes, brows and
 lips), robust to glasses and shadows; hair is the person above the chin that is neither the face
-nor skin (a hat counts as hair: it is what the head wears).
+nor skin and hangs from above the eyes (a hat counts as hair: it is what the head wears).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ _EYES = (
 )
 _LIPS = (0, 17, 37, 39, 40, 61, 84, 91, 146, 181, 185, 267, 269, 270, 291, 314, 321, 375, 405, 409)
 _CHIN = 152
+_NASION = 168  # between the eyes: hair that reaches above this row grows from the scalp
 
 
 def _fill(shape: tuple[int, ...], polygon: np.ndarray) -> np.ndarray:
@@ -87,6 +88,15 @@ def _fill(shape: tuple[int, ...], polygon: np.ndarray) -> np.ndarray:
 
 def _hull(shape: tuple[int, ...], points: np.ndarray) -> np.ndarray:
     return _fill(shape, cv2.convexHull(points.astype(np.float32))[:, 0])
+
+
+def _from_scalp(hair: np.ndarray, row: float) -> np.ndarray:
+    """(H, W) bool: the parts of `hair` (H, W) bool connected to some of it above `row`: hair hangs
+    from the scalp; a patch only beside the cheek or jaw is a shadow or a collar, not hair."""
+    _, labels = cv2.connectedComponents(hair.astype(np.uint8), connectivity=8)
+    top = max(0, int(row))
+    scalp = np.unique(labels[:top][hair[:top]])
+    return np.isin(labels, scalp[scalp > 0])
 
 
 def person_mask(rgb: np.ndarray) -> np.ndarray:
@@ -149,6 +159,7 @@ def photo_maps(rgb: np.ndarray, face: Face) -> PhotoMaps:
     above_chin = 1.0 - np.clip((rows - lm[_CHIN, 1]) / (0.05 * face_height) + 1.0, 0.0, 1.0)
     around_face = cv2.dilate(oval.astype(np.uint8), np.ones((grow, grow), np.uint8)).astype(bool)
     hair = person * (1.0 - skin) * above_chin * ~around_face
+    hair *= _from_scalp(hair > 0.1, lm[_NASION, 1])
     hair = cv2.GaussianBlur(hair.astype(np.float32), (0, 0), max(1.0, 0.01 * face_height))
     return PhotoMaps(
         person=person,
