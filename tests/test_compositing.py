@@ -7,10 +7,18 @@ import cv2
 import numpy as np
 import pytest
 
-from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker, face_oval_indices
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
-from implicit_deepfake.swap.compositing import ColourTransfer, pyramid_blend, silhouette_alpha, skin_weight, to_lab
+from implicit_deepfake.swap.compositing import (
+    ColourTransfer,
+    _hull_mask,
+    pyramid_blend,
+    silhouette_alpha,
+    skin_fill,
+    skin_weight,
+    to_lab,
+)
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
 from tests.test_landmark_swap import _sunglasses, yaw_landmarks
@@ -93,6 +101,33 @@ def test_skin_weight_keeps_an_eye_with_a_large_dark_iris_and_drops_a_dark_lens(l
     lenses = _sunglasses(photo, landmarks)
     weight = skin_weight(lenses, landmarker.detect(lenses).landmarks)
     assert max(weight[y, x] for x, y in centres) < 0.2
+
+
+@pytest.mark.parametrize("name", ["astronaut", "grace_hopper"])
+def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_out(
+    landmarker: FaceLandmarker, name: str
+) -> None:
+    """The astronaut's fringe and Grace Hopper's glasses rims inside the face take the colour of the
+    skin around them (the frame's forehead and glasses would show through otherwise); the skin itself
+    is untouched; eyes behind dark lenses are left out, so the frame keeps its own."""
+    photo = load_photo(name)
+    landmarks = landmarker.detect(photo).landmarks
+    filled, usable = skin_fill(photo, landmarks)
+    weight = skin_weight(photo, landmarks)
+    oval = _hull_mask(landmarks[face_oval_indices(), :2], photo.shape[:2], convex=False) > 0
+    skin = np.median(photo[(weight > 0.99) & oval], 0)
+    covered = oval & (weight < 0.2)
+    before = np.median(np.linalg.norm(photo[covered] - skin, axis=1))
+    after = np.median(np.linalg.norm(filled[covered] - skin, axis=1))
+    assert covered.sum() > 500 and after < 0.35 * before, (before, after)  # measured 153 -> 42, 88 -> 25
+    assert np.abs(filled[weight > 0.99].astype(int) - photo[weight > 0.99]).max() <= 1
+    assert usable[oval].min() > 0.99  # no dark lenses: all of the face is the target's
+    lenses = _sunglasses(photo, landmarks)
+    lens_landmarks = landmarker.detect(lenses).landmarks
+    usable = skin_fill(lenses, lens_landmarks)[1]
+    centres = [np.round(lens_landmarks[list(outline), :2].mean(0)).astype(int) for outline in EYE_OUTLINES]
+    assert max(usable[y, x] for x, y in centres) < 0.05  # measured 0.01
+    assert min(usable[int(y), int(x)] for x, y in lens_landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
 
 
 def _perimeter(mask: np.ndarray) -> float:

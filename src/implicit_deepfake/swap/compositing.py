@@ -3,8 +3,10 @@ removed here, in four steps, each its own function.
 
 - `skin_weight`: which of the target photo's pixels are its skin. Gaussians in LAB fitted on the
   target's own cheeks and nose, and on its whole face below the eyes (its shaded side, its blush);
-  the eyes, brows, nose and lips are always kept. Hair over the forehead, glasses rims and
-  background beside a cheek fall out, and the frame shows there.
+  the eyes, brows, nose and lips are always kept. `skin_fill` paints hair over the forehead,
+  glasses rims and background beside a cheek over with the skin around them (the frame's own
+  forehead, wrinkles and glasses would show through otherwise), and leaves out only eyes covered
+  by dark lenses, where the frame keeps its own.
 - `silhouette_alpha`: the blend mask from the face mesh's silhouette in the frame (every
   front-facing triangle, edge-on ones included, smoothed), feathered by distance to its edge, so
   no triangle edge or dropped triangle shows in it; the frame's open mouth and its eyes (inside the
@@ -87,6 +89,49 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     deviations, 0 beyond threshold[1]; 1 inside each feature's hull (eyes, brows, nose, lips) and in
     holes the skin encloses. The skin region is then opened (specks), eroded (its edge moves inside
     the skin, so no hair bleeds in through the soft edge) and smoothed, so it never cuts a hard edge."""
+    return _skin(image, landmarks, threshold)[0]
+
+
+def skin_fill(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The target photo `image` (HxWx3 uint8) with what covers its face painted over with its skin,
+    and where its face may be used (HxW float32 in [0, 1]).
+
+    Inside the face, a pixel that is not skin (`skin_weight`: hair over the forehead, glasses rims,
+    background beside a cheek) takes the colour of the skin around it (`_fill_from`), so the frame's
+    own forehead, wrinkles or glasses never show through the swapped face; a feature covered by
+    something far darker than the skin (sunglasses' lenses) is left out instead: the frame keeps
+    its eyes there."""
+    weight, covered = _skin(image, landmarks)
+    size = face_size(landmarks)
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(1, round(0.03 * size)) + 1,) * 2)
+    usable = 1.0 - cv2.GaussianBlur(cv2.dilate(covered, grow).astype(np.float32), (0, 0), max(0.5, 0.02 * size))
+    return _fill_from(image, weight, size), np.clip(usable, 0.0, 1.0).astype(np.float32)
+
+
+def _fill_from(image: np.ndarray, weight: np.ndarray, size: float) -> np.ndarray:
+    """`image` (HxWx3 uint8) where `weight` (HxW in [0, 1]) is low replaced by the local mean colour
+    of the pixels where it is high: a normalised convolution at growing scales (2-30% of `size`),
+    each filling what the finer ones left, then the mean of them all. A colour field, not texture:
+    the frame's relight and the blend put shading on it."""
+    rgb = image.astype(np.float32)
+    known = (weight > 0.5).astype(np.float32)
+    if known.sum() < 16:
+        return image
+    filled, reached = np.zeros_like(rgb), np.zeros(weight.shape, np.float32)
+    for scale in (0.02, 0.05, 0.12, 0.3):
+        sigma = max(1.0, scale * size)
+        support = cv2.GaussianBlur(known, (0, 0), sigma)
+        mean = cv2.GaussianBlur(rgb * known[..., None], (0, 0), sigma) / np.maximum(support, 1e-6)[..., None]
+        take = np.clip(support / 0.1, 0.0, 1.0) * (1.0 - reached)
+        filled += take[..., None] * mean
+        reached += take
+    filled += (1.0 - reached)[..., None] * rgb[known > 0].mean(0)
+    out = weight[..., None] * rgb + (1.0 - weight[..., None]) * filled
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0)) -> tuple:
+    """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the skin)."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
@@ -110,19 +155,21 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
         distance = np.minimum(distance, _mahalanobis(lab, oval_mean, oval_inverse))
     low, high = threshold
     weight: np.ndarray = np.clip((high - distance) / (high - low), 0.0, 1.0).astype(np.float32)
-    features = np.zeros(image.shape[:2], np.uint8)
+    features, covered = np.zeros(image.shape[:2], np.uint8), np.zeros(image.shape[:2], np.uint8)
     for hull in hulls:
         # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
         # Its brightest tenth decides, not its median: an eye's white stays bright beside a large dark iris.
         if np.percentile(lab[..., 0][hull > 0], 90) >= _COVERED_FEATURE * mean[0]:
             features |= hull
+        else:
+            covered |= hull
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, kernel)
     # Hair, rims and background reach in from the face's border; what skin encloses is the face's own
     # (a shadow under an eye, a dark eye itself), and stays.
     weight = np.maximum(weight, binary_fill_holes(weight > 0.5).astype(np.float32))
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
-    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size))
+    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features)
 
 
 def _hull_mask(points: np.ndarray, shape: tuple[int, ...], convex: bool = True) -> np.ndarray:

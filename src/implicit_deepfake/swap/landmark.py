@@ -6,10 +6,10 @@ collapsed in the frame (a turned head) are dropped, and the rest are rasterised 
 landmark depth into a triangle-index map, so the near side of the face wins where the mesh
 folds over itself. One `cv2.remap` then pulls the target's pixels through those maps. The frame's
 landmarks come from the runner (one mesh for every view, or a smoothed video track) or from the
-frame itself. Compositing (`compositing.py`): the target's non-skin pixels left out, a blend mask
-from the mesh's silhouette feathered by distance, one LAB colour transfer for the whole dataset
-(`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a plain feather, or
-Poisson). What the frame does stays the frame's, as learned swappers keep the driving frame's
+frame itself. Compositing (`compositing.py`): the target's non-skin pixels painted over with its
+skin, a blend mask from the mesh's silhouette feathered by distance, one LAB colour transfer for
+the whole dataset (`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a
+plain feather, or Poisson). What the frame does stays the frame's, as learned swappers keep the driving frame's
 expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
 warp would only stretch its lips) and the eyes inside their lids (the frame's gaze; the target's
 lids, drawn on the frame's landmarks, open and close with the frame's).
@@ -36,14 +36,14 @@ from implicit_deepfake.swap.compositing import (
     pyramid_blend,
     relight,
     silhouette_alpha,
+    skin_fill,
     skin_only,
-    skin_weight,
     to_lab,
 )
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
-LANDMARK_SWAP_VERSION = 2  # 2: the skin model's fit below the eyes and the dark-lens rule (2026-12-07)
+LANDMARK_SWAP_VERSION = 3  # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill (2026-12-07)
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -157,8 +157,9 @@ class LandmarkSwapper(FaceSwapper):
 
     blend: "pyramid" (multi-band), "feather" (the alpha alone) or "poisson" (cv2.seamlessClone
     under the alpha's core, then the alpha). feather: width of the alpha's ramp inside the face
-    silhouette, as a fraction of the face size. skin: leave out the target's pixels that are not
-    skin (hair, glasses, background; `compositing.skin_weight`). min_area_ratio: frame triangles
+    silhouette, as a fraction of the face size. skin: paint the target's pixels that are not skin
+    (hair, glasses rims, background) over with its skin, and leave out eyes behind dark lenses
+    (`compositing.skin_fill`). min_area_ratio: frame triangles
     smaller than this fraction of their target area (at the frame's face size) are edge-on and left
     out of the warp (their pixels are inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
@@ -230,7 +231,8 @@ class LandmarkSwapper(FaceSwapper):
         keep = np.zeros(crop.shape[:2], np.uint8)
         cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], (255,))
         if self.skin:
-            keep = np.round(keep * skin_weight(crop, self._target_xy)).astype(np.uint8)
+            crop, usable = skin_fill(crop, self._target_xy)
+            keep = np.round(keep * usable).astype(np.uint8)
         self._target = np.dstack([crop, keep])
         self._grey = is_grey(crop, keep > 127)
         self._colour = None
