@@ -45,8 +45,9 @@ def test_two_swap_jobs_on_an_empty_data_folder_both_succeed_with_the_same_result
     (swapped,) = (tmp_path / "data" / "swapped").glob("synthetic__landmark__*/manifest.json")
     manifest = json.loads(swapped.read_text())
     assert manifest["complete"] and manifest["summary"]["frames"] == 12 and manifest["summary"]["swapped"] > 0
-    # The second job reused every frame the first swapped ("12 already done").
-    assert "12 already done" in outputs[1]
+    # One job swapped, the other reused every frame it swapped ("12 already done"): which one depends
+    # on which takes the swap's lock first once the dataset is built (the second, on a quiet machine).
+    assert sum("12 already done" in output for output in outputs) == 1, [o[-2000:] for o in outputs]
 
 
 def test_a_parallel_sweep_on_an_empty_data_folder(tmp_path: Path) -> None:
