@@ -13,6 +13,7 @@ from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import (
     ColourTransfer,
     _hull_mask,
+    feature_regions,
     pyramid_blend,
     silhouette_alpha,
     skin_fill,
@@ -120,13 +121,16 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     before = np.median(np.linalg.norm(photo[covered] - skin, axis=1))
     after = np.median(np.linalg.norm(filled[covered] - skin, axis=1))
     assert covered.sum() > 500 and after < 0.35 * before, (before, after)  # measured 153 -> 42, 88 -> 25
-    assert np.abs(filled[weight > 0.99].astype(int) - photo[weight > 0.99]).max() <= 1
+    assert np.abs(filled[weight > 0.99].astype(int) - photo[weight > 0.99]).max() <= 3  # under 1% of the fill
     assert usable[oval].min() > 0.99  # no dark lenses: all of the face is the target's
     lenses = _sunglasses(photo, landmarks)
     lens_landmarks = landmarker.detect(lenses).landmarks
     usable = skin_fill(lenses, lens_landmarks)[1]
     centres = [np.round(lens_landmarks[list(outline), :2].mean(0)).astype(int) for outline in EYE_OUTLINES]
     assert max(usable[y, x] for x, y in centres) < 0.05  # measured 0.01
+    # the brows above the lenses too (a lens reaches into its brow: its top was pasted as a black bar)
+    brows = [np.round(lens_landmarks[region, :2].mean(0)).astype(int) for region in feature_regions()[2:4]]
+    assert max(usable[y, x] for x, y in brows) < 0.05
     assert min(usable[int(y), int(x)] for x, y in lens_landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
 
 

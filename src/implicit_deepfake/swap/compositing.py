@@ -155,14 +155,17 @@ def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, floa
         distance = np.minimum(distance, _mahalanobis(lab, oval_mean, oval_inverse))
     low, high = threshold
     weight: np.ndarray = np.clip((high - distance) / (high - low), 0.0, 1.0).astype(np.float32)
+    # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
+    # Its brightest tenth decides, not its median: an eye's white stays bright beside a large dark iris.
+    hidden = [np.percentile(lab[..., 0][hull > 0], 90) < _COVERED_FEATURE * mean[0] for hull in hulls]
+    for eye in (0, 1):  # a lens over an eye reaches up into its brow (feature_regions' order)
+        hidden[eye + 2] = hidden[eye + 2] or hidden[eye]
     features, covered = np.zeros(image.shape[:2], np.uint8), np.zeros(image.shape[:2], np.uint8)
-    for hull in hulls:
-        # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
-        # Its brightest tenth decides, not its median: an eye's white stays bright beside a large dark iris.
-        if np.percentile(lab[..., 0][hull > 0], 90) >= _COVERED_FEATURE * mean[0]:
-            features |= hull
-        else:
+    for hull, is_hidden in zip(hulls, hidden):
+        if is_hidden:
             covered |= hull
+        else:
+            features |= hull
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, kernel)
     # Hair, rims and background reach in from the face's border; what skin encloses is the face's own
     # (a shadow under an eye, a dark eye itself), and stays.

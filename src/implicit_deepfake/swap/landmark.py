@@ -43,7 +43,9 @@ from implicit_deepfake.swap.compositing import (
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
-LANDMARK_SWAP_VERSION = 3  # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill (2026-12-07)
+# 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
+# (2026-12-07).
+LANDMARK_SWAP_VERSION = 4
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
