@@ -3,9 +3,9 @@
 mediapipe (`FaceLandmarker`) finds the face, small and turned faces included; dlib's own HOG
 detector then boxes it (`box="hog"`, the default: dlib's standard pipeline, whose boxes its
 68-point shape predictor was trained on), searched in a crop around mediapipe's face (fast, and
-the same face); mediapipe's box where HOG finds none (faces turned past ~60
-degrees), or always with `box="mediapipe"`. Past ~35 degrees of yaw mediapipe's box (all 468
-landmarks, the hidden side's included) is wider than dlib's, and the predictor's 68 points slip.
+the same face); mediapipe's box where HOG finds none (faces turned past ~60 degrees), or always
+with `box="mediapipe"`. Past ~35 degrees of yaw mediapipe's box (all 468 landmarks, the hidden
+side's included) is wider than dlib's, and the predictor's 68 points slip.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def _hog_detector():
 def hog_box(rgb: np.ndarray, near: np.ndarray) -> np.ndarray | None:
     """dlib's HOG box (x0, y0, x1, y1) of the face whose box (from another detector) is `near`: the
     detections (upsampled once, as dlib's face_recognition does) in a crop three times its size
-    around it, at the image's own scale, so the boxes are those of the whole image; the largest whose centre lies inside
-    `near`, or None."""
+    around it, at the image's own scale, so the boxes are those of the whole image; the largest whose
+    centre lies inside `near`, or None."""
     x0, y0, x1, y1 = near
     pad = max(x1 - x0, y1 - y0)  # with less margin the boxes drift from the whole image's (by up to 20%)
     cx0, cy0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
@@ -82,7 +82,6 @@ class DlibEmbedder(FaceEmbedder):
     finds none) or "mediapipe" (see the module doc).
     """
 
-    name = "dlib-hog-box"  # the box is part of the measure: a swap cache measured with another is stale
     same_person_threshold = 0.6  # dlib's documented threshold for its descriptor
 
     def __init__(
@@ -101,7 +100,7 @@ class DlibEmbedder(FaceEmbedder):
         self.shape_predictor = shape_predictor
         self.num_jitters = num_jitters
         self.box = box
-        self.name = f"dlib-{box}-box"
+        self.name = f"dlib-{box}-box"  # the box is part of the measure: a swap cache measured with another is stale
         self._predictor, self._recognizer = _dlib_models(shape_predictor)
         self._landmarker = landmarker or FaceLandmarker()
 

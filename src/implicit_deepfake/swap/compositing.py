@@ -6,7 +6,7 @@ removed here, in four steps, each its own function.
   the eyes, brows, nose and lips are always kept. `skin_fill` paints hair over the forehead,
   glasses rims and background beside a cheek over with the skin around them (the frame's own
   forehead, wrinkles and glasses would show through otherwise), and leaves out only eyes covered
-  by dark lenses, where the frame keeps its own.
+  by dark lenses, and their brows, where the frame keeps its own.
 - `silhouette_alpha`: the blend mask from the face mesh's silhouette in the frame (every
   front-facing triangle, edge-on ones included, smoothed), feathered by distance to its edge, so
   no triangle edge or dropped triangle shows in it; the frame's open mouth and its eyes (inside the
@@ -99,12 +99,12 @@ def skin_fill(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.
     Inside the face, a pixel that is not skin (`skin_weight`: hair over the forehead, glasses rims,
     background beside a cheek) takes the colour of the skin around it (`_fill_from`), so the frame's
     own forehead, wrinkles or glasses never show through the swapped face; a feature covered by
-    something far darker than the skin (sunglasses' lenses) is left out instead: the frame keeps
-    its eyes there."""
+    something far darker than the skin (sunglasses' lenses) is left out instead, with the brow above
+    a covered eye: the frame keeps its own there."""
     weight, covered = _skin(image, landmarks)
     size = face_size(landmarks)
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(1, round(0.03 * size)) + 1,) * 2)
-    usable = 1.0 - cv2.GaussianBlur(cv2.dilate(covered, grow).astype(np.float32), (0, 0), max(0.5, 0.02 * size))
+    grown = cv2.dilate(covered, _disk(0.03 * size)).astype(np.float32)  # as _skin grows the features shown
+    usable = 1.0 - cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.02 * size))
     return _fill_from(image, weight, size), np.clip(usable, 0.0, 1.0).astype(np.float32)
 
 
@@ -135,7 +135,7 @@ def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, floa
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    kernel = _disk(radius)
     patches = []
     for x, y in landmarks[list(SKIN_SAMPLES), :2].astype(int):
         patch = lab[max(0, y - radius) : y + radius + 1, max(0, x - radius) : x + radius + 1]
@@ -173,6 +173,12 @@ def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, floa
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
     return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features)
+
+
+def _disk(radius: float) -> np.ndarray:
+    """An elliptic structuring element of `radius` pixels (rounded, at least 1) for cv2's morphology."""
+    size = 2 * max(1, round(radius)) + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
 def _hull_mask(points: np.ndarray, shape: tuple[int, ...], convex: bool = True) -> np.ndarray:
@@ -230,8 +236,7 @@ def skin_only(weight: np.ndarray, landmarks: np.ndarray, grow: float = 0.03) -> 
     mesh is `landmarks` (their hulls grown by `grow` x face size): the skin, whose light is shading."""
     eyes_brows_lips = [region for k, region in enumerate(feature_regions()) if k != 4]  # not the nose
     features = np.bitwise_or.reduce([_hull_mask(landmarks[region, :2], weight.shape) for region in eyes_brows_lips])
-    grown = max(1, round(grow * face_size(landmarks)))
-    grown_features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grown + 1,) * 2))
+    grown_features = cv2.dilate(features, _disk(grow * face_size(landmarks)))
     return (weight > 0.5) & (grown_features == 0)  # surely the target's skin: its soft edge is often hair
 
 

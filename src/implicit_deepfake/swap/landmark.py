@@ -9,8 +9,8 @@ landmarks come from the runner (one mesh for every view, or a smoothed video tra
 frame itself. Compositing (`compositing.py`): the target's non-skin pixels painted over with its
 skin, a blend mask from the mesh's silhouette feathered by distance, one LAB colour transfer for
 the whole dataset (`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a
-plain feather, or Poisson). What the frame does stays the frame's, as learned swappers keep the driving frame's
-expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
+plain feather, or Poisson). What the frame does stays the frame's, as learned swappers keep the
+driving frame's expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
 warp would only stretch its lips) and the eyes inside their lids (the frame's gaze; the target's
 lids, drawn on the frame's landmarks, open and close with the frame's).
 """
@@ -161,9 +161,9 @@ class LandmarkSwapper(FaceSwapper):
     under the alpha's core, then the alpha). feather: width of the alpha's ramp inside the face
     silhouette, as a fraction of the face size. skin: paint the target's pixels that are not skin
     (hair, glasses rims, background) over with its skin, and leave out eyes behind dark lenses
-    (`compositing.skin_fill`). min_area_ratio: frame triangles
-    smaller than this fraction of their target area (at the frame's face size) are edge-on and left
-    out of the warp (their pixels are inpainted; the mask is the silhouette's, whole).
+    (`compositing.skin_fill`). min_area_ratio: frame triangles smaller than this fraction of their
+    target area (at the frame's face size) are edge-on and left out of the warp (their pixels are
+    inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
     frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin
     (`compositing.relight`), smoothed over `relight_sigma` x the face size. Both are for a video,
