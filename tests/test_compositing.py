@@ -64,6 +64,11 @@ def test_swap_on_real_frames_is_seamless_keeps_the_pose_and_moves_identity(
     assert np.median(gains) > 0.08 and sum(g > 0 for g in gains) >= len(gains) - 1, gains
 
 
+def _centres(landmarks: np.ndarray, regions) -> list[np.ndarray]:
+    """The pixel (x, y) at the mean of each region's landmarks (index sequences)."""
+    return [np.round(landmarks[list(region), :2].mean(0)).astype(int) for region in regions]
+
+
 def test_skin_weight_drops_the_fringe_and_keeps_the_features(landmarker: FaceLandmarker) -> None:
     photo = load_photo("astronaut")  # a fringe of hair over the forehead
     landmarks = landmarker.detect(photo).landmarks
@@ -94,7 +99,7 @@ def test_skin_weight_keeps_an_eye_with_a_large_dark_iris_and_drops_a_dark_lens(l
         white = (columns < left + 0.15 * (right - left)) | (columns > right - 0.15 * (right - left))
         eyes[(hull > 0) & ~white] = (40, 30, 30)
         eyes[(hull > 0) & white] = (225, 220, 215)
-    centres = [np.round(landmarks[list(outline), :2].mean(0)).astype(int) for outline in EYE_OUTLINES]
+    centres = _centres(landmarks, EYE_OUTLINES)
     # Kept as eyes (measured 1.0; judged by their median, one read as a lens: 0.06) ...
     weight = skin_weight(eyes, landmarks)
     assert min(weight[y, x] for x, y in centres) > 0.85
@@ -126,10 +131,10 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     lenses = _sunglasses(photo, landmarks)
     lens_landmarks = landmarker.detect(lenses).landmarks
     usable = skin_fill(lenses, lens_landmarks)[1]
-    centres = [np.round(lens_landmarks[list(outline), :2].mean(0)).astype(int) for outline in EYE_OUTLINES]
+    centres = _centres(lens_landmarks, EYE_OUTLINES)
     assert max(usable[y, x] for x, y in centres) < 0.05  # measured 0.01
     # the brows above the lenses too (a lens reaches into its brow: its top was pasted as a black bar)
-    brows = [np.round(lens_landmarks[region, :2].mean(0)).astype(int) for region in feature_regions()[2:4]]
+    brows = _centres(lens_landmarks, feature_regions()[2:4])
     assert max(usable[y, x] for x, y in brows) < 0.05
     assert min(usable[int(y), int(x)] for x, y in lens_landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
 
