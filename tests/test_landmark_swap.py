@@ -195,6 +195,7 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
         "keep_eyes": True,
         "relight": True,
         "relight_sigma": 0.12,
+        "reshape": 0.0,
     }
     with pytest.raises(DeepfakeError, match="swap.blend"):
         LandmarkSwapper(blend="laplacian", landmarker=landmarker)

@@ -40,6 +40,7 @@ from implicit_deepfake.swap.compositing import (
     skin_only,
     to_lab,
 )
+from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
@@ -168,7 +169,8 @@ class LandmarkSwapper(FaceSwapper):
     frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin
     (`compositing.relight`), smoothed over `relight_sigma` x the face size. Both are for a video,
     whose frames each have their own gaze and light; a multi-view dataset's one face takes the target's
-    eyes, and its views' light is already one.
+    eyes, and its views' light is already one. reshape: how far each frame's face takes the target's
+    proportions (`reshape.py`; 0: the frame's own, 1: the target's), fitted in `calibrate`.
     """
 
     name = "landmark"
@@ -184,6 +186,7 @@ class LandmarkSwapper(FaceSwapper):
         keep_eyes: bool = True,
         relight: bool = True,
         relight_sigma: float = 0.12,
+        reshape: float = 0.0,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
         if blend not in _BLENDS:
@@ -197,10 +200,12 @@ class LandmarkSwapper(FaceSwapper):
         self.keep_eyes = keep_eyes
         self.relight = relight
         self.relight_sigma = relight_sigma
+        self.reshape = float(reshape)
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
         self._colour: ColourTransfer | None = None
+        self._shape: ShapeOffset | None = None
 
     def config(self) -> dict:
         return {
@@ -215,6 +220,7 @@ class LandmarkSwapper(FaceSwapper):
             "keep_eyes": self.keep_eyes,
             "relight": self.relight,
             "relight_sigma": self.relight_sigma,
+            "reshape": self.reshape,
         }
 
     def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
@@ -226,6 +232,7 @@ class LandmarkSwapper(FaceSwapper):
         right = int(min(target.shape[1], x1 + margin + 1))
         bottom = int(min(target.shape[0], y1 + margin + 1))
         crop = np.ascontiguousarray(target[top:bottom, left:right])
+        self._target_landmarks = face.landmarks
         self._target_xy: np.ndarray = face.landmarks[:, :2] - np.array([left, top], np.float32)
         self._target_extent = np.ptp(self._target_xy, 0)  # (2,) face width, height
         self._triangles = face_triangles(self._target_xy)
@@ -238,13 +245,17 @@ class LandmarkSwapper(FaceSwapper):
         self._target = np.dstack([crop, keep])
         self._grey = is_grey(crop, keep > 127)
         self._colour = None
+        self._shape = None
 
     def calibrate(self, samples: Sequence[tuple[np.ndarray, Face]]) -> None:
-        """One colour transfer for every frame, fitted on `samples` (frame, its face) pooled: the views
-        of one head or the frames of one video then get the same colours, not one fit each."""
+        """One face shape and one colour transfer for every frame, fitted on `samples` (frame, its
+        face) pooled: the views of one head or the frames of one video then get the same, not one fit each."""
+        if self.reshape and samples:
+            self._shape = ShapeOffset.fit([face.landmarks for _, face in samples], self._target_landmarks, self.reshape)
         if not self.color_transfer or not samples:
             return
-        pooled = [self._colour_samples(frame, self._warp(frame, face)) for frame, face in samples]
+        reshaped = [self._reshaped(frame, face) for frame, face in samples]
+        pooled = [self._colour_samples(frame, self._warp(frame, face)) for frame, face in reshaped]
         pooled = [p for p in pooled if p is not None]
         if pooled:
             self._colour = ColourTransfer.fit(*(np.concatenate(part) for part in zip(*pooled)))
@@ -255,6 +266,7 @@ class LandmarkSwapper(FaceSwapper):
         face = face or self.landmarker.detect(frame)
         if face is None:
             return None
+        frame, face = self._reshaped(frame, face)
         warped = self._warp(frame, face)
         if warped.alpha.max() < 0.5:
             return None
@@ -271,6 +283,13 @@ class LandmarkSwapper(FaceSwapper):
         if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
             rgb = frame_chroma(rgb, frame)
         return self._blend(rgb, frame, warped)
+
+    def _reshaped(self, frame: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
+        """The frame and its face with the target's proportions (as they are before `calibrate`)."""
+        if self._shape is None:
+            return frame, face
+        moved = self._shape.apply(face.landmarks)
+        return bend_frame(frame, face.landmarks, moved), Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.

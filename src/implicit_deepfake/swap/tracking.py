@@ -83,9 +83,11 @@ def _multiview(
     projected = project_landmarks(mesh.points, cameras)
     frames = []
     # The mesh is the face alone: from behind, nothing in it stands for the skull that hides the face.
-    for landmarks, turn in zip(projected, mesh.turn_deg(cameras)):
+    for landmarks, turn, focal in zip(projected, mesh.turn_deg(cameras), cameras.intrinsics[:, 0, 0].tolist()):
         visible = float(visible_landmarks(landmarks, triangles, (cameras.height, cameras.width)).mean())
         status = "found" if visible >= min_visible and turn <= max_turn else "hidden"
+        # Depth in pixels at the face's distance, as a detector's: the face's x, y and depth then share a scale.
+        landmarks = landmarks * np.array([1.0, 1.0, focal / np.median(landmarks[:, 2])], np.float32)
         frames.append(
             TrackedFrame(Face(landmarks.astype(np.float32)) if status == "found" else None, status, round(visible, 3))
         )

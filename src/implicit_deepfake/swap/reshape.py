@@ -1,0 +1,134 @@
+"""The target's face proportions on each frame's face: where its eyes, nose, mouth and jaw line sit.
+
+A landmark warp alone puts the target's skin on the frame's own geometry, and face recognition
+reads identity from the geometry as much as from the skin (on real clips: 0.56 from the target with
+the frame's shape, 0.42 with the target's). So the driving landmarks are moved by the target's
+offset from the base face: both faces are aligned (a similarity on the rigid landmarks, as the head
+tracker does), the offset is taken in that common frame, and each frame gets it turned and scaled
+by its own pose. What the frame's face does (its mouth, lids and brows moving) rides on top, since
+only the identity offset is added. The frame itself is then bent by a smooth displacement field so
+its jaw, ears and hair follow the new face outline instead of showing beside it.
+
+The base face is the generalised-Procrustes mean of the calibration frames (a video's frames, a
+multi-view dataset's views of its one face). The photo has an expression of its own (a smile, eyes
+wide open), which is not identity: the offset's share along the base's own expression modes (the
+leading principal components of its frames' motion: mouth opening, blinks, brow raises) is taken
+out, fitted on how open the lips and eyes are and how high the brows sit (`OPENINGS`), which a
+wider or longer face barely changes. With one base face there are no modes, and the photo's
+expression goes along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.interpolate import RBFInterpolator
+
+from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES
+
+MESH_POINTS = 468  # the irises (468-477 of a refined mesh) follow their eye's outline
+FIELD_STEP = 8  # the displacement field is solved on a grid this many pixels apart, then resized
+# The field fades from full inside FADE[0] x the face size from the face centre to none beyond FADE[1].
+FADE = (0.6, 1.0)
+# Mesh point pairs across the inner and outer lips, across each eye's lids, and from each brow to its eye.
+OPENINGS = (
+    *((13, 14), (82, 87), (312, 317), (81, 178), (311, 402), (80, 88), (310, 318), (0, 17), (37, 84), (267, 314)),
+    *((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373)),
+    *((70, 159), (63, 159), (105, 159), (66, 159), (107, 159)),
+    *((300, 386), (293, 386), (334, 386), (296, 386), (336, 386)),
+)
+EXPRESSION_SHARE = 0.95  # the base's expression modes: the leading ones that make up this share of its motion
+
+
+def _openings(points: np.ndarray) -> np.ndarray:
+    """(..., P, 3) -> (..., len(OPENINGS), 3): each pair's difference: how open the mouth and eyes are
+    and how high the brows sit. The expression modes are fitted on these alone: a face wider or
+    longer than the base's moves its points too, but barely these differences."""
+    first, second = (np.array(side) for side in zip(*OPENINGS))
+    return points[..., first, :] - points[..., second, :]
+
+
+def _expression_moves(deviations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P, 3) each frame's aligned landmarks minus the mean face -> the face's own ways of
+    opening its mouth and eyes and raising its brows: (K, F) orthonormal modes of its `_openings`
+    (the leading EXPRESSION_SHARE of their variance) and (K, P, 3) the whole face's move per unit of
+    each (its jaw drops as its lips part), regressed over the frames."""
+    openings = _openings(deviations).reshape(len(deviations), -1)
+    left, sigma, modes = np.linalg.svd(openings, full_matrices=False)
+    energy = np.cumsum(sigma**2) / max(float((sigma**2).sum()), 1e-12)
+    count = int(np.searchsorted(energy, EXPRESSION_SHARE)) + 1
+    amounts = left[:, :count] * sigma[:count]  # (N, K) each frame's amount of each mode
+    moves = np.linalg.lstsq(amounts, deviations.reshape(len(deviations), -1), rcond=None)[0]
+    return modes[:count], moves.reshape(count, *deviations.shape[1:])
+
+
+@dataclass(frozen=True)
+class ShapeOffset:
+    """base: (468, 3) the base's mean face; rigid: the landmark ids its alignments are fitted on;
+    offset: (468, 3) the target's landmarks minus the base's, in the base's frame."""
+
+    base: np.ndarray
+    rigid: np.ndarray
+    offset: np.ndarray
+
+    @classmethod
+    def fit(cls, base_faces: Sequence[np.ndarray], target: np.ndarray, strength: float = 1.0) -> ShapeOffset:
+        """base_faces: the base's landmarks (P, 3) in some frames or views (one or more); target:
+        the photo's (P, 3). strength scales the offset (0: the frame's shape, 1: the target's)."""
+        stack = np.stack([np.asarray(f, np.float64)[:MESH_POINTS] for f in base_faces])
+        points = np.asarray(target, np.float64)[:MESH_POINTS]
+        if len(stack) == 1:
+            base, rigid = stack[0], np.arange(MESH_POINTS)
+        else:
+            base, rigid, aligned = mean_face(stack)
+        scale, rotation, shift = similarity_fit(points[rigid], base[rigid])
+        offset = scale * points @ rotation.T + shift - base
+        if len(stack) > 1:  # what the base's own face does is expression, not identity: that share goes
+            modes, moves = _expression_moves(aligned - base)
+            offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
+        return cls(base, rigid, strength * offset.reshape(base.shape))
+
+    def apply(self, landmarks: np.ndarray) -> np.ndarray:
+        """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
+        offset turned and scaled by the frame's pose; irises moved with their eye's outline."""
+        points = np.asarray(landmarks, np.float64)
+        scale, rotation, _ = similarity_fit(self.base[self.rigid], points[self.rigid])
+        out = points.copy()
+        out[:MESH_POINTS] += scale * self.offset @ rotation.T
+        if len(points) > MESH_POINTS:
+            for eye, iris in zip(EYE_OUTLINES, IRISES):
+                out[list(iris)] += (out[list(eye)] - points[list(eye)]).mean(0)
+        return out.astype(np.float32)
+
+
+def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray) -> np.ndarray:
+    """`frame` (HxWxC) bent so what it shows at the landmarks `source` (P, 2+) lies at `moved`
+    (P, 2+): a thin-plate spline through the landmarks' displacements (exactly: a pixel's error in an
+    eye corner would move the measured gaze by a fortieth of the eye), fading to none around the
+    face (FADE), pulls each output pixel from its place in the frame."""
+    source, moved = np.asarray(source, np.float64)[:, :2], np.asarray(moved, np.float64)[:, :2]
+    centre, size = source.mean(0), float(np.ptp(source, 0).max())
+    angles = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
+    ring = centre + FADE[1] * size * np.stack([np.cos(angles), np.sin(angles)], 1)  # held still
+    spline = RBFInterpolator(
+        np.concatenate([moved, ring]),
+        np.concatenate([source - moved, np.zeros_like(ring)]),
+        kernel="thin_plate_spline",
+    )
+    h, w = frame.shape[:2]
+    # Samples at the centres of STEP x STEP blocks: cv2.resize's linear interpolation then lands them
+    # on the pixels exactly (in landmark coordinates, pixel centres at +0.5).
+    rows, cols = -(-h // FIELD_STEP), -(-w // FIELD_STEP)
+    gy, gx = (np.mgrid[0:rows, 0:cols] + 0.5) * FIELD_STEP
+    grid = np.stack([gx.ravel(), gy.ravel()], 1)
+    radius = np.linalg.norm(grid - centre, axis=1) / size
+    fade = np.clip((FADE[1] - radius) / (FADE[1] - FADE[0]), 0.0, 1.0)
+    fade = fade * fade * (3.0 - 2.0 * fade)  # smoothstep
+    shift = (spline(grid) * fade[:, None]).reshape(rows, cols, 2).astype(np.float32)
+    shift = cv2.resize(shift, (cols * FIELD_STEP, rows * FIELD_STEP), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return cv2.remap(frame, xs + shift[..., 0], ys + shift[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

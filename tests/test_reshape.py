@@ -1,0 +1,125 @@
+"""The target's face proportions on each frame's face (`swap/reshape.py`), its expression left alone."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from implicit_deepfake.data.face_tracking import similarity_fit
+from implicit_deepfake.faces.landmarks import FaceLandmarker
+from implicit_deepfake.metrics.identity import identity_distance
+from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.swap.landmark import LandmarkSwapper
+from implicit_deepfake.swap.reshape import FADE, ShapeOffset, bend_frame
+from tests.test_identity import load_photo
+from tests.test_landmark_swap import yaw_landmarks
+
+UPPER_LIP, LOWER_LIP = 13, 14
+
+
+@pytest.fixture(scope="module")
+def hopper(landmarker: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
+    photo = load_photo("grace_hopper")
+    return photo, landmarker.detect(photo).landmarks[:468].astype(np.float64)
+
+
+def _jaw(face: np.ndarray, opening: float) -> np.ndarray:
+    """The face with everything below its lips' meeting line lowered by `opening` pixels."""
+    out = face.copy()
+    out[face[:, 1] > 0.5 * (face[UPPER_LIP, 1] + face[LOWER_LIP, 1]), 1] += opening
+    return out
+
+
+def _wider(face: np.ndarray, factor: float) -> np.ndarray:
+    out = face.copy()
+    out[:, 0] = face[:, 0].mean() + factor * (face[:, 0] - face[:, 0].mean())
+    return out
+
+
+def _posed(face: np.ndarray, scale: float, degrees: float, shift: tuple[float, float]) -> np.ndarray:
+    """The face turned in the image plane, scaled and moved (a photo's own framing)."""
+    angle = np.deg2rad(degrees)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    return scale * face @ turn.T + np.array([*shift, 0.0])
+
+
+def _misfit(points: np.ndarray, reference: np.ndarray) -> float:
+    """RMS distance of `points` from `reference` after the best similarity, over the reference's size."""
+    scale, rotation, shift = similarity_fit(points, reference)
+    residual = scale * points @ rotation.T + shift - reference
+    return float(np.sqrt((residual**2).sum(1).mean()) / np.ptp(reference[:, 1]))
+
+
+def test_the_target_proportions_in_the_frames_pose_with_the_frames_expression(hopper) -> None:
+    """Base frames open their jaw by different amounts; the target is a wider face photographed
+    smaller, tilted and with its mouth open wider still. A turned frame takes the target's width,
+    keeps its own opening, and its turn."""
+    _, face = hopper
+    openings, yaws = (0, 4, 8, 12, 2, 6), (0, 10, -10, 5, -5, 0)
+    frames = [yaw_landmarks(_jaw(face, opening), yaw) for opening, yaw in zip(openings, yaws)]
+    target = _posed(_jaw(_wider(face, 1.2), 20.0), 0.7, 12.0, (40.0, -15.0))
+    shape = ShapeOffset.fit(frames, target)
+
+    frame = yaw_landmarks(_jaw(face, 10.0), 20.0)
+    moved = shape.apply(frame)
+    expected = yaw_landmarks(_jaw(_wider(face, 1.2), 10.0), 20.0)
+    assert _misfit(moved, expected) < 0.25 * _misfit(frame, expected)  # measured 0.15x
+    opening = moved[LOWER_LIP, 1] - moved[UPPER_LIP, 1]
+    assert abs(opening - (expected[LOWER_LIP, 1] - expected[UPPER_LIP, 1])) < 2.0  # px, of 10 opened: measured 1.2 off
+    # Strength 0 leaves the frame as it is; one base face (a photo) still carries the target's width.
+    np.testing.assert_allclose(ShapeOffset.fit(frames, target, strength=0.0).apply(frame), frame, atol=1e-3)
+    single = ShapeOffset.fit([face], _posed(_wider(face, 1.2), 0.7, 12.0, (40.0, -15.0))).apply(face)
+    assert _misfit(single, _wider(face, 1.2)) < 0.002
+
+
+def test_bending_moves_what_the_frame_shows_with_its_landmarks_and_nothing_far_away(hopper) -> None:
+    photo, face = hopper
+    frame = np.full((600, 512, 3), 255, np.uint8)
+    centre = np.round(face[:, :2].mean(0)).astype(int)
+    frame[centre[1] - 2 : centre[1] + 3, centre[0] - 2 : centre[0] + 3] = 0  # a 5x5 dot at the face's middle
+    np.testing.assert_array_equal(bend_frame(frame, face, face), frame)
+
+    moved = face.copy()
+    moved[:, :2] += (6.0, -4.0)
+    bent = bend_frame(frame, face, moved)
+    ys, xs = np.nonzero(bent.min(-1) < 128)
+    assert abs(xs.mean() - centre[0] - 6.0) < 0.5 and abs(ys.mean() - centre[1] + 4.0) < 0.5
+    size = np.ptp(face[:, :2], 0).max()
+    yy, xx = np.mgrid[: photo.shape[0], : photo.shape[1]]
+    far = np.hypot(xx + 0.5 - face[:, 0].mean(), yy + 0.5 - face[:, 1].mean()) > FADE[1] * size + 1
+    np.testing.assert_array_equal(bend_frame(photo, face, moved)[far], photo[far])
+
+
+def _people(landmarker: FaceLandmarker) -> list[np.ndarray]:
+    """The six faces of insightface's t1.jpg, each cropped with its surroundings to 384 px wide."""
+    group = load_photo("t1")
+    crops = []
+    for face in landmarker.detect_all(group):
+        x0, y0, x1, y1 = face.box
+        half, cx, cy = 1.2 * max(x1 - x0, y1 - y0), (x0 + x1) / 2, (y0 + y1) / 2
+        crop = group[int(max(0, cy - half)) : int(cy + half), int(max(0, cx - half)) : int(cx + half)]
+        crops.append(cv2.resize(crop, (384, round(384 * crop.shape[0] / crop.shape[1])), interpolation=cv2.INTER_CUBIC))
+    return crops
+
+
+def test_a_reshaped_swap_is_nearer_the_target(landmarker: FaceLandmarker, embedder: DlibEmbedder) -> None:
+    """Six people swapped with the astronaut: with her proportions each face is nearer her, by the
+    landmarks' shape and by dlib."""
+    target = load_photo("astronaut")
+    target_face = landmarker.detect(target).landmarks[:468].astype(np.float64)
+    embedding = embedder.embed(target)
+    misfits, identities = np.zeros((2, 6)), np.zeros((2, 6))
+    for k, frame in enumerate(_people(landmarker)):
+        face = landmarker.detect(frame)
+        for j, reshape in enumerate((0.0, 1.0)):
+            swapper = LandmarkSwapper(reshape=reshape, landmarker=landmarker)
+            swapper.prepare(target, {})
+            swapper.calibrate([(frame, face)])
+            swapped = swapper.swap(frame, "x.png")
+            misfits[j, k] = _misfit(landmarker.detect(swapped).landmarks[:468].astype(np.float64), target_face)
+            identities[j, k] = identity_distance(embedder, swapped, embedding)
+    assert (misfits[1] < misfits[0]).all(), misfits
+    # measured 0.548 -> 0.498, nearer for each of the six
+    assert identities[1].mean() < identities[0].mean() - 0.03, identities
+    assert (identities[1] < identities[0] + 0.01).all(), identities
