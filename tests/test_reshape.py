@@ -69,8 +69,11 @@ def test_the_target_proportions_in_the_frames_pose_with_the_frames_expression(ho
     assert abs(opening - (expected[LOWER_LIP, 1] - expected[UPPER_LIP, 1])) < 2.0  # px, of 10 opened: measured 1.2 off
     # Strength 0 leaves the frame as it is; one base face (a photo) still carries the target's width.
     np.testing.assert_allclose(ShapeOffset.fit(frames, target, strength=0.0).apply(frame), frame, atol=1e-3)
-    single = ShapeOffset.fit([face], _posed(_wider(face, 1.2), 0.7, 12.0, (40.0, -15.0))).apply(face)
+    photo = _posed(_wider(face, 1.2), 0.7, 12.0, (40.0, -15.0))
+    single = ShapeOffset.fit([face], photo).apply(face)
     assert _misfit(single, _wider(face, 1.2)) < 0.002
+    # A clip that never moves has no expression modes: the whole offset, as with one face.
+    assert _misfit(ShapeOffset.fit([face, face], photo).apply(face), _wider(face, 1.2)) < 0.002
 
 
 def test_bending_moves_what_the_frame_shows_with_its_landmarks_and_nothing_far_away(hopper) -> None:
@@ -119,7 +122,7 @@ def test_a_reshaped_swap_is_nearer_the_target(landmarker: FaceLandmarker, embedd
             swapped = swapper.swap(frame, "x.png")
             misfits[j, k] = _misfit(landmarker.detect(swapped).landmarks[:468].astype(np.float64), target_face)
             identities[j, k] = identity_distance(embedder, swapped, embedding)
-    assert (misfits[1] < misfits[0]).all(), misfits
+    assert (misfits[1] < misfits[0]).all(), misfits  # measured 0.63-0.98x
     # measured 0.548 -> 0.498, nearer for each of the six
     assert identities[1].mean() < identities[0].mean() - 0.03, identities
     assert (identities[1] < identities[0] + 0.01).all(), identities
