@@ -39,7 +39,7 @@ from implicit_deepfake.data.synthetic import DISTANCE, dataset_views, head_yaw_d
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.identity import FaceEmbedder
-from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.metrics.identity_dlib import FACE_BOXES, DlibEmbedder
 from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.swap.report import base_portrait, head_yaws
 from implicit_deepfake.swap.target import load_target
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="--photo's render size (the default dataset's)")
     parser.add_argument(
         "--box",
-        choices=("mediapipe", "hog"),
+        choices=FACE_BOXES,
         default="hog",
         help="--photo's face box for dlib: dlib's own detector's (hog, the project's metric) or mediapipe's",
     )

@@ -22,7 +22,7 @@ from implicit_deepfake.metrics.identity import FaceEmbedder
 
 _PREDICTORS = {"68": "shape_predictor_68_face_landmarks.dat", "5": "shape_predictor_5_face_landmarks.dat"}
 _RECOGNITION = "dlib_face_recognition_resnet_model_v1.dat"
-_BOXES = ("hog", "mediapipe")
+FACE_BOXES = ("hog", "mediapipe")
 
 
 def dlib_model_path(filename: str) -> str:
@@ -95,8 +95,8 @@ class DlibEmbedder(FaceEmbedder):
             raise DeepfakeError(
                 f"identity.shape_predictor must be one of {sorted(_PREDICTORS)}, got {shape_predictor!r}"
             )
-        if box not in _BOXES:
-            raise DeepfakeError(f"identity.box must be one of {list(_BOXES)}, got {box!r}")
+        if box not in FACE_BOXES:
+            raise DeepfakeError(f"identity.box must be one of {list(FACE_BOXES)}, got {box!r}")
         self.shape_predictor = shape_predictor
         self.num_jitters = num_jitters
         self.box = box
