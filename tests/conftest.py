@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny Blender-format dataset written by hand, and the real conf/ composed."""
+"""Shared fixtures: a tiny Blender-format dataset written by hand, the real conf/ composed, the face
+models, and each CPU Gaussian rasterizer."""
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 # Before torch loads: busy-waiting OpenMP threads slow torch ~10x when another process holds a core.
@@ -19,6 +21,7 @@ from implicit_deepfake.data.blender import write_split_index
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.render.cameras import Cameras, look_at
+from implicit_deepfake.render.gaussians import rasterize_gaussians
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(REPO))
@@ -108,3 +111,9 @@ def landmarker() -> FaceLandmarker:
 @pytest.fixture(scope="session")
 def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
     return DlibEmbedder(landmarker=landmarker)
+
+
+@pytest.fixture(params=["numba", "torch"])
+def rasterize(request):
+    """`rasterize_gaussians` with one of the CPU rasterizers: a test that renders runs once with each."""
+    return partial(rasterize_gaussians, rasterizer=request.param)

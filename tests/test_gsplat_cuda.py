@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from implicit_deepfake.render.gaussians import rasterize_gaussians
-from tests.test_gaussian_raster import random_scene, ring_cameras
+from tests.gaussian_scenes import random_scene, ring_cameras
 
 pytestmark = [
     pytest.mark.gpu,
