@@ -139,6 +139,33 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     assert min(usable[int(y), int(x)] for x, y in lens_landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
 
 
+def _fringe(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The photo with brown strands of hair hanging from the top of the face over the top of the brows."""
+    out = photo.copy()
+    brows = landmarks[np.concatenate(feature_regions()[2:4]), :2]
+    top = int(landmarks[face_oval_indices(), 1].min())
+    bottom = int(brows[:, 1].min() + 0.4 * np.ptp(brows[:, 1]))
+    for x in range(int(brows[:, 0].min()) - 10, int(brows[:, 0].max()) + 10, 6):
+        out[top:bottom, x : x + 5] = (90, 60, 40)
+    return out
+
+
+def test_a_video_swap_leaves_brows_under_a_fringe_to_the_frame(landmarker: FaceLandmarker) -> None:
+    """A fringe over the brows: their hulls hold its strands as much as the brows, so a video's frames
+    keep their own brows there; a multi-view head keeps the target's (its base may wear glasses under
+    its brows), and a bare forehead keeps them too."""
+    photo = load_photo("grace_hopper")  # her forehead under the cap is bare
+    landmarks = landmarker.detect(photo).landmarks
+    brows = _centres(landmarks, feature_regions()[2:4])
+    fringed = _fringe(photo, landmarks)
+    usable = skin_fill(fringed, landmarks, frame_brows=True)[1]
+    assert max(usable[y, x] for x, y in brows) < 0.05
+    assert min(usable[int(y), int(x)] for x, y in landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
+    for image, frame_brows in ((fringed, False), (photo, True)):
+        usable = skin_fill(image, landmarks, frame_brows=frame_brows)[1]
+        assert min(usable[y, x] for x, y in brows) > 0.99
+
+
 def _perimeter(mask: np.ndarray) -> float:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     return cv2.arcLength(max(contours, key=cv2.contourArea), True)

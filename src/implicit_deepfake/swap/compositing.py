@@ -39,6 +39,7 @@ _GAIN_HIGH = np.array([1.5, 2.0, 2.0])
 _COVERED_FEATURE = 0.45
 # The share of the lower face's pixels, nearest its own skin Gaussian, that the Gaussian is refitted on.
 _SKIN_TRIM = 0.6
+_FOREHEAD_BAND = 0.08  # the forehead's band above a brow that tells a fringe over it, in face sizes
 _LOWER_LIDS = (145, 374)  # mesh landmarks: the middle of each lower eyelid
 # Mesh landmarks on the cheeks and the nose: where the target's skin colour is sampled.
 SKIN_SAMPLES = (50, 280, 205, 425, 187, 411, 117, 346, 101, 330, 36, 266, 4, 5, 195, 197, 45, 275)
@@ -92,7 +93,7 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     return _skin(image, landmarks, threshold)[0]
 
 
-def skin_fill(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def skin_fill(image: np.ndarray, landmarks: np.ndarray, frame_brows: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The target photo `image` (HxWx3 uint8) with what covers its face painted over with its skin,
     and where its face may be used (HxW float32 in [0, 1]).
 
@@ -100,8 +101,10 @@ def skin_fill(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.
     background beside a cheek) takes the colour of the skin around it (`_fill_from`), so the frame's
     own forehead, wrinkles or glasses never show through the swapped face; a feature covered by
     something far darker than the skin (sunglasses' lenses) is left out instead, with the brow above
-    a covered eye: the frame keeps its own there."""
-    weight, covered = _skin(image, landmarks)
+    a covered eye: the frame keeps its own there. frame_brows: so are brows under a fringe (their
+    hulls hold the fringe's tips as much as the brows): for frames whose own brows are a face's (a
+    video's), not a multi-view head's, whose base may wear glasses just under them."""
+    weight, covered = _skin(image, landmarks, frame_brows=frame_brows)
     size = face_size(landmarks)
     grown = cv2.dilate(covered, _disk(0.03 * size)).astype(np.float32)  # as _skin grows the features shown
     usable = 1.0 - cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.02 * size))
@@ -130,8 +133,11 @@ def _fill_from(image: np.ndarray, weight: np.ndarray, size: float) -> np.ndarray
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0)) -> tuple:
-    """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the skin)."""
+def _skin(
+    image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0), frame_brows: bool = False
+) -> tuple:
+    """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the skin,
+    and with `frame_brows` on brows under a fringe)."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
@@ -158,8 +164,9 @@ def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, floa
     # A feature far darker than the skin is covered (sunglasses' lenses): the skin test decides there.
     # Its brightest tenth decides, not its median: an eye's white stays bright beside a large dark iris.
     hidden = [np.percentile(lab[..., 0][hull > 0], 90) < _COVERED_FEATURE * mean[0] for hull in hulls]
+    fringe = frame_brows and _under_fringe(hulls[2:4], weight, oval, size)
     for eye in (0, 1):  # a lens over an eye reaches up into its brow (feature_regions' order)
-        hidden[eye + 2] = hidden[eye + 2] or hidden[eye]
+        hidden[eye + 2] = hidden[eye + 2] or hidden[eye] or fringe
     features, covered = np.zeros(image.shape[:2], np.uint8), np.zeros(image.shape[:2], np.uint8)
     for hull, is_hidden in zip(hulls, hidden):
         if is_hidden:
@@ -173,6 +180,20 @@ def _skin(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, floa
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
     return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features)
+
+
+def _under_fringe(brows: Sequence[np.ndarray], weight: np.ndarray, oval: np.ndarray, size: float) -> bool:
+    """Whether hair hangs over the brows (HxW uint8 hulls): the forehead just above them, inside the
+    face, is mostly not skin (`weight`). Their hulls then hold the fringe's tips as much as the brows,
+    and both brows are left to the frame (a pair: one of each would look lopsided)."""
+    bands = np.zeros(weight.shape, bool)
+    height = max(1, round(_FOREHEAD_BAND * size))
+    for brow in brows:
+        rows, columns = np.nonzero(brow.any(1))[0], np.nonzero(brow.any(0))[0]
+        if len(rows):
+            bands[max(0, rows[0] - height) : rows[0], columns[0] : columns[-1] + 1] = True
+    bands &= oval > 0
+    return bool(bands.any()) and float(weight[bands].mean()) < 0.5
 
 
 def _disk(radius: float) -> np.ndarray:

@@ -45,8 +45,8 @@ from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
-# (2026-12-07).
-LANDMARK_SWAP_VERSION = 4
+# (2026-12-07); 5: with keep_eyes, so does a fringe.
+LANDMARK_SWAP_VERSION = 5
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -166,10 +166,11 @@ class LandmarkSwapper(FaceSwapper):
     target area (at the frame's face size) are edge-on and left out of the warp (their pixels are
     inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
-    frame's eyes inside their lids (its gaze). relight: the frame's shading on the target's skin
-    (`compositing.relight`), smoothed over `relight_sigma` x the face size. Both are for a video,
-    whose frames each have their own gaze and light; a multi-view dataset's one face takes the target's
-    eyes, and its views' light is already one. reshape: how far each frame's face takes the target's
+    frame's eyes inside their lids (its gaze), and its brows where the target's are under a fringe.
+    relight: the frame's shading on the target's skin (`compositing.relight`), smoothed over
+    `relight_sigma` x the face size. Both are for a video, whose frames each have their own gaze and
+    light; a multi-view dataset's one face takes the target's eyes (and brows: the base head may wear
+    glasses under its own), and its views' light is already one. reshape: how far each frame's face takes the target's
     proportions (`reshape.py`; 0: the frame's own, 1: the target's), fitted in `calibrate`.
     """
 
@@ -240,7 +241,7 @@ class LandmarkSwapper(FaceSwapper):
         keep = np.zeros(crop.shape[:2], np.uint8)
         cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], (255,))
         if self.skin:
-            crop, usable = skin_fill(crop, self._target_xy)
+            crop, usable = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
             keep = np.round(keep * usable).astype(np.uint8)
         self._target = np.dstack([crop, keep])
         self._grey = is_grey(crop, keep > 127)
