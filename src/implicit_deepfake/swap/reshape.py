@@ -31,7 +31,7 @@ from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
 from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES
 
 MESH_POINTS = 468  # the irises (468-477 of a refined mesh) follow their eye's outline
-FIELD_STEP = 8  # the displacement field is solved on a grid this many pixels apart, then resized
+FIELD_STEP = 8  # the displacement field is evaluated on a grid this many pixels apart, then resized
 # The field fades from full inside FADE[0] x the face size from the face centre to none beyond FADE[1].
 FADE = (0.6, 1.0)
 # Mesh point pairs across the inner and outer lips, across each eye's lids, and from each brow to its eye.
