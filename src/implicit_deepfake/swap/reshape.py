@@ -130,9 +130,11 @@ def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray) -> np.n
     fade = np.clip((FADE[1] - radius) / (FADE[1] - FADE[0]), 0.0, 1.0)
     fade = fade * fade * (3.0 - 2.0 * fade)  # smoothstep
     near = fade > 0  # the spline is evaluated around the face only: a large frame is mostly beyond it
-    shift = np.zeros((len(grid), 2))
-    shift[near] = spline(grid[near]) * fade[near, None]
-    shift = shift.reshape(rows, cols, 2).astype(np.float32)
-    shift = cv2.resize(shift, (cols * FIELD_STEP, rows * FIELD_STEP), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    field = np.zeros((len(grid), 2), np.float32)
+    field[near] = spline(grid[near]) * fade[near, None]
+    shift = cv2.resize(
+        field.reshape(rows, cols, 2), (cols * FIELD_STEP, rows * FIELD_STEP), interpolation=cv2.INTER_LINEAR
+    )
+    shift = shift[:h, :w]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     return cv2.remap(frame, xs + shift[..., 0], ys + shift[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
