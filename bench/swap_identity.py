@@ -163,6 +163,9 @@ def main() -> None:
         cells.append(own[bucket]["identity_distance_to_base_portrait"])
         text = ["-" if c is None else f"{c:.3f}" for c in cells]
         print(f"{bucket:>6} {row['views']:>5} {row['faces']:>5} {text[0]:>9} {text[1]:>12} {text[2]:>16} {text[3]:>22}")
+    # The swap's pose error (manifest.json's) reads a face of other proportions as turned a little: with
+    # --oracle, what a perfect swap of this target scores.
+    print(f"pose error against the base views: {report['pose_error_deg_median']} deg median")
     print(json.dumps({k: report[k] for k in ("identity_by_yaw", "identity_by_yaw_of_base_frames")}))
 
 

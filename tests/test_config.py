@@ -93,10 +93,10 @@ def test_each_dataset_picks_its_model_unless_one_is_chosen(compose_cfg, data: st
 @pytest.mark.parametrize(
     ("data", "moving"), [("synthetic", False), ("tina", False), ("synthetic4d", True), ("nerface", True)]
 )
-def test_a_video_swap_keeps_each_frames_eyes_and_light(compose_cfg, data: str, moving: bool):
-    """A talking head's frames each have their own gaze and light, and take the target's face
-    proportions; a multi-view head has one expression, whose eyes are the target's (and its views'
-    light is already one), and keeps the base head's proportions."""
+def test_a_video_swap_keeps_each_frames_eyes_mouth_and_light(compose_cfg, data: str, moving: bool):
+    """A talking head's frames each have their own gaze, mouth and light, and take the target's face
+    proportions, outline and all; a multi-view head never moves: it takes the target's eyes and mouth
+    (and its views' light is already one), and its inner features' proportions, keeping its outline."""
     swapper = instantiate(compose_cfg("swap", [f"data={data}"]).swap.swapper)
-    assert swapper.keep_eyes is moving and swapper.relight is moving and swapper.keep_mouth
-    assert swapper.reshape == (1.0 if moving else 0.0)
+    assert swapper.keep_eyes is moving and swapper.relight is moving and swapper.keep_mouth is moving
+    assert swapper.reshape == 1.0 and swapper.reshape_outline is moving

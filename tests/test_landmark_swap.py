@@ -196,6 +196,7 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
         "relight": True,
         "relight_sigma": 0.12,
         "reshape": 0.0,
+        "reshape_outline": True,
     }
     with pytest.raises(DeepfakeError, match="swap.blend"):
         LandmarkSwapper(blend="laplacian", landmarker=landmarker)

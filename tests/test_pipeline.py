@@ -49,9 +49,12 @@ def test_swap_stage_swaps_the_synthetic_avatar_towards_the_target(swapped_run):
     assert faces["mode"] == "multiview" and faces["found"] == 10 and faces["mesh"]["views_used"] >= 4
     assert faces["mesh"]["reprojection_error_px_median"] < 2.0
     assert summary["swapped"] == 10 and summary["no_face"] == summary["hidden"] == summary["dropped"] == 0
-    # The swap keeps the head's pose and hides its seam (the default dataset's targets: 3 degrees, 1.15;
-    # measured here on 10 views: 3.1 and 0.92, on the default's 78: 2.8 and 0.92).
-    assert summary["pose_error_deg_median"] < 3.5 and summary["seam_score_median"] < 1.15, summary
+    # The swap keeps the head's pose and hides its seam. The pose error (PnP against the base's own
+    # landmarks) reads the target's proportions and smile as a small turn: the target's own head, a
+    # perfect swap, reads 4.6 degrees on the default's views (`bench/swap_identity.py --oracle`). Measured
+    # here on 10 views: 3.7 degrees and seam 0.92 (3.1 before the multi-view face took the target's
+    # proportions and smile); on the default's 101: 3.2 and 0.88.
+    assert summary["pose_error_deg_median"] < 4.2 and summary["seam_score_median"] < 1.15, summary
     colour = summary["multiview_colour_difference"]
     assert colour["swapped"] <= 1.5 * colour["base"], colour
     assert manifest["target"]["faces_found"] == 1 and manifest["target"]["index"] == 0

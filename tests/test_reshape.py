@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from implicit_deepfake.data.face_tracking import similarity_fit
-from implicit_deepfake.faces.landmarks import FaceLandmarker
+from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.landmark import LandmarkSwapper
@@ -74,6 +74,38 @@ def test_the_target_proportions_in_the_frames_pose_with_the_frames_expression(ho
     assert _misfit(single, _wider(face, 1.2)) < 0.002
     # A clip that never moves has no expression modes: the whole offset, as with one face.
     assert _misfit(ShapeOffset.fit([face, face], photo).apply(face), _wider(face, 1.2)) < 0.002
+
+
+def test_a_multiview_head_keeps_its_outline_and_takes_the_photos_features_and_smile(hopper) -> None:
+    """One rigid head seen from several sides (it never moves); the target photo is a wider face with
+    its mouth open. With the outline kept, a view's face oval stays where it was, its inner features
+    take the target's spacing and the photo's open mouth, in the view's turn."""
+    _, face = hopper
+    views = [yaw_landmarks(face, yaw) for yaw in (-20, -10, 0, 10, 20)]
+    target = _posed(_jaw(_wider(face, 1.2), 12.0), 0.7, 8.0, (40.0, -15.0))
+    shape = ShapeOffset.fit(views, target, outline=False)
+    view = views[3]
+    moved = shape.apply(view)
+    oval = face_oval_indices()
+    assert np.abs(moved[oval] - view[oval]).max() < 1e-3  # the outline has not moved
+    expected = yaw_landmarks(_jaw(_wider(face, 1.2), 12.0), 10.0)
+    eyes = [33, 133, 362, 263]  # the eye corners: the target's spacing
+    assert _misfit(moved[eyes], expected[eyes]) < 0.25 * _misfit(view[eyes], expected[eyes])
+    opening = moved[LOWER_LIP, 1] - moved[UPPER_LIP, 1]
+    assert 10.0 < opening - (view[LOWER_LIP, 1] - view[UPPER_LIP, 1]) < 14.0  # px: the photo's 12 px smile
+
+
+def test_a_photo_of_a_turned_head_gives_less_of_its_proportions(hopper) -> None:
+    """The face mesh misreads a turned face's proportions: a wider face photographed at 5 degrees of
+    yaw moves the frame fully, at 15 degrees half as far, at 25 not at all."""
+    _, face = hopper
+    frames = [face, yaw_landmarks(face, 10.0)]
+    moves = [
+        np.abs(ShapeOffset.fit(frames, yaw_landmarks(_wider(face, 1.2), yaw)).apply(face) - face).max()
+        for yaw in (0.0, 5.0, 15.0, 25.0)
+    ]
+    assert moves[0] > 10.0 and moves[1] > 0.9 * moves[0], moves  # px
+    assert 0.3 * moves[0] < moves[2] < 0.7 * moves[0] and moves[3] < 0.05 * moves[0], moves
 
 
 def test_bending_moves_what_the_frame_shows_with_its_landmarks_and_nothing_far_away(hopper) -> None:

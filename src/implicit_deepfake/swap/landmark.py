@@ -46,7 +46,7 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
 # (2026-12-07); 5: with keep_eyes, so does a fringe.
-LANDMARK_SWAP_VERSION = 5
+LANDMARK_SWAP_VERSION = 6
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -171,7 +171,9 @@ class LandmarkSwapper(FaceSwapper):
     `relight_sigma` x the face size. Both are for a video, whose frames each have their own gaze and
     light; a multi-view dataset's one face takes the target's eyes (and brows: the base head may wear
     glasses under its own), and its views' light is already one. reshape: how far each frame's face takes the target's
-    proportions (`reshape.py`; 0: the frame's own, 1: the target's), fitted in `calibrate`.
+    proportions (`reshape.py`; 0: the frame's own, 1: the target's), fitted in `calibrate`; reshape_outline: its face
+    oval too, the frame bent to follow (a video's); else only its eyes, brows, nose and mouth move (a multi-view
+    head's, whose views could not be bent alike), with the photo's expression where the base has none of its own.
     """
 
     name = "landmark"
@@ -188,6 +190,7 @@ class LandmarkSwapper(FaceSwapper):
         relight: bool = True,
         relight_sigma: float = 0.12,
         reshape: float = 0.0,
+        reshape_outline: bool = True,
         landmarker: FaceLandmarker | None = None,
     ) -> None:
         if blend not in _BLENDS:
@@ -202,6 +205,7 @@ class LandmarkSwapper(FaceSwapper):
         self.relight = relight
         self.relight_sigma = relight_sigma
         self.reshape = float(reshape)
+        self.reshape_outline = reshape_outline
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
@@ -222,6 +226,7 @@ class LandmarkSwapper(FaceSwapper):
             "relight": self.relight,
             "relight_sigma": self.relight_sigma,
             "reshape": self.reshape,
+            "reshape_outline": self.reshape_outline,
         }
 
     def prepare(self, target: np.ndarray, frames: Mapping[str, tuple[int, int]], face: Face | None = None) -> None:
@@ -252,7 +257,9 @@ class LandmarkSwapper(FaceSwapper):
         """One face shape and one colour transfer for every frame, fitted on `samples` (frame, its
         face) pooled: the views of one head or the frames of one video then get the same, not one fit each."""
         if self.reshape and samples:
-            self._shape = ShapeOffset.fit([face.landmarks for _, face in samples], self._target_landmarks, self.reshape)
+            self._shape = ShapeOffset.fit(
+                [face.landmarks for _, face in samples], self._target_landmarks, self.reshape, self.reshape_outline
+            )
         if not self.color_transfer or not samples:
             return
         reshaped = [self._reshaped(frame, face) for frame, face in samples]
@@ -290,7 +297,8 @@ class LandmarkSwapper(FaceSwapper):
         if self._shape is None:
             return frame, face
         moved = self._shape.apply(face.landmarks)
-        return bend_frame(frame, face.landmarks, moved), Face(moved)
+        # With the outline still, the target's face covers all that moved: there is nothing to bend.
+        return (bend_frame(frame, face.landmarks, moved) if self.reshape_outline else frame), Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.

@@ -9,13 +9,17 @@ it turned and scaled by its own pose. What the frame's face does (its mouth, lid
 rides on top, since only the identity offset is added. The frame itself is then bent by a smooth
 displacement field so its jaw, ears and hair follow the new face outline instead of showing beside it.
 
-The base face is the generalised-Procrustes mean of the calibration frames (a video's frames; a
-multi-view dataset's views of its one face, where the swap leaves it off: one rigid head cannot be
-bent alike in every view). The photo has an expression of its own (a smile, eyes wide open), which
-is not identity: the offset's share along the base's own ways of moving its mouth, lids and brows
-(the leading modes of its `OPENINGS`, each with the whole face's move that goes with it) is taken
-out, fitted on those openings alone, which a wider or longer face barely changes. With one base face
-there are no modes, and the photo's expression goes along.
+The base face is the generalised-Procrustes mean of the calibration frames (a video's frames, or
+a multi-view dataset's views of its one face). The photo has an expression of its own (a smile, eyes
+wide open), which is not identity: the offset's share along the base's own ways of moving its mouth,
+lids and brows (the leading modes of its `OPENINGS`, each with the whole face's move that goes with
+it) is taken out, fitted on those openings alone, which a wider or longer face barely changes. A
+multi-view head never moves: it has no modes, and the photo's expression goes along (its smile, its
+teeth). One rigid head cannot be bent alike in every view, so there the outline stays the base's
+(`outline=False`): the offset fades out towards the face oval, and only the eyes, brows, nose and
+mouth move. A photo of a turned head gets less of its offset, none from TURNED[1] degrees of yaw: the
+face mesh reads a turned face's proportions wrong (a 20-degree portrait's swap went 0.53 -> 0.64 from
+its target, dlib).
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import cv2
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
+from implicit_deepfake.avatar.frame import face_rotation, photo_space
 from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
-from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES, Face, face_oval_indices
 
 MESH_POINTS = 468  # the irises (468-477 of a refined mesh) follow their eye's outline
 FIELD_STEP = 8  # the displacement field is evaluated on a grid this many pixels apart, then resized
@@ -42,6 +47,8 @@ OPENINGS = (
     *((300, 386), (293, 386), (334, 386), (296, 386), (336, 386)),
 )
 EXPRESSION_SHARE = 0.95  # the expression modes: the leading ones that make up this share of the openings' variance
+OUTLINE_FADE = 0.12  # outline=False: the offset grows from none on the face oval to full this far in (face sizes)
+TURNED = (10.0, 20.0)  # the photo's yaw (degrees) from which its offset fades, and where it is gone
 
 
 def _openings(points: np.ndarray) -> np.ndarray:
@@ -67,6 +74,25 @@ def _expression_moves(deviations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return modes[:count], moves.reshape(count, *deviations.shape[1:])
 
 
+def _smoothstep(x: np.ndarray | float) -> np.ndarray:
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _inner_weights(face: np.ndarray) -> np.ndarray:
+    """(P,) in [0, 1]: 0 on the face oval, rising to 1 at OUTLINE_FADE x the face size inside it."""
+    oval = face[face_oval_indices(), :2]
+    distance = np.linalg.norm(face[:, None, :2] - oval[None], axis=2).min(1)
+    return _smoothstep(distance / (OUTLINE_FADE * float(np.ptp(face[:, :2], 0).max())))
+
+
+def _frontal_weight(face: np.ndarray) -> float:
+    """1 for a photo of a frontal face, fading to 0 between TURNED[0] and TURNED[1] degrees of yaw."""
+    right = face_rotation(photo_space(Face(face.astype(np.float32))))[0]
+    yaw = abs(float(np.degrees(np.arctan2(right[1], right[0]))))
+    return float(_smoothstep((TURNED[1] - yaw) / (TURNED[1] - TURNED[0])))
+
+
 @dataclass(frozen=True)
 class ShapeOffset:
     """base: (468, 3) the base's mean face; rigid: the landmark ids its alignments are fitted on;
@@ -77,9 +103,12 @@ class ShapeOffset:
     offset: np.ndarray
 
     @classmethod
-    def fit(cls, base_faces: Sequence[np.ndarray], target: np.ndarray, strength: float = 1.0) -> ShapeOffset:
+    def fit(
+        cls, base_faces: Sequence[np.ndarray], target: np.ndarray, strength: float = 1.0, outline: bool = True
+    ) -> ShapeOffset:
         """base_faces: the base's landmarks (P, 3) in some frames or views (one or more); target:
-        the photo's (P, 3). strength scales the offset (0: the frame's shape, 1: the target's)."""
+        the photo's (P, 3). strength scales the offset (0: the frame's shape, 1: the target's);
+        outline: the face oval moves too (else it stays the base's, see the module doc)."""
         stack = np.stack([np.asarray(f, np.float64)[:MESH_POINTS] for f in base_faces])
         points = np.asarray(target, np.float64)[:MESH_POINTS]
         if len(stack) == 1:
@@ -91,7 +120,10 @@ class ShapeOffset:
         if len(stack) > 1:  # what the base's own face does is expression, not identity: that share goes
             modes, moves = _expression_moves(aligned - base)
             offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
-        return cls(base, rigid, strength * offset.reshape(base.shape))
+        offset = offset.reshape(base.shape)
+        if not outline:
+            offset *= _inner_weights(base)[:, None]
+        return cls(base, rigid, strength * _frontal_weight(points) * offset)
 
     def apply(self, landmarks: np.ndarray) -> np.ndarray:
         """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
