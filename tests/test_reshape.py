@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import cv2
 import numpy as np
 import pytest
@@ -126,6 +128,33 @@ def test_bending_moves_what_the_frame_shows_with_its_landmarks_and_nothing_far_a
     yy, xx = np.mgrid[: photo.shape[0], : photo.shape[1]]
     far = np.hypot(xx + 0.5 - face[:, 0].mean(), yy + 0.5 - face[:, 1].mean()) > FADE[1] * size + 1
     np.testing.assert_array_equal(bend_frame(photo, face, moved)[far], photo[far])
+
+
+def test_the_background_stays_where_it_is_while_the_face_bends(hopper) -> None:
+    """Where the frame is background (`still`), its pixels stay: a wall's edge behind the head does not
+    wave with the jaw line; the face still moves."""
+    photo, face = hopper
+    moved = face.copy()
+    moved[:, :2] += (6.0, -4.0)
+    still = np.zeros(photo.shape[:2], np.float32)
+    chin = int(face[:, 1].max())
+    still[chin:] = 1.0  # everything below the chin: background, here
+    bent = bend_frame(photo, face, moved, still=still)
+    np.testing.assert_array_equal(bent[chin:], photo[chin:])
+    np.testing.assert_array_equal(bend_frame(photo, face, moved)[: chin - 40], bent[: chin - 40])
+    assert np.abs(bent[:chin].astype(int) - photo[:chin]).mean() > 5.0
+
+
+def test_a_reshaping_swapper_travels_to_a_worker_process(hopper, landmarker: FaceLandmarker) -> None:
+    """Swap workers get the calibrated swapper pickled: its person segmenter (for the background
+    that stays) is rebuilt there, and the copy swaps a frame as the original does."""
+    photo, _ = hopper
+    swapper = LandmarkSwapper(reshape=1.0, landmarker=landmarker)
+    swapper.prepare(load_photo("astronaut"), {})
+    swapper.calibrate([(photo, landmarker.detect(photo))])
+    first = swapper.swap(photo, "x.png")
+    copy = pickle.loads(pickle.dumps(swapper))
+    np.testing.assert_array_equal(copy.swap(photo, "x.png"), first)
 
 
 def _people(landmarker: FaceLandmarker) -> list[np.ndarray]:

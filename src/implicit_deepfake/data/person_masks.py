@@ -34,6 +34,10 @@ class PersonSegmenter:
 
         self._model = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
 
+    def __reduce__(self) -> tuple:
+        """Pickled as itself without its graph (a swap worker process builds its own)."""
+        return type(self), ()
+
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (H, W) uint8 alpha."""
         mask = self._model.process(np.ascontiguousarray(rgb)).segmentation_mask

@@ -25,6 +25,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from implicit_deepfake.core.errors import DeepfakeError
+from implicit_deepfake.data.person_masks import PersonSegmenter
 from implicit_deepfake.faces.landmarks import EYE_OUTLINES, INNER_LIPS, Face, FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.compositing import (
@@ -46,7 +47,7 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
 # (2026-12-07); 5: with keep_eyes, so does a fringe.
-LANDMARK_SWAP_VERSION = 6
+LANDMARK_SWAP_VERSION = 7
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -211,6 +212,7 @@ class LandmarkSwapper(FaceSwapper):
         self._grey = False  # a black-and-white target photo
         self._colour: ColourTransfer | None = None
         self._shape: ShapeOffset | None = None
+        self._segmenter: PersonSegmenter | None = None  # built on first use: only a bent frame needs it
 
     def config(self) -> dict:
         return {
@@ -297,8 +299,11 @@ class LandmarkSwapper(FaceSwapper):
         if self._shape is None:
             return frame, face
         moved = self._shape.apply(face.landmarks)
-        # With the outline still, the target's face covers all that moved: there is nothing to bend.
-        return (bend_frame(frame, face.landmarks, moved) if self.reshape_outline else frame), Face(moved)
+        if not self.reshape_outline:  # the target's face covers all that moved: there is nothing to bend
+            return frame, Face(moved)
+        self._segmenter = self._segmenter or PersonSegmenter()
+        background = 1.0 - self._segmenter(frame) / 255.0
+        return bend_frame(frame, face.landmarks, moved, still=background), Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.

@@ -138,11 +138,13 @@ class ShapeOffset:
         return out.astype(np.float32)
 
 
-def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray) -> np.ndarray:
+def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:
     """`frame` (HxWxC) bent so what it shows at the landmarks `source` (P, 2+) lies at `moved`
     (P, 2+): a thin-plate spline through the landmarks' displacements (exactly: a pixel's error in an
     eye corner would move the measured gaze by a fortieth of the eye), fading to none around the
-    face (FADE), pulls each output pixel from its place in the frame."""
+    face (FADE), pulls each output pixel from its place in the frame. still: (H, W) in [0, 1], where
+    the frame's own pixel stays (the background behind the person: the edge of a wall behind the
+    head stays straight instead of waving with the jaw line)."""
     source, moved = np.asarray(source, np.float64)[:, :2], np.asarray(moved, np.float64)[:, :2]
     centre, size = source.mean(0), float(np.ptp(source, 0).max())
     angles = np.linspace(0.0, 2.0 * np.pi, 32, endpoint=False)
@@ -167,6 +169,8 @@ def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray) -> np.n
     shift = cv2.resize(
         field.reshape(rows, cols, 2), (cols * FIELD_STEP, rows * FIELD_STEP), interpolation=cv2.INTER_LINEAR
     )
-    shift = shift[:h, :w]
+    shift = np.asarray(shift[:h, :w], np.float32)
+    if still is not None:
+        shift = shift * (1.0 - still.astype(np.float32))[..., None]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     return cv2.remap(frame, xs + shift[..., 0], ys + shift[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
