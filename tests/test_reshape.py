@@ -157,6 +157,19 @@ def test_a_reshaping_swapper_travels_to_a_worker_process(hopper, landmarker: Fac
     np.testing.assert_array_equal(copy.swap(photo, "x.png"), first)
 
 
+def test_a_frame_whose_person_is_not_found_bends_whole(hopper, landmarker: FaceLandmarker) -> None:
+    """The segmenter finds nobody (all zeros): nothing is held still, the frame bends as without it."""
+    photo, _ = hopper
+    face = landmarker.detect(photo)
+    swapper = LandmarkSwapper(reshape=1.0, landmarker=landmarker)
+    swapper.prepare(load_photo("astronaut"), {})
+    swapper.calibrate([(photo, face)])
+    swapper._segmenter = lambda rgb: np.zeros(rgb.shape[:2], np.uint8)  # type: ignore[assignment]
+    bent, moved = swapper._reshaped(photo, face)
+    np.testing.assert_array_equal(bent, bend_frame(photo, face.landmarks, moved.landmarks))
+    assert np.abs(bent.astype(int) - photo).mean() > 0.5
+
+
 def _people(landmarker: FaceLandmarker) -> list[np.ndarray]:
     """The six faces of insightface's t1.jpg, each cropped with its surroundings to 384 px wide."""
     group = load_photo("t1")

@@ -46,7 +46,8 @@ from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
-# (2026-12-07); 5: with keep_eyes, so does a fringe.
+# (2026-12-07); 5: with keep_eyes, so does a fringe; 6: a multi-view head takes the photo's features and smile;
+# 7: a bent frame's background stays.
 LANDMARK_SWAP_VERSION = 7
 
 
@@ -302,8 +303,9 @@ class LandmarkSwapper(FaceSwapper):
         if not self.reshape_outline:  # the target's face covers all that moved: there is nothing to bend
             return frame, Face(moved)
         self._segmenter = self._segmenter or PersonSegmenter()
-        background = 1.0 - self._segmenter(frame) / 255.0
-        return bend_frame(frame, face.landmarks, moved, still=background), Face(moved)
+        person = self._segmenter(frame)  # all zeros where it finds nobody: then the whole frame bends
+        still = 1.0 - person / 255.0 if person.any() else None
+        return bend_frame(frame, face.landmarks, moved, still=still), Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.
