@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from implicit_deepfake.avatar.head import Avatar
+from implicit_deepfake.avatar.mesh import smoothstep
 from implicit_deepfake.data.nerface import EXPRESSION_DIM
 
 EXPRESSION_NAMES = ("jaw_open", "smile", "brow_raise")
@@ -34,11 +35,6 @@ _SMILE_SIGMA = 0.035
 _BROW = (0.0, 0.0, 0.032)
 _BROW_SIGMA = (0.06, 0.03)  # across, up
 _MOUTH_INSIDE = np.array([0.22, 0.07, 0.08])  # the dark red of an open mouth, linear [0, 1]
-
-
-def _smoothstep(edge0: np.ndarray | float, edge1: np.ndarray | float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
 
 
 def expression_vector(jaw_open: float = 0.0, smile: float = 0.0, brow_raise: float = 0.0) -> np.ndarray:
@@ -71,9 +67,9 @@ class ExpressionRig:
         middle, half_width = 0.5 * (left[0] + right[0]), 0.5 * (right[0] - left[0])
         across = np.abs(x - middle)
         band = _LIP + np.clip(across - half_width, 0.0, None)
-        jaw = _smoothstep(-band, band, below) * (1 - _smoothstep(1.3 * half_width, 2.3 * half_width, across))
+        jaw = smoothstep(-band, band, below) * (1 - smoothstep(1.3 * half_width, 2.3 * half_width, across))
         # Vertices on the line end up in the middle of the opening: they turn dark.
-        mouth = np.exp(-((below / _LIP) ** 2)) * (1 - _smoothstep(0.75 * half_width, 1.0 * half_width, across))
+        mouth = np.exp(-((below / _LIP) ** 2)) * (1 - smoothstep(0.75 * half_width, 1.0 * half_width, across))
 
         smile = np.zeros_like(vertices)
         for corner, side in ((left, -1.0), (right, 1.0)):

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.interpolate import RBFInterpolator
 
 from implicit_deepfake.avatar.frame import face_rotation, photo_space
+from implicit_deepfake.avatar.mesh import smoothstep
 from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
 from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES, Face, face_oval_indices
 
@@ -74,23 +75,18 @@ def _expression_moves(deviations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return modes[:count], moves.reshape(count, *deviations.shape[1:])
 
 
-def _smoothstep(x: np.ndarray | float) -> np.ndarray:
-    t = np.clip(x, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def _inner_weights(face: np.ndarray) -> np.ndarray:
     """(P,) in [0, 1]: 0 on the face oval, rising to 1 at OUTLINE_FADE x the face size inside it."""
     oval = face[face_oval_indices(), :2]
     distance = np.linalg.norm(face[:, None, :2] - oval[None], axis=2).min(1)
-    return _smoothstep(distance / (OUTLINE_FADE * float(np.ptp(face[:, :2], 0).max())))
+    return smoothstep(0.0, OUTLINE_FADE * float(np.ptp(face[:, :2], 0).max()), distance)
 
 
 def _frontal_weight(face: np.ndarray) -> float:
     """1 for a photo of a frontal face, fading to 0 between TURNED[0] and TURNED[1] degrees of yaw."""
     right = face_rotation(photo_space(Face(face.astype(np.float32))))[0]
     yaw = abs(float(np.degrees(np.arctan2(right[1], right[0]))))
-    return float(_smoothstep((TURNED[1] - yaw) / (TURNED[1] - TURNED[0])))
+    return float(smoothstep(TURNED[1], TURNED[0], np.array(yaw)))
 
 
 @dataclass(frozen=True)
@@ -120,10 +116,10 @@ class ShapeOffset:
         if len(stack) > 1:  # what the base's own face does is expression, not identity: that share goes
             modes, moves = _expression_moves(aligned - base)
             offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
-        offset = offset.reshape(base.shape)
+        offset = strength * offset.reshape(base.shape)
         if not outline:
-            offset *= _inner_weights(base)[:, None]
-        return cls(base, rigid, strength * (1.0 if outline else _frontal_weight(points)) * offset)
+            offset *= _frontal_weight(points) * _inner_weights(base)[:, None]
+        return cls(base, rigid, offset)
 
     def apply(self, landmarks: np.ndarray) -> np.ndarray:
         """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
@@ -161,8 +157,7 @@ def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray, still: 
     gy, gx = (np.mgrid[0:rows, 0:cols] + 0.5) * FIELD_STEP
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
     radius = np.linalg.norm(grid - centre, axis=1) / size
-    fade = np.clip((FADE[1] - radius) / (FADE[1] - FADE[0]), 0.0, 1.0)
-    fade = fade * fade * (3.0 - 2.0 * fade)  # smoothstep
+    fade = smoothstep(FADE[1], FADE[0], radius)
     near = fade > 0  # the spline is evaluated around the face only: a large frame is mostly beyond it
     field = np.zeros((len(grid), 2), np.float32)
     field[near] = spline(grid[near]) * fade[near, None]
