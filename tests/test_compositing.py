@@ -14,6 +14,7 @@ from implicit_deepfake.swap.compositing import (
     ColourTransfer,
     _hull_mask,
     feature_regions,
+    lay_brows,
     pyramid_blend,
     silhouette_alpha,
     skin_fill,
@@ -118,7 +119,8 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     is untouched; eyes behind dark lenses are left out, so the frame keeps its own."""
     photo = load_photo(name)
     landmarks = landmarker.detect(photo).landmarks
-    filled, usable = skin_fill(photo, landmarks)
+    filled, usable, brow_tint = skin_fill(photo, landmarks)
+    assert brow_tint is None
     weight = skin_weight(photo, landmarks)
     oval = _hull_mask(landmarks[face_oval_indices(), :2], photo.shape[:2], convex=False) > 0
     skin = np.median(photo[(weight > 0.99) & oval], 0)
@@ -150,20 +152,51 @@ def _fringe(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_a_video_swap_leaves_brows_under_a_fringe_to_the_frame(landmarker: FaceLandmarker) -> None:
-    """A fringe over the brows: their hulls hold its strands as much as the brows, so a video's frames
-    keep their own brows there; a multi-view head keeps the target's (its base may wear glasses under
-    its brows), and a bare forehead keeps them too."""
+def test_a_video_swap_paints_brows_under_a_fringe_over_and_takes_the_frames(landmarker: FaceLandmarker) -> None:
+    """A fringe over the brows: their hulls hold its strands as much as the brows, so for a video
+    they are painted over with bare skin like the rest of the fringe, and each frame's own brows go
+    on the face (`lay_brows`); a multi-view head keeps the target's (its base may wear glasses under
+    its brows), and so does a bare forehead."""
     photo = load_photo("grace_hopper")  # her forehead under the cap is bare
     landmarks = landmarker.detect(photo).landmarks
     brows = _centres(landmarks, feature_regions()[2:4])
     fringed = _fringe(photo, landmarks)
-    usable = skin_fill(fringed, landmarks, frame_brows=True)[1]
-    assert max(usable[y, x] for x, y in brows) < 0.05
-    assert min(usable[int(y), int(x)] for x, y in landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
+    filled, usable, brow_tint = skin_fill(fringed, landmarks, frame_brows=True)
+    assert brow_tint is not None
+    assert min(usable[y, x] for x, y in brows) > 0.99  # nothing left out: the face is whole
+    cheeks = landmarks[[50, 280], :2].astype(int)
+    skin = np.median(photo[cheeks[:, 1], cheeks[:, 0]], 0)
+    hulls = np.bitwise_or.reduce([_hull_mask(landmarks[r, :2], photo.shape[:2]) for r in feature_regions()[2:4]]) > 0
+    strands = hulls & np.all(fringed == (90, 60, 40), axis=-1)
+    before = np.median(np.linalg.norm(fringed[strands] - skin.astype(float), axis=1))
+    after = np.median(np.linalg.norm(filled[strands] - skin.astype(float), axis=1))
+    assert strands.sum() > 100 and after < 0.4 * before, (before, after)  # measured 143 -> 33
+    # the frames' brows take the strands' colour over the bare skin's
+    np.testing.assert_allclose(brow_tint, np.array([91, 61, 41]) / (skin + 1.0), atol=0.08)  # measured 0.03-0.05 off
     for image, frame_brows in ((fringed, False), (photo, True)):
-        usable = skin_fill(image, landmarks, frame_brows=frame_brows)[1]
-        assert min(usable[y, x] for x, y in brows) > 0.99
+        filled, usable, brow_tint = skin_fill(image, landmarks, frame_brows=frame_brows)
+        assert brow_tint is None and min(usable[y, x] for x, y in brows) > 0.99
+        assert max(np.abs(filled[y, x].astype(int) - image[y, x]).max() for x, y in brows) <= 3  # kept as they are
+
+
+def test_the_frames_brows_go_on_the_face_in_the_targets_brow_colour(landmarker: FaceLandmarker) -> None:
+    """lay_brows: a frame of plain skin with dark brows, a face of another skin: where the frame's brows
+    are, the face takes its skin times the tint (the target's brow colour over its skin), and nothing
+    of the frame's skin colour comes over, next to the brows or away from them."""
+    landmarks = landmarker.detect(load_photo("grace_hopper")).landmarks
+    shape = (*load_photo("grace_hopper").shape[:2], 3)
+    hulls = np.bitwise_or.reduce([_hull_mask(landmarks[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
+    frame = np.full(shape, (200, 160, 140), np.uint8)
+    frame[hulls] = (70, 50, 40)
+    face = np.full(shape, (230, 190, 170), np.uint8)
+    tint = np.array([0.5, 0.4, 0.3])
+    out = lay_brows(face, frame, landmarks, tint).astype(float)
+    core = cv2.erode(hulls.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert np.abs(out[core] - face[core] * tint).max() < 3, out[core].mean(0)
+    grow = lambda k: cv2.dilate(hulls.astype(np.uint8), np.ones((k, k), np.uint8)) > 0  # noqa: E731
+    near = grow(31) & ~grow(9)
+    assert np.abs(out[near] - face[near]).max() <= 1  # the frame's skin beside the brows stays out
+    assert np.abs(out[~grow(31)] - face[~grow(31)]).max() == 0
 
 
 def _perimeter(mask: np.ndarray) -> float:

@@ -316,3 +316,29 @@ def test_a_black_and_white_target_takes_each_features_colour_from_the_frame(land
     chroma_change = np.abs(lab[1][..., 1:] - lab[0][..., 1:]).max(-1)[face]
     assert np.median(chroma_change) <= 2  # the colour is the frame's
     assert np.abs(lab[1][..., 0] - lab[0][..., 0])[face].mean() > 8  # the lightness (the face) is the target's
+
+
+def test_brows_under_the_targets_fringe_are_the_frames_own(landmarker: FaceLandmarker, hopper) -> None:
+    """The target's brows hidden under a fringe: the swapped face takes the frame's brows (not the
+    strands, not a bare painted-over brow), darker than the swapped forehead, and the forehead
+    around them is the target's skin, not a patch of the frame's."""
+    from implicit_deepfake.swap.compositing import _hull_mask, feature_regions
+    from tests.test_compositing import _fringe
+
+    frame, landmarks = hopper
+    astronaut = load_photo("astronaut")
+    face = landmarker.detect(astronaut)
+    swapper = LandmarkSwapper(landmarker=landmarker)
+    swapper.prepare(_fringe(astronaut, face.landmarks), {}, face)
+    swapped = swapper.swap(frame, "x.png")
+    assert swapped is not None
+    grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(float) for image in (frame, swapped)]
+    lift = int(0.06 * np.ptp(landmarks[:, 1]))
+    for region in feature_regions()[2:4]:
+        hull = _hull_mask(landmarks[region, :2], frame.shape[:2])
+        brow = cv2.erode(hull, np.ones((3, 3), np.uint8)) > 0
+        above = np.roll(hull, -lift, axis=0).astype(bool) & ~cv2.dilate(hull, np.ones((5, 5), np.uint8)).astype(bool)
+        ratios = [np.median(g[brow]) / np.median(g[above]) for g in grey]
+        assert ratios[0] < 0.8 and ratios[1] < 0.8, ratios
+    change = np.abs(swapped.astype(float) - frame).max(-1)
+    assert np.median(change[above]) > 10  # the forehead above is the target's (the astronaut's skin)

@@ -41,6 +41,7 @@ _COVERED_FEATURE = 0.45
 _SKIN_TRIM = 0.6
 _FOREHEAD_BAND = 0.08  # the forehead's band above a brow that tells a fringe over it, in face sizes
 _LOWER_LIDS = (145, 374)  # mesh landmarks: the middle of each lower eyelid
+_BROW_TINT = 0.45  # a brow's colour over its skin when no hair shows in its hull to take it from
 # Mesh landmarks on the cheeks and the nose: where the target's skin colour is sampled.
 SKIN_SAMPLES = (50, 280, 205, 425, 187, 411, 117, 346, 101, 330, 36, 266, 4, 5, 195, 197, 45, 275)
 
@@ -93,31 +94,47 @@ def skin_weight(image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float
     return _skin(image, landmarks, threshold)[0]
 
 
-def skin_fill(image: np.ndarray, landmarks: np.ndarray, frame_brows: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def skin_fill(
+    image: np.ndarray, landmarks: np.ndarray, frame_brows: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The target photo `image` (HxWx3 uint8) with what covers its face painted over with its skin,
-    and where its face may be used (HxW float32 in [0, 1]).
+    where its face may be used (HxW float32 in [0, 1]), and the tint of the frames' brows laid on it
+    (None: the target's own brows stay).
 
     Inside the face, a pixel that is not skin (`skin_weight`: hair over the forehead, glasses rims,
     background beside a cheek) takes the colour of the skin around it (`_fill_from`), so the frame's
     own forehead, wrinkles or glasses never show through the swapped face; a feature covered by
     something far darker than the skin (sunglasses' lenses) is left out instead, with the brow above
-    a covered eye: the frame keeps its own there. frame_brows: so are brows under a fringe (their
-    hulls hold the fringe's tips as much as the brows): for frames whose own brows are a face's (a
-    video's), not a multi-view head's, whose base may wear glasses just under them."""
-    weight, covered = _skin(image, landmarks, frame_brows=frame_brows)
+    a covered eye: the frame keeps its own there. frame_brows: brows under a fringe (their hulls hold
+    the fringe's tips as much as the brows) are painted over with bare skin too, and each frame's own
+    brows are laid on the face (`lay_brows`) in the colour of the hair in the hulls (their pixels
+    clearly darker than the skin) over the bare skin's (the third value): for frames whose brows are
+    a face's (a video's), not a multi-view head's, whose base may wear glasses just under them."""
+    weight, covered, fringe = _skin(image, landmarks, frame_brows=frame_brows)
     size = face_size(landmarks)
     grown = cv2.dilate(covered, _disk(0.03 * size)).astype(np.float32)  # as _skin grows the features shown
     usable = 1.0 - cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.02 * size))
-    return _fill_from(image, weight, size), np.clip(usable, 0.0, 1.0).astype(np.float32)
+    source, tint = None, None
+    if fringe:  # the fill's colour from bare skin: the lashes and the fringe's tips would smear it dark
+        hulls = [_hull_mask(landmarks[r, :2], weight.shape) for r in feature_regions()]
+        source = weight * (cv2.dilate(np.bitwise_or.reduce(hulls), _disk(0.03 * size)) == 0)
+        in_brows = image[np.bitwise_or.reduce(hulls[2:4]) > 0].astype(np.float32)
+        bare = image[source > 0.5].astype(np.float32)
+        skin = np.median(bare, 0) if len(bare) else in_brows.max(0, initial=255.0)
+        hair = in_brows[in_brows.mean(1) < 0.8 * skin.mean()]  # clearly darker than the skin: the hair
+        tint = np.full(3, _BROW_TINT, np.float32)
+        if len(hair) >= 16:
+            tint = np.clip((np.median(hair, 0) + 1.0) / (skin + 1.0), 0.15, 0.9).astype(np.float32)
+    return _fill_from(image, weight, size, source), np.clip(usable, 0.0, 1.0).astype(np.float32), tint
 
 
-def _fill_from(image: np.ndarray, weight: np.ndarray, size: float) -> np.ndarray:
+def _fill_from(image: np.ndarray, weight: np.ndarray, size: float, source: np.ndarray | None = None) -> np.ndarray:
     """`image` (HxWx3 uint8) where `weight` (HxW in [0, 1]) is low replaced by the local mean colour
-    of the pixels where it is high: a normalised convolution at growing scales (2-30% of `size`),
-    each filling what the finer ones left, then the mean of them all. A colour field, not texture:
-    the frame's relight and the blend put shading on it."""
+    of the pixels where `source` (default: `weight`) is high: a normalised convolution at growing
+    scales (2-30% of `size`), each filling what the finer ones left, then the mean of them all. A
+    colour field, not texture: the frame's relight and the blend put shading on it."""
     rgb = image.astype(np.float32)
-    known = (weight > 0.5).astype(np.float32)
+    known = ((weight if source is None else source) > 0.5).astype(np.float32)
     if known.sum() < 16:
         return image
     filled, reached = np.zeros_like(rgb), np.zeros(weight.shape, np.float32)
@@ -135,9 +152,10 @@ def _fill_from(image: np.ndarray, weight: np.ndarray, size: float) -> np.ndarray
 
 def _skin(
     image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0), frame_brows: bool = False
-) -> tuple:
-    """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the skin,
-    and with `frame_brows` on brows under a fringe)."""
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the
+    skin, whether the brows are under a fringe (asked only with `frame_brows`): then they are left to
+    the skin test like any hair)."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
@@ -166,12 +184,12 @@ def _skin(
     hidden = [np.percentile(lab[..., 0][hull > 0], 90) < _COVERED_FEATURE * mean[0] for hull in hulls]
     fringe = frame_brows and _under_fringe(hulls[2:4], weight, oval, size)
     for eye in (0, 1):  # a lens over an eye reaches up into its brow (feature_regions' order)
-        hidden[eye + 2] = hidden[eye + 2] or hidden[eye] or fringe
+        hidden[eye + 2] = hidden[eye + 2] or hidden[eye]
     features, covered = np.zeros(image.shape[:2], np.uint8), np.zeros(image.shape[:2], np.uint8)
-    for hull, is_hidden in zip(hulls, hidden):
+    for k, (hull, is_hidden) in enumerate(zip(hulls, hidden)):
         if is_hidden:
             covered |= hull
-        else:
+        elif not (fringe and k in (2, 3)):
             features |= hull
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, kernel)
     # Hair, rims and background reach in from the face's border; what skin encloses is the face's own
@@ -179,13 +197,13 @@ def _skin(
     weight = np.maximum(weight, binary_fill_holes(weight > 0.5).astype(np.float32))
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
-    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features)
+    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features), fringe
 
 
 def _under_fringe(brows: Sequence[np.ndarray], weight: np.ndarray, oval: np.ndarray, size: float) -> bool:
     """Whether hair hangs over the brows (HxW uint8 hulls): the forehead just above them, inside the
     face, is mostly not skin (`weight`). Their hulls then hold the fringe's tips as much as the brows,
-    and both brows are left to the frame (a pair: one of each would look lopsided)."""
+    and both brows come from the frame (a pair: one of each would look lopsided)."""
     bands = np.zeros(weight.shape, bool)
     height = max(1, round(_FOREHEAD_BAND * size))
     for brow in brows:
@@ -276,6 +294,29 @@ def relight(face: np.ndarray, frame: np.ndarray, skin: np.ndarray, sigma: float,
     gain = blur(luminance(frame) * mask) / np.maximum(blur(luminance(face) * mask), 1e-3)
     gain = np.where(blur(mask) > 1e-3, np.clip(gain, 1.0 / limit, limit), 1.0)
     return np.clip(face.astype(np.float32) * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
+
+
+def lay_brows(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, tint: np.ndarray) -> np.ndarray:
+    """`face` (HxWx3 uint8, the warped target) with the frame's brows on it, in the target's colour:
+    inside each brow's hull (grown by 4% of the face size, soft-edged), how much darker the frame is
+    than its own skin around the brows (a Gaussian mean outside the brows' and eyes' hulls), scaled so
+    the brows' darkest tenth is 1, blends the face towards the face times `tint` (3,): the target's
+    brow colour over its skin (`skin_fill`). The frame's brow shape and movement, the target's hair
+    colour, and none of the frame's skin around them."""
+    size = face_size(landmarks)
+    hulls = [_hull_mask(landmarks[r, :2], face.shape[:2]) for r in feature_regions()[:4]]  # eyes, brows
+    brows = np.bitwise_or.reduce(hulls[2:])
+    region = cv2.dilate(brows, _disk(0.04 * size)).astype(np.float32)
+    known = (cv2.dilate(np.bitwise_or.reduce(hulls), _disk(0.02 * size)) == 0).astype(np.float32)
+    blur = lambda image: cv2.GaussianBlur(image, (0, 0), max(1.0, 0.05 * size))  # noqa: E731
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
+    skin = blur(grey * known) / np.maximum(blur(known), 1e-3)
+    depth = np.clip(1.0 - grey / skin, 0.0, 1.0)
+    full = max(float(np.percentile(depth[brows > 0], 90)) if brows.any() else 0.0, 0.1)
+    soft = cv2.GaussianBlur(region, (0, 0), max(0.5, 0.01 * size))
+    amount = (np.clip(depth / full, 0.0, 1.0) * soft)[..., None]
+    gain = 1.0 - amount * (1.0 - np.asarray(tint, np.float32))
+    return np.clip(face.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
 
 
 def is_grey(image: np.ndarray, where: np.ndarray, max_chroma: float = 5.0) -> bool:

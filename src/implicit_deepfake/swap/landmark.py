@@ -34,6 +34,7 @@ from implicit_deepfake.swap.compositing import (
     face_size,
     frame_chroma,
     is_grey,
+    lay_brows,
     pyramid_blend,
     relight,
     silhouette_alpha,
@@ -47,8 +48,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
 # (2026-12-07); 5: with keep_eyes, so does a fringe; 6: a multi-view head takes the photo's features and smile;
-# 7: a bent frame's background stays.
-LANDMARK_SWAP_VERSION = 7
+# 7: a bent frame's background stays; 8: brows under a fringe painted over, each frame's laid on.
+LANDMARK_SWAP_VERSION = 8
 
 
 def face_triangles(xy: np.ndarray) -> np.ndarray:
@@ -211,6 +212,7 @@ class LandmarkSwapper(FaceSwapper):
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
+        self._brow_tint: np.ndarray | None = None  # brows under a fringe: each frame's go on, in this tint
         self._colour: ColourTransfer | None = None
         self._shape: ShapeOffset | None = None
         self._segmenter: PersonSegmenter | None = None  # built on first use: only a bent frame needs it
@@ -249,7 +251,7 @@ class LandmarkSwapper(FaceSwapper):
         keep = np.zeros(crop.shape[:2], np.uint8)
         cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], (255,))
         if self.skin:
-            crop, usable = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
+            crop, usable, self._brow_tint = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
             keep = np.round(keep * usable).astype(np.uint8)
         self._target = np.dstack([crop, keep])
         self._grey = is_grey(crop, keep > 127)
@@ -261,7 +263,11 @@ class LandmarkSwapper(FaceSwapper):
         face) pooled: the views of one head or the frames of one video then get the same, not one fit each."""
         if self.reshape and samples:
             self._shape = ShapeOffset.fit(
-                [face.landmarks for _, face in samples], self._target_landmarks, self.reshape, self.reshape_outline
+                [face.landmarks for _, face in samples],
+                self._target_landmarks,
+                self.reshape,
+                self.reshape_outline,
+                guessed_brows=self._brow_tint is not None,
             )
         if not self.color_transfer or not samples:
             return
@@ -293,6 +299,8 @@ class LandmarkSwapper(FaceSwapper):
             rgb = relight(rgb, frame, skin, max(1.0, self.relight_sigma * warped.size))
         if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
             rgb = frame_chroma(rgb, frame)
+        if self._brow_tint is not None:
+            rgb = lay_brows(rgb, frame, face.landmarks, self._brow_tint)
         return self._blend(rgb, frame, warped)
 
     def _reshaped(self, frame: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
+import scipy.sparse as sp
 from scipy.interpolate import RBFInterpolator
 
 from implicit_deepfake.avatar.frame import face_rotation, photo_space
@@ -50,6 +52,10 @@ OPENINGS = (
 EXPRESSION_SHARE = 0.95  # the expression modes: the leading ones that make up this share of the openings' variance
 OUTLINE_FADE = 0.12  # outline=False: the offset grows from none on the face oval to full this far in (face sizes)
 TURNED = (10.0, 20.0)  # outline=False: the photo's yaw (degrees) from which its offset fades, and where it is gone
+# Steps of smoothing the offset takes over the face mesh above the eyes when the photo's brows are
+# guessed (`_smoothed`): at a brow under a fringe neighbours differed by up to 3% of the face size.
+SMOOTHING = 4
+_UPPER_LIDS, _BROWS = (159, 386), (105, 334)  # mesh points: the middle of each upper lid and each brow
 
 
 def _openings(points: np.ndarray) -> np.ndarray:
@@ -82,6 +88,37 @@ def _inner_weights(face: np.ndarray) -> np.ndarray:
     return smoothstep(0.0, OUTLINE_FADE * float(np.ptp(face[:, :2], 0).max()), distance)
 
 
+@lru_cache(maxsize=1)
+def _neighbour_mean() -> sp.csr_matrix:
+    """(468, 468) each mesh point's mean over its neighbours in mediapipe's face tessellation (which
+    leaves the eyes and the mouth open: the lids and the lips are not smoothed into each other)."""
+    import mediapipe as mp
+
+    edges = np.array(sorted(mp.solutions.face_mesh.FACEMESH_TESSELATION))
+    i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
+    adjacency = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(MESH_POINTS, MESH_POINTS))
+    adjacency.data[:] = 1.0  # an edge listed twice counts once
+    return sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1.0)) @ adjacency
+
+
+def _smoothed(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The offset (P, 3) at the base's points (P, 3) with the brows' and the forehead's landmark noise
+    taken out: under a fringe, where mediapipe guesses them, neighbours a few pixels apart are offset
+    differently, which folds the bent frame between them (the frame's brows show there). Its part
+    beyond the best affine map of the points (a wider, longer or sheared face, kept exactly) is
+    smoothed over the mesh, SMOOTHING steps each halfway to the neighbours' mean, and taken from the
+    upper lids up; the eyes, nose, mouth and jaw keep their offset as it is (their shapes are identity)."""
+    design = np.concatenate([base, np.ones((len(base), 1))], 1)
+    affine = design @ np.linalg.lstsq(design, offset, rcond=None)[0]
+    rest, mean = offset - affine, _neighbour_mean()
+    smooth = rest
+    for _ in range(SMOOTHING):
+        smooth = 0.5 * smooth + 0.5 * (mean @ smooth)
+    lids, brows = base[list(_UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
+    upper = smoothstep(lids, brows, base[:, 1])[:, None]  # image y grows downwards
+    return affine + upper * smooth + (1 - upper) * rest
+
+
 def _frontal_weight(face: np.ndarray) -> float:
     """1 for a photo of a frontal face, fading to 0 between TURNED[0] and TURNED[1] degrees of yaw."""
     right = face_rotation(photo_space(Face(face.astype(np.float32))))[0]
@@ -100,11 +137,18 @@ class ShapeOffset:
 
     @classmethod
     def fit(
-        cls, base_faces: Sequence[np.ndarray], target: np.ndarray, strength: float = 1.0, outline: bool = True
+        cls,
+        base_faces: Sequence[np.ndarray],
+        target: np.ndarray,
+        strength: float = 1.0,
+        outline: bool = True,
+        guessed_brows: bool = False,
     ) -> ShapeOffset:
         """base_faces: the base's landmarks (P, 3) in some frames or views (one or more); target:
         the photo's (P, 3). strength scales the offset (0: the frame's shape, 1: the target's);
-        outline: the face oval moves too (else it stays the base's, see the module doc)."""
+        outline: the face oval moves too (else it stays the base's, see the module doc);
+        guessed_brows: the photo's brows are under a fringe, their landmarks mediapipe's guesses
+        (`_smoothed`)."""
         stack = np.stack([np.asarray(f, np.float64)[:MESH_POINTS] for f in base_faces])
         points = np.asarray(target, np.float64)[:MESH_POINTS]
         if len(stack) == 1:
@@ -117,6 +161,8 @@ class ShapeOffset:
             modes, moves = _expression_moves(aligned - base)
             offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
         offset = strength * offset.reshape(base.shape)
+        if guessed_brows:
+            offset = _smoothed(offset, base)
         if not outline:
             offset *= _frontal_weight(points) * _inner_weights(base)[:, None]
         return cls(base, rigid, offset)
