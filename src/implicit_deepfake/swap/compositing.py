@@ -304,7 +304,21 @@ def lay_brows(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, tint: 
     brow colour over its skin (`skin_fill`). The frame's brow shape and movement, the target's hair
     colour, and none of the frame's skin around them."""
     size = face_size(landmarks)
-    hulls = [_hull_mask(landmarks[r, :2], face.shape[:2]) for r in feature_regions()[:4]]  # eyes, brows
+    # Only a box around the eyes and brows is touched: wide enough for the skin's blur (3 sigma)
+    points = landmarks[np.concatenate(feature_regions()[:4]), :2]
+    pad = 0.25 * size
+    (x0, y0), (x1, y1) = np.maximum(points.min(0) - pad, 0).astype(int), (points.max(0) + pad).astype(int)
+    box = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    out = face.copy()
+    out[box] = _lay_brows_in(face[box], frame[box], landmarks[:, :2] - (x0, y0), size, tint)
+    return out
+
+
+def _lay_brows_in(
+    face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, size: float, tint: np.ndarray
+) -> np.ndarray:
+    """lay_brows on a crop (`landmarks` in its pixels, `size` the face's)."""
+    hulls = [_hull_mask(landmarks[r], face.shape[:2]) for r in feature_regions()[:4]]  # eyes, brows
     brows = np.bitwise_or.reduce(hulls[2:])
     region = cv2.dilate(brows, _disk(0.04 * size)).astype(np.float32)
     known = (cv2.dilate(np.bitwise_or.reduce(hulls), _disk(0.02 * size)) == 0).astype(np.float32)
