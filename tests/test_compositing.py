@@ -23,7 +23,7 @@ from implicit_deepfake.swap.compositing import (
 )
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import _sunglasses, yaw_landmarks
+from tests.test_landmark_swap import _fringe, _sunglasses, yaw_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -139,17 +139,6 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     brows = _centres(lens_landmarks, feature_regions()[2:4])
     assert max(usable[y, x] for x, y in brows) < 0.05
     assert min(usable[int(y), int(x)] for x, y in lens_landmarks[[50, 280, 4], :2]) > 0.99  # cheeks, nose
-
-
-def _fringe(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """The photo with brown strands of hair hanging from the top of the face over the top of the brows."""
-    out = photo.copy()
-    brows = landmarks[np.concatenate(feature_regions()[2:4]), :2]
-    top = int(landmarks[face_oval_indices(), 1].min())
-    bottom = int(brows[:, 1].min() + 0.4 * np.ptp(brows[:, 1]))
-    for x in range(int(brows[:, 0].min()) - 10, int(brows[:, 0].max()) + 10, 6):
-        out[top:bottom, x : x + 5] = (90, 60, 40)
-    return out
 
 
 def test_a_video_swap_paints_brows_under_a_fringe_over_and_takes_the_frames(landmarker: FaceLandmarker) -> None:

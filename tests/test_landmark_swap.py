@@ -11,6 +11,7 @@ from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker, face
 from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
+from implicit_deepfake.swap.compositing import _hull_mask, feature_regions
 from implicit_deepfake.swap.landmark import LANDMARK_SWAP_VERSION, LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
 
@@ -285,6 +286,17 @@ def _closed_eyes(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return out
 
 
+def _fringe(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The photo with brown strands of hair hanging from the top of the face over the top of the brows."""
+    out = photo.copy()
+    brows = landmarks[np.concatenate(feature_regions()[2:4]), :2]
+    top = int(landmarks[face_oval_indices(), 1].min())
+    bottom = int(brows[:, 1].min() + 0.4 * np.ptp(brows[:, 1]))
+    for x in range(int(brows[:, 0].min()) - 10, int(brows[:, 0].max()) + 10, 6):
+        out[top:bottom, x : x + 5] = (90, 60, 40)
+    return out
+
+
 @pytest.mark.parametrize("odd", ["sunglasses", "closed_eyes"])
 def test_odd_target_photos_swap_and_the_frame_keeps_its_eyes(landmarker: FaceLandmarker, hopper, odd: str) -> None:
     frame, landmarks = hopper
@@ -322,9 +334,6 @@ def test_brows_under_the_targets_fringe_are_the_frames_own(landmarker: FaceLandm
     """The target's brows hidden under a fringe: the swapped face takes the frame's brows (not the
     strands, not a bare painted-over brow), darker than the swapped forehead, and the forehead
     around them is the target's skin, not a patch of the frame's."""
-    from implicit_deepfake.swap.compositing import _hull_mask, feature_regions
-    from tests.test_compositing import _fringe
-
     frame, landmarks = hopper
     astronaut = load_photo("astronaut")
     face = landmarker.detect(astronaut)
