@@ -188,6 +188,26 @@ def test_the_frames_brows_go_on_the_face_in_the_targets_brow_colour(landmarker: 
     assert np.abs(out[~grow(31)] - face[~grow(31)]).max() == 0
 
 
+def test_brows_at_or_past_the_frames_edge_are_laid_where_they_show(landmarker: FaceLandmarker) -> None:
+    """A face cut by the frame's top edge: its brows half out, or wholly out, of the frame. The part
+    that shows takes the tint, nothing fails, and with nothing showing the face is returned as it was."""
+    landmarks = landmarker.detect(load_photo("grace_hopper")).landmarks
+    shape = (*load_photo("grace_hopper").shape[:2], 3)
+    face = np.full(shape, (230, 190, 170), np.uint8)
+    brow_rows = landmarks[np.concatenate(feature_regions()[2:4]), 1]
+    for cut, expect_change in ((brow_rows.mean(), True), (brow_rows.max() + 40, False)):
+        shifted = landmarks - np.array([0.0, cut, 0.0], np.float32)  # the brows' middle (or all) above row 0
+        hulls = np.bitwise_or.reduce([_hull_mask(shifted[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
+        frame = np.full(shape, (200, 160, 140), np.uint8)
+        frame[hulls] = (70, 50, 40)
+        out = lay_brows(face, frame, shifted, np.array([0.5, 0.4, 0.3]))
+        assert out.shape == face.shape
+        assert (out != face).any() == expect_change
+        if expect_change:
+            core = cv2.erode(hulls.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+            assert core.sum() > 50 and np.abs(out[core] - face[core] * [0.5, 0.4, 0.3]).max() < 3
+
+
 def _perimeter(mask: np.ndarray) -> float:
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     return cv2.arcLength(max(contours, key=cv2.contourArea), True)
