@@ -20,6 +20,8 @@ teeth). One rigid head cannot be bent alike in every view, so there the outline 
 mouth move, and a photo of a turned head gives less of its offset there, none from TURNED[1] degrees of
 yaw (measured on one 20-degree portrait: with its inner offset the default head went 0.53 -> 0.64 from
 it, dlib; on a video, outline and all, its offset brings the frames nearer, 0.73 -> 0.62 on one clip).
+Where the photo's brows hang under a fringe mediapipe guesses them, and the offset is smoothed from
+the upper lids up (`guessed_brows`), so the bent frame's brows do not fold into waves.
 """
 
 from __future__ import annotations
