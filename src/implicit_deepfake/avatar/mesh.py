@@ -110,10 +110,7 @@ class Harmonic:
     vertex the mean of its neighbours. One factorisation serves every field with the same fixed set."""
 
     def __init__(self, faces: np.ndarray, n_vertices: int, fixed: np.ndarray) -> None:
-        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-        edges = np.unique(np.sort(edges, 1), axis=0)
-        i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
-        adjacency = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
+        adjacency = edge_adjacency(_triangle_edges(faces), n_vertices)
         laplacian = sp.diags(np.asarray(adjacency.sum(1)).ravel()) - adjacency
         self.fixed = np.asarray(fixed, bool)
         free = ~self.fixed
@@ -129,23 +126,42 @@ class Harmonic:
         return out
 
 
+def _triangle_edges(faces: np.ndarray) -> np.ndarray:
+    """(3F, 2) the edges of triangles (F, 3), each listed by both triangles it borders."""
+    return np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+
+
+def edge_adjacency(edges: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) sparse, 1 between the vertices `edges` (E, 2) join: each edge once, whichever way round
+    and however often it is listed."""
+    edges = np.unique(np.sort(edges, 1), axis=0)
+    i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
+    return sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
+
+
+def edge_mean(edges: np.ndarray, n_vertices: int) -> sp.csr_matrix:
+    """(V, V) sparse: each vertex's mean over its neighbours along `edges` (E, 2)."""
+    adjacency = edge_adjacency(edges, n_vertices)
+    return sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)) @ adjacency
+
+
 def neighbour_mean(faces: np.ndarray, n_vertices: int) -> sp.csr_matrix:
     """(V, V) sparse: each vertex's mean over its edge neighbours (the last mesh's is kept)."""
     key = (n_vertices, hashlib.blake2b(np.ascontiguousarray(faces).tobytes(), digest_size=16).digest())
     if _LAST_MEAN and _LAST_MEAN[0] == key:
         return _LAST_MEAN[1]
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.unique(np.sort(edges, 1), axis=0)
-    i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
-    adjacency = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
-    mean = sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1)) @ adjacency
+    mean = edge_mean(_triangle_edges(faces), n_vertices)
     _LAST_MEAN[:] = [key, mean]
     return mean
 
 
 def smooth(faces: np.ndarray, values: np.ndarray, iterations: int) -> np.ndarray:
     """`values` (V,) or (V, C) blurred over the mesh: each step halfway to the neighbours' mean."""
-    mean = neighbour_mean(faces, len(values))
+    return smooth_with(neighbour_mean(faces, len(values)), values, iterations)
+
+
+def smooth_with(mean: sp.csr_matrix, values: np.ndarray, iterations: int) -> np.ndarray:
+    """`values` (V,) or (V, C) blurred by `mean` (V, V), a neighbour mean: each step halfway to it."""
     out = np.asarray(values, np.float64)
     for _ in range(iterations):
         out = 0.5 * out + 0.5 * (mean @ out)

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from scipy.interpolate import RBFInterpolator
 
 from implicit_deepfake.avatar.frame import face_rotation, photo_space
-from implicit_deepfake.avatar.mesh import smoothstep
+from implicit_deepfake.avatar.mesh import edge_mean, smooth_with, smoothstep
 from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
 from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES, Face, face_oval_indices
 
@@ -96,11 +96,7 @@ def _neighbour_mean() -> sp.csr_matrix:
     leaves the eyes and the mouth open: the lids and the lips are not smoothed into each other)."""
     import mediapipe as mp
 
-    edges = np.array(sorted(mp.solutions.face_mesh.FACEMESH_TESSELATION))
-    i, j = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
-    adjacency = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(MESH_POINTS, MESH_POINTS))
-    adjacency.data[:] = 1.0  # an edge listed twice counts once
-    return sp.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1.0)) @ adjacency
+    return edge_mean(np.array(sorted(mp.solutions.face_mesh.FACEMESH_TESSELATION)), MESH_POINTS)
 
 
 def _smoothed(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
@@ -112,10 +108,8 @@ def _smoothed(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
     upper lids up; the eyes, nose, mouth and jaw keep their offset as it is (their shapes are identity)."""
     design = np.concatenate([base, np.ones((len(base), 1))], 1)
     affine = design @ np.linalg.lstsq(design, offset, rcond=None)[0]
-    rest, mean = offset - affine, _neighbour_mean()
-    smooth = rest
-    for _ in range(SMOOTHING):
-        smooth = 0.5 * smooth + 0.5 * (mean @ smooth)
+    rest = offset - affine
+    smooth = smooth_with(_neighbour_mean(), rest, SMOOTHING)
     lids, brows = base[list(_UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
     upper = smoothstep(lids, brows, base[:, 1])[:, None]  # image y grows downwards
     return affine + upper * smooth + (1 - upper) * rest
