@@ -12,16 +12,15 @@ from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.metrics.swap_quality import pose_error_deg, seam_score
 from implicit_deepfake.swap.compositing import (
     ColourTransfer,
-    _hull_mask,
     feature_regions,
+    hull_mask,
     lay_brows,
     pyramid_blend,
     silhouette_alpha,
-    skin_fill,
-    skin_weight,
     to_lab,
 )
 from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
+from implicit_deepfake.swap.target_skin import skin_fill, skin_weight
 from tests.test_identity import load_photo
 from tests.test_landmark_swap import _fringe, _sunglasses, yaw_landmarks
 
@@ -122,7 +121,7 @@ def test_skin_fill_paints_hair_and_rims_over_with_skin_and_leaves_dark_lenses_ou
     filled, usable, brow_tint = skin_fill(photo, landmarks)
     assert brow_tint is None
     weight = skin_weight(photo, landmarks)
-    oval = _hull_mask(landmarks[face_oval_indices(), :2], photo.shape[:2], convex=False) > 0
+    oval = hull_mask(landmarks[face_oval_indices(), :2], photo.shape[:2], convex=False) > 0
     skin = np.median(photo[(weight > 0.99) & oval], 0)
     covered = oval & (weight < 0.2)
     before = np.median(np.linalg.norm(photo[covered] - skin, axis=1))
@@ -155,7 +154,7 @@ def test_a_video_swap_paints_brows_under_a_fringe_over_and_takes_the_frames(land
     assert min(usable[y, x] for x, y in brows) > 0.99  # nothing left out: the face is whole
     cheeks = landmarks[[50, 280], :2].astype(int)
     skin = np.median(photo[cheeks[:, 1], cheeks[:, 0]], 0)
-    hulls = np.bitwise_or.reduce([_hull_mask(landmarks[r, :2], photo.shape[:2]) for r in feature_regions()[2:4]]) > 0
+    hulls = np.bitwise_or.reduce([hull_mask(landmarks[r, :2], photo.shape[:2]) for r in feature_regions()[2:4]]) > 0
     strands = hulls & np.all(fringed == (90, 60, 40), axis=-1)
     before = np.median(np.linalg.norm(fringed[strands] - skin.astype(float), axis=1))
     after = np.median(np.linalg.norm(filled[strands] - skin.astype(float), axis=1))
@@ -174,7 +173,7 @@ def test_the_frames_brows_go_on_the_face_in_the_targets_brow_colour(landmarker: 
     of the frame's skin colour comes over, next to the brows or away from them."""
     landmarks = landmarker.detect(load_photo("grace_hopper")).landmarks
     shape = (*load_photo("grace_hopper").shape[:2], 3)
-    hulls = np.bitwise_or.reduce([_hull_mask(landmarks[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
+    hulls = np.bitwise_or.reduce([hull_mask(landmarks[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
     frame = np.full(shape, (200, 160, 140), np.uint8)
     frame[hulls] = (70, 50, 40)
     face = np.full(shape, (230, 190, 170), np.uint8)
@@ -197,7 +196,7 @@ def test_brows_at_or_past_the_frames_edge_are_laid_where_they_show(landmarker: F
     brow_rows = landmarks[np.concatenate(feature_regions()[2:4]), 1]
     for cut, expect_change in ((brow_rows.mean(), True), (brow_rows.max() + 40, False)):
         shifted = landmarks - np.array([0.0, cut, 0.0], np.float32)  # the brows' middle (or all) above row 0
-        hulls = np.bitwise_or.reduce([_hull_mask(shifted[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
+        hulls = np.bitwise_or.reduce([hull_mask(shifted[r, :2], shape[:2]) for r in feature_regions()[2:4]]) > 0
         frame = np.full(shape, (200, 160, 140), np.uint8)
         frame[hulls] = (70, 50, 40)
         out = lay_brows(face, frame, shifted, np.array([0.5, 0.4, 0.3]))

@@ -11,7 +11,7 @@ from implicit_deepfake.faces.landmarks import EYE_OUTLINES, FaceLandmarker, face
 from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
-from implicit_deepfake.swap.compositing import _hull_mask, feature_regions
+from implicit_deepfake.swap.compositing import feature_regions, hull_mask
 from implicit_deepfake.swap.landmark import LANDMARK_SWAP_VERSION, LandmarkSwapper, face_triangles, warp_triangles
 from tests.test_identity import load_photo
 
@@ -344,7 +344,7 @@ def test_brows_under_the_targets_fringe_are_the_frames_own(landmarker: FaceLandm
     grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(float) for image in (frame, swapped)]
     lift = int(0.06 * np.ptp(landmarks[:, 1]))
     for region in feature_regions()[2:4]:
-        hull = _hull_mask(landmarks[region, :2], frame.shape[:2])
+        hull = hull_mask(landmarks[region, :2], frame.shape[:2])
         brow = cv2.erode(hull, np.ones((3, 3), np.uint8)) > 0
         above = np.roll(hull, -lift, axis=0).astype(bool) & ~cv2.dilate(hull, np.ones((5, 5), np.uint8)).astype(bool)
         ratios = [np.median(g[brow]) / np.median(g[above]) for g in grey]

@@ -6,8 +6,8 @@ collapsed in the frame (a turned head) are dropped, and the rest are rasterised 
 landmark depth into a triangle-index map, so the near side of the face wins where the mesh
 folds over itself. One `cv2.remap` then pulls the target's pixels through those maps. The frame's
 landmarks come from the runner (one mesh for every view, or a smoothed video track) or from the
-frame itself. Compositing (`compositing.py`): the target's non-skin pixels painted over with its
-skin, a blend mask from the mesh's silhouette feathered by distance, one LAB colour transfer for
+frame itself. Compositing (`target_skin.py`, `compositing.py`): the target's non-skin pixels painted
+over with its skin, a blend mask from the mesh's silhouette feathered by distance, one LAB colour transfer for
 the whole dataset (`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a
 plain feather, or Poisson). What the frame does stays the frame's, as learned swappers keep the
 driving frame's expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
@@ -38,11 +38,11 @@ from implicit_deepfake.swap.compositing import (
     pyramid_blend,
     relight,
     silhouette_alpha,
-    skin_fill,
     skin_only,
     to_lab,
 )
 from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
+from implicit_deepfake.swap.target_skin import skin_fill
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
@@ -165,7 +165,7 @@ class LandmarkSwapper(FaceSwapper):
     under the alpha's core, then the alpha). feather: width of the alpha's ramp inside the face
     silhouette, as a fraction of the face size. skin: paint the target's pixels that are not skin
     (hair, glasses rims, background) over with its skin, and leave out eyes behind dark lenses
-    (`compositing.skin_fill`). min_area_ratio: frame triangles smaller than this fraction of their
+    (`target_skin.skin_fill`). min_area_ratio: frame triangles smaller than this fraction of their
     target area (at the frame's face size) are edge-on and left out of the warp (their pixels are
     inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
