@@ -156,6 +156,33 @@ def test_turned_mesh_drops_hidden_triangles_and_near_side_wins(
     assert np.abs(2.0 * warped[nose[1], nose[0], 0] - xy[NOSE_TIP, 0]) >= 5
 
 
+@pytest.mark.parametrize("degrees", [20, 35])
+def test_a_turned_photo_covers_a_frontal_face_whole(landmarker: FaceLandmarker, degrees: float) -> None:
+    """A photo's face turned by `degrees` warped onto the frontal face: triangulated in the photo's
+    own pixels, its compressed far side folds over in the frontal face and leaves holes; turned
+    frontal first (its depth given), it leaves out only what the photo does not see (triangles facing
+    away in it) and covers the rest as the unturned photo's own triangles do."""
+    photo = load_photo("astronaut")
+    frontal = landmarker.detect(photo).landmarks
+    turned = yaw_landmarks(frontal, degrees)
+    silhouette = hull_mask(frontal[face_oval_indices(), :2], photo.shape[:2], convex=False) > 0
+
+    def coverage(source: np.ndarray, triangles: np.ndarray) -> float:
+        _, covered = warp_triangles(photo, source[:, :2], frontal, triangles, photo.shape[:2])
+        return float(covered[silhouette].mean())
+
+    triangles = face_triangles(turned)
+    a, b, c = (turned[triangles[:, k], :2] for k in range(3))
+    unseen = np.zeros(photo.shape[:2], np.uint8)
+    for corners in frontal[triangles[np.cross(b - a, c - a) < 0], :2]:
+        unseen |= hull_mask(corners, photo.shape[:2])
+    unturned = coverage(frontal, face_triangles(frontal[:, :2]))
+    in_pixels, turned_frontal = coverage(turned, face_triangles(turned[:, :2])), coverage(turned, triangles)
+    seen = 1.0 - float(unseen[silhouette].mean())
+    assert 0.85 < seen < 0.995 and turned_frontal > min(seen, unturned) - 0.005, (seen, unturned, turned_frontal)
+    assert in_pixels < turned_frontal - 0.02, (in_pixels, turned_frontal)
+
+
 @pytest.mark.parametrize("blend", ["pyramid", "poisson"])
 def test_blend_near_the_border(
     landmarker: FaceLandmarker,

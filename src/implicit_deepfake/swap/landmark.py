@@ -49,14 +49,19 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
 # (2026-12-07); 5: with keep_eyes, so does a fringe; 6: a multi-view head takes the photo's features and smile;
 # 7: a bent frame's background stays; 8: brows under a fringe painted over, each frame's laid on.
-LANDMARK_SWAP_VERSION = 8
+# 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side).
+LANDMARK_SWAP_VERSION = 9
+_RIGHT_CHEEK, _LEFT_CHEEK, _TOP, _CHIN = 234, 454, 10, 152  # mesh landmarks (the face's own right and left)
 
 
-def face_triangles(xy: np.ndarray) -> np.ndarray:
-    """xy: (468, 2) mesh landmarks of a roughly frontal face -> (T, 3) Delaunay triangles whose
-    centroid lies inside the face oval (Delaunay also fills the hull's gaps beside the oval), all
-    counter-clockwise (positive signed area in y-down pixels): the orientation of a triangle that
-    faces the camera, in any view of the face."""
+def face_triangles(landmarks: np.ndarray) -> np.ndarray:
+    """landmarks: (468+, 2) mesh pixels of a roughly frontal face, or (468+, 3) with depth of any
+    face, which is first turned to face the camera -> (T, 3) Delaunay triangles whose centroid lies
+    inside the face oval (Delaunay also fills the hull's gaps beside the oval), all counter-clockwise
+    (positive signed area in y-down pixels): the orientation of a triangle that faces the camera,
+    in any view of the face. Turned frontal, a photo's compressed far side gets the triangles of a
+    frontal face, which no frontal frame folds over."""
+    xy = _frontal(landmarks) if landmarks.shape[1] == 3 else landmarks
     triangles = Delaunay(xy).simplices
     oval = xy[face_oval_indices()].astype(np.float32)
     centroids = xy[triangles].mean(1)
@@ -65,6 +70,19 @@ def face_triangles(xy: np.ndarray) -> np.ndarray:
     flip = _signed_areas(xy, triangles) < 0
     triangles[flip] = triangles[flip][:, ::-1]
     return triangles
+
+
+def _frontal(landmarks: np.ndarray) -> np.ndarray:
+    """(P, 2): mesh points (P, 3) in the face's own plane, x from its right cheek to its left (as
+    pixels run in a frontal view), y from its forehead to its chin."""
+    points = landmarks[:, :3].astype(np.float64)
+    across = points[_LEFT_CHEEK] - points[_RIGHT_CHEEK]
+    down = points[_CHIN] - points[_TOP]
+    x = across / np.linalg.norm(across)
+    y = down - (down @ x) * x
+    y /= np.linalg.norm(y)
+    centred = points - points.mean(0)
+    return np.stack([centred @ x, centred @ y], 1)
 
 
 def _signed_areas(xy: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -246,10 +264,12 @@ class LandmarkSwapper(FaceSwapper):
         self._target_landmarks = face.landmarks
         self._target_xy: np.ndarray = face.landmarks[:, :2] - np.array([left, top], np.float32)
         self._target_extent = np.ptp(self._target_xy, 0)  # (2,) face width, height
-        self._triangles = face_triangles(self._target_xy)
-        # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both.
+        self._triangles = face_triangles(face.landmarks)
+        # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both: inside
+        # the triangles (an outline polygon would cut the compressed far side of a turned photo into teeth).
         keep = np.zeros(crop.shape[:2], np.uint8)
-        cv2.fillPoly(keep, [np.round(self._target_xy[face_oval_indices()] - 0.5).astype(np.int32)], (255,))
+        for tri in np.round((self._target_xy[self._triangles] - 0.5) * 16).astype(np.int32):
+            cv2.fillConvexPoly(keep, tri, (255,), lineType=cv2.LINE_8, shift=4)
         if self.skin:
             crop, usable, self._brow_tint = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
             keep = np.round(keep * usable).astype(np.uint8)
