@@ -357,6 +357,30 @@ def test_a_black_and_white_target_takes_each_features_colour_from_the_frame(land
     assert np.abs(lab[1][..., 0] - lab[0][..., 0])[face].mean() > 8  # the lightness (the face) is the target's
 
 
+def test_a_black_and_white_target_does_not_take_lines_of_colour_from_the_frames_skin(
+    landmarker: FaceLandmarker, hopper
+) -> None:
+    """A thin blue line across the frame's cheek (a glasses rim): a grey target's skin there takes
+    the skin's colour around it, while the frame's own brows still give their colour to the target's."""
+    frame, landmarks = hopper
+    size = float(np.ptp(landmarks[:, 0]))
+    lined = frame.copy()
+    y = int(landmarks[NOSE_TIP, 1])
+    x0, x1 = int(landmarks[:, 0].min() + 0.15 * size), int(landmarks[NOSE_TIP, 0] - 0.12 * size)
+    lined[y - 1 : y + 2, x0:x1] = (60, 90, 200)
+    grey = cv2.cvtColor(cv2.cvtColor(load_photo("astronaut"), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    swapper = LandmarkSwapper(landmarker=landmarker)
+    swapper.prepare(grey, {})
+    swapped = swapper.swap(lined, "x.png", landmarker.detect(frame))
+    chroma = [cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)[..., 1:] for image in (frame, lined, swapped)]
+    line = (slice(y - 1, y + 2), slice(x0, x1))
+    blue = float(np.linalg.norm(chroma[1][line] - chroma[0][line], axis=-1).mean())
+    kept = float(np.linalg.norm(chroma[2][line] - chroma[0][line], axis=-1).mean())
+    assert blue > 40 and kept < 5, (blue, kept)
+    brows = np.bitwise_or.reduce([hull_mask(landmarks[r, :2], frame.shape[:2]) for r in feature_regions()[2:4]]) > 0
+    assert float(np.linalg.norm(chroma[2][brows] - chroma[0][brows], axis=-1).mean()) < 3
+
+
 def test_brows_under_the_targets_fringe_are_the_frames_own(landmarker: FaceLandmarker, hopper) -> None:
     """The target's brows hidden under a fringe: the swapped face takes the frame's brows (not the
     strands, not a bare painted-over brow), darker than the swapped forehead, and the forehead

@@ -25,6 +25,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from implicit_deepfake.faces.landmarks import face_oval_indices
+
 # ColourTransfer's gain bounds per LAB channel (lightness, a, b).
 _GAIN_LOW = np.array([0.67, 0.5, 0.5])
 _GAIN_HIGH = np.array([1.5, 2.0, 2.0])
@@ -144,13 +146,17 @@ def lay_brows(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, tint: 
     colour, and none of the frame's skin around them."""
     size = face_size(landmarks)
     # Only a box around the eyes and brows is touched: wide enough for the skin's blur (3 sigma)
-    points = landmarks[np.concatenate(feature_regions()[:4]), :2]
-    pad = 0.25 * size
-    (x0, y0), (x1, y1) = np.maximum(points.min(0) - pad, 0).astype(int), (points.max(0) + pad).astype(int)
-    box = (slice(y0, y1 + 1), slice(x0, x1 + 1))
+    box, corner = _box(landmarks[np.concatenate(feature_regions()[:4]), :2], 0.25 * size)
     out = face.copy()
-    out[box] = _lay_brows_in(face[box], frame[box], landmarks[:, :2] - (x0, y0), size, tint)
+    out[box] = _lay_brows_in(face[box], frame[box], landmarks[:, :2] - corner, size, tint)
     return out
+
+
+def _box(points: np.ndarray, pad: float) -> tuple[tuple[slice, slice], np.ndarray]:
+    """The rows and columns of the box around `points` (P, 2) grown by `pad` pixels (clipped at the
+    image's top left; numpy clips the rest), and its top-left corner (x, y)."""
+    (x0, y0), (x1, y1) = np.maximum(points.min(0) - pad, 0).astype(int), (points.max(0) + pad).astype(int)
+    return (slice(y0, y1 + 1), slice(x0, x1 + 1)), np.array([x0, y0])
 
 
 def _lay_brows_in(
@@ -179,12 +185,36 @@ def is_grey(image: np.ndarray, where: np.ndarray, max_chroma: float = 5.0) -> bo
     return bool(len(lab)) and float(np.median(np.hypot(lab[:, 1], lab[:, 2]))) < max_chroma
 
 
-def frame_chroma(face: np.ndarray, frame: np.ndarray) -> np.ndarray:
-    """A black-and-white face (HxWx3 uint8) coloured by the frame's own chroma at each pixel: the
-    face is landmark-aligned to the frame, so its brows take brow colour and its lips lip colour
-    (one transfer of means would give every feature the skin's hue)."""
-    lab = to_lab(face)
-    lab[..., 1:] = to_lab(frame)[..., 1:]
+def frame_chroma(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A black-and-white face (HxWx3 uint8) coloured by the frame's own chroma: inside the eyes',
+    brows' and lips' hulls (grown by 2% of the face size, soft-edged) the frame's at each pixel, so
+    its brows take brow colour and its lips lip colour (one transfer of means would give every feature
+    the skin's hue); elsewhere the frame's chroma under a median over 8% of the face size (hair and
+    background outside the face oval left out), so thin lines of colour on the frame's skin (glasses
+    rims, a wrinkle's shade) do not draw themselves across the target's face. `landmarks`: the face's
+    mesh in the frame; only a box around it (as wide as the blend reaches) is coloured."""
+    size = face_size(landmarks)
+    box, corner = _box(landmarks[:, :2], 0.2 * size)
+    out = face.copy()
+    out[box] = _frame_chroma_in(face[box], frame[box], landmarks[:, :2] - corner, size)
+    return out
+
+
+def _frame_chroma_in(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, size: float) -> np.ndarray:
+    """frame_chroma on a crop (`landmarks` in its pixels, `size` the face's)."""
+    lab, frame_lab = to_lab(face), to_lab(frame)
+    features = np.bitwise_or.reduce(
+        [hull_mask(landmarks[region], face.shape[:2]) for k, region in enumerate(feature_regions()) if k != 4]
+    )
+    grown = cv2.dilate(features, disk(0.02 * size)).astype(np.float32)
+    exact = cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.01 * size))[..., None]
+    chroma = np.clip(frame_lab[..., 1:] + 128.0, 0, 255).astype(np.uint8)  # cv2's wide median wants 8 bits
+    oval = hull_mask(landmarks[face_oval_indices()], face.shape[:2], convex=False) > 0
+    if oval.any():
+        chroma[~oval] = np.median(chroma[oval], 0)  # hair and background never tint the face's edge
+    width = 2 * max(1, round(0.04 * size)) + 1
+    smooth = np.dstack([cv2.medianBlur(np.ascontiguousarray(chroma[..., c]), width) for c in (0, 1)])
+    lab[..., 1:] = exact * frame_lab[..., 1:] + (1.0 - exact) * (smooth - np.float32(128.0))
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -49,8 +49,9 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 2: the skin model's fit below the eyes and the dark-lens rule; 3: skin_fill; 4: a lens hides its brow too
 # (2026-12-07); 5: with keep_eyes, so does a fringe; 6: a multi-view head takes the photo's features and smile;
 # 7: a bent frame's background stays; 8: brows under a fringe painted over, each frame's laid on.
-# 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side).
-LANDMARK_SWAP_VERSION = 9
+# 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side);
+# 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it).
+LANDMARK_SWAP_VERSION = 10
 _RIGHT_CHEEK, _LEFT_CHEEK, _TOP, _CHIN = 234, 454, 10, 152  # mesh landmarks (the face's own right and left)
 
 
@@ -318,7 +319,7 @@ class LandmarkSwapper(FaceSwapper):
             skin = skin_only(warped.alpha, face.landmarks)
             rgb = relight(rgb, frame, skin, max(1.0, self.relight_sigma * warped.size))
         if self._grey:  # a black-and-white photo: each feature takes the frame's colour at its place
-            rgb = frame_chroma(rgb, frame)
+            rgb = frame_chroma(rgb, frame, face.landmarks)
         if self._brow_tint is not None:
             rgb = lay_brows(rgb, frame, face.landmarks, self._brow_tint)
         return self._blend(rgb, frame, warped)
