@@ -31,6 +31,7 @@ from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.compositing import (
     ColourTransfer,
     blend_levels,
+    disk,
     face_size,
     frame_chroma,
     is_grey,
@@ -50,9 +51,13 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # (2026-12-07); 5: with keep_eyes, so does a fringe; 6: a multi-view head takes the photo's features and smile;
 # 7: a bent frame's background stays; 8: brows under a fringe painted over, each frame's laid on.
 # 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side);
-# 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it).
-LANDMARK_SWAP_VERSION = 10
+# 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it);
+# 11: a bent frame's loose hair moves with the head.
+LANDMARK_SWAP_VERSION = 11
 _RIGHT_CHEEK, _LEFT_CHEEK, _TOP, _CHIN = 234, 454, 10, 152  # mesh landmarks (the face's own right and left)
+# How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
+# loose hair the segmenter leaves out; beyond, the background stays.
+_LOOSE_HAIR = 0.04
 
 
 def face_triangles(landmarks: np.ndarray) -> np.ndarray:
@@ -333,7 +338,11 @@ class LandmarkSwapper(FaceSwapper):
             return frame, Face(moved)
         self._segmenter = self._segmenter or PersonSegmenter()
         person = self._segmenter(frame)  # all zeros where it finds nobody: then the whole frame bends
-        still = 1.0 - person / 255.0 if person.any() else None
+        still = None
+        if person.any():  # grown: loose hair the segmenter leaves out moves with the head, not left as a ghost
+            reach = max(1.0, _LOOSE_HAIR * face_size(face.landmarks))
+            grown = cv2.dilate(person, disk(reach)).astype(np.float32) / 255.0
+            still = 1.0 - cv2.GaussianBlur(grown, (0, 0), reach / 3.0)
         return bend_frame(frame, face.landmarks, moved, still=still), Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
