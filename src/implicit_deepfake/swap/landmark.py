@@ -1,6 +1,7 @@
 """Offline face swap: warp the target's face onto each frame's 468 mediapipe landmarks.
 
-The target's landmarks are Delaunay-triangulated once. For a frame, every triangle gets the
+The target's landmarks are Delaunay-triangulated once, in its face's own plane (a photo of a turned
+head then gets a frontal face's triangles, which no frontal frame folds over). For a frame, every triangle gets the
 affine map from its frame position back to the target; triangles that are back-facing or
 collapsed in the frame (a turned head) are dropped, and the rest are rasterised far-to-near by
 landmark depth into a triangle-index map, so the near side of the face wins where the mesh
