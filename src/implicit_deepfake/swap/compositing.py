@@ -111,12 +111,17 @@ def silhouette_alpha(
     return alpha, hole
 
 
+def _eyes_brows_lips(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """HxW uint8, 1 inside the hulls of the eyes, the brows and the lips (not the nose, which is skin)
+    of the face whose mesh is `landmarks` (P, 2+)."""
+    regions = [region for k, region in enumerate(feature_regions()) if k != 4]
+    return np.bitwise_or.reduce([hull_mask(landmarks[region, :2], shape) for region in regions])
+
+
 def skin_only(weight: np.ndarray, landmarks: np.ndarray, grow: float = 0.03) -> np.ndarray:
     """HxW bool: where `weight` (the blend alpha) is, less the eyes, brows and lips of the face whose
     mesh is `landmarks` (their hulls grown by `grow` x face size): the skin, whose light is shading."""
-    eyes_brows_lips = [region for k, region in enumerate(feature_regions()) if k != 4]  # not the nose
-    features = np.bitwise_or.reduce([hull_mask(landmarks[region, :2], weight.shape) for region in eyes_brows_lips])
-    grown_features = cv2.dilate(features, disk(grow * face_size(landmarks)))
+    grown_features = cv2.dilate(_eyes_brows_lips(landmarks, weight.shape), disk(grow * face_size(landmarks)))
     return (weight > 0.5) & (grown_features == 0)  # surely the target's skin: its soft edge is often hair
 
 
@@ -203,10 +208,7 @@ def frame_chroma(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray) -> 
 def _frame_chroma_in(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, size: float) -> np.ndarray:
     """frame_chroma on a crop (`landmarks` in its pixels, `size` the face's)."""
     lab, frame_lab = to_lab(face), to_lab(frame)
-    features = np.bitwise_or.reduce(
-        [hull_mask(landmarks[region], face.shape[:2]) for k, region in enumerate(feature_regions()) if k != 4]
-    )
-    grown = cv2.dilate(features, disk(0.02 * size)).astype(np.float32)
+    grown = cv2.dilate(_eyes_brows_lips(landmarks, face.shape[:2]), disk(0.02 * size)).astype(np.float32)
     exact = cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.01 * size))[..., None]
     chroma = np.clip(frame_lab[..., 1:] + 128.0, 0, 255).astype(np.uint8)  # cv2's wide median wants 8 bits
     oval = hull_mask(landmarks[face_oval_indices()], face.shape[:2], convex=False) > 0
