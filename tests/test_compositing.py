@@ -19,8 +19,9 @@ from implicit_deepfake.swap.compositing import (
     silhouette_alpha,
     to_lab,
 )
-from implicit_deepfake.swap.landmark import LandmarkSwapper, face_triangles, warp_triangles
+from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.target_skin import skin_fill, skin_weight
+from implicit_deepfake.swap.warp import face_triangles, warp_triangles
 from tests.test_identity import load_photo
 from tests.test_landmark_swap import _fringe, _sunglasses, yaw_landmarks
 

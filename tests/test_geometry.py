@@ -16,8 +16,8 @@ from implicit_deepfake.swap.geometry import (
     triangulate_face,
     visible_landmarks,
 )
-from implicit_deepfake.swap.landmark import face_triangles
 from implicit_deepfake.swap.tracking import track_faces
+from implicit_deepfake.swap.warp import face_triangles
 
 SIZE = 128
 

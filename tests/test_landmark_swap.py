@@ -12,7 +12,8 @@ from implicit_deepfake.metrics.expression import expression_measures
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.compositing import feature_regions, hull_mask
-from implicit_deepfake.swap.landmark import LANDMARK_SWAP_VERSION, LandmarkSwapper, face_triangles, warp_triangles
+from implicit_deepfake.swap.landmark import LANDMARK_SWAP_VERSION, LandmarkSwapper
+from implicit_deepfake.swap.warp import face_triangles, warp_triangles
 from tests.test_identity import load_photo
 
 NOSE_TIP = 1

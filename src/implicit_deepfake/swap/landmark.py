@@ -1,19 +1,16 @@
 """Offline face swap: warp the target's face onto each frame's 468 mediapipe landmarks.
 
-The target's landmarks are Delaunay-triangulated once, in its face's own plane (a photo of a turned
-head then gets a frontal face's triangles, which no frontal frame folds over). For a frame, every triangle gets the
-affine map from its frame position back to the target; triangles that are back-facing or
-collapsed in the frame (a turned head) are dropped, and the rest are rasterised far-to-near by
-landmark depth into a triangle-index map, so the near side of the face wins where the mesh
-folds over itself. One `cv2.remap` then pulls the target's pixels through those maps. The frame's
-landmarks come from the runner (one mesh for every view, or a smoothed video track) or from the
-frame itself. Compositing (`target_skin.py`, `compositing.py`): the target's non-skin pixels painted
-over with its skin, a blend mask from the mesh's silhouette feathered by distance, one LAB colour transfer for
-the whole dataset (`calibrate`), each frame's own light (`relight`) and a multi-band blend (or a
-plain feather, or Poisson). What the frame does stays the frame's, as learned swappers keep the
-driving frame's expression: an open mouth (inside its inner lips: the target photo has no pixels for it, and the
-warp would only stretch its lips) and the eyes inside their lids (the frame's gaze; the target's
-lids, drawn on the frame's landmarks, open and close with the frame's).
+The target's landmarks are triangulated once, and each frame pulls the target's pixels through a
+piecewise-affine warp onto its own landmarks (`warp.py`: back-facing and collapsed triangles of a turned
+head dropped, the near side painted last). The frame's landmarks come from the runner (one mesh for
+every view, or a smoothed video track) or from the frame itself. Compositing (`target_skin.py`,
+`compositing.py`): the target's non-skin pixels painted over with its skin, a blend mask from the mesh's
+silhouette feathered by distance, one LAB colour transfer for the whole dataset (`calibrate`), each
+frame's own light (`relight`) and a multi-band blend (or a plain feather, or Poisson). What the frame
+does stays the frame's, as learned swappers keep the driving frame's expression: an open mouth (inside
+its inner lips: the target photo has no pixels for it, and the warp would only stretch its lips) and the
+eyes inside their lids (the frame's gaze; the target's lids, drawn on the frame's landmarks, open and
+close with the frame's).
 """
 
 from __future__ import annotations
@@ -23,11 +20,10 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.person_masks import PersonSegmenter
-from implicit_deepfake.faces.landmarks import EYE_OUTLINES, INNER_LIPS, Face, FaceLandmarker, face_oval_indices
+from implicit_deepfake.faces.landmarks import EYE_OUTLINES, INNER_LIPS, Face, FaceLandmarker
 from implicit_deepfake.swap.base import FaceSwapper
 from implicit_deepfake.swap.compositing import (
     ColourTransfer,
@@ -45,6 +41,7 @@ from implicit_deepfake.swap.compositing import (
 )
 from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
 from implicit_deepfake.swap.target_skin import skin_fill
+from implicit_deepfake.swap.warp import face_triangles, warp_triangles
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
@@ -55,98 +52,15 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it);
 # 11: a bent frame's loose hair moves with the head.
 LANDMARK_SWAP_VERSION = 11
-_RIGHT_CHEEK, _LEFT_CHEEK, _TOP, _CHIN = 234, 454, 10, 152  # mesh landmarks (the face's own right and left)
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
-
-
-def face_triangles(landmarks: np.ndarray) -> np.ndarray:
-    """landmarks: (468+, 2) mesh pixels of a roughly frontal face, or (468+, 3) with depth of any
-    face, which is first turned to face the camera -> (T, 3) Delaunay triangles whose centroid lies
-    inside the face oval (Delaunay also fills the hull's gaps beside the oval), all counter-clockwise
-    (positive signed area in y-down pixels): the orientation of a triangle that faces the camera,
-    in any view of the face. Turned frontal, a photo's compressed far side gets the triangles of a
-    frontal face, which no frontal frame folds over."""
-    xy = _frontal(landmarks) if landmarks.shape[1] == 3 else landmarks
-    triangles = Delaunay(xy).simplices
-    oval = xy[face_oval_indices()].astype(np.float32)
-    centroids = xy[triangles].mean(1)
-    inside = [cv2.pointPolygonTest(oval, (float(x), float(y)), False) >= 0 for x, y in centroids]
-    triangles = triangles[np.array(inside)]
-    flip = _signed_areas(xy, triangles) < 0
-    triangles[flip] = triangles[flip][:, ::-1]
-    return triangles
-
-
-def _frontal(landmarks: np.ndarray) -> np.ndarray:
-    """(P, 2): mesh points (P, 3) in the face's own plane, x from its right cheek to its left (as
-    pixels run in a frontal view), y from its forehead to its chin."""
-    points = landmarks[:, :3].astype(np.float64)
-    across = points[_LEFT_CHEEK] - points[_RIGHT_CHEEK]
-    down = points[_CHIN] - points[_TOP]
-    x = across / np.linalg.norm(across)
-    y = down - (down @ x) * x
-    y /= np.linalg.norm(y)
-    centred = points - points.mean(0)
-    return np.stack([centred @ x, centred @ y], 1)
-
-
-def _signed_areas(xy: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """xy: (P, 2), triangles: (T, 3) -> (T,) signed areas (positive counter-clockwise in y-down)."""
-    a, b, c = (xy[triangles[:, k]] for k in range(3))
-    return 0.5 * np.cross(b - a, c - a)
-
-
-def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """src, dst: (T, 3, 2) triangle corners -> (T, 2, 3) affine maps taking src onto dst."""
-    homogeneous = np.concatenate([src, np.ones_like(src[..., :1])], axis=-1)  # (T, 3, 3)
-    return np.linalg.solve(homogeneous, dst).transpose(0, 2, 1)
 
 
 def _polygon_area(xy: np.ndarray) -> float:
     """Signed area of a closed polygon (P, 2) (the shoelace formula)."""
     x, y = xy[:, 0], xy[:, 1]
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
-
-
-def warp_triangles(
-    image: np.ndarray,
-    src_xy: np.ndarray,
-    dst_landmarks: np.ndarray,
-    triangles: np.ndarray,
-    shape: tuple[int, ...],
-    min_area_ratio: float = 0.05,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Piecewise-affine warp of `image` from `src_xy` onto `dst_landmarks`, hidden triangles left out.
-
-    image: hxwxC uint8; src_xy: (P, 2) landmark pixels in `image`; dst_landmarks: (P, 3) pixel x,
-    y and depth (smaller is nearer) in the output; triangles: (T, 3) landmark ids, counter-
-    clockwise or all clockwise in `src_xy`. A triangle is drawn only when its output area keeps
-    the source's sign and is at least `min_area_ratio` of the source area brought to the output's
-    face size (back-facing and edge-on triangles of a turned head are not). Returns the HxWxC warped
-    image and the HxW bool map of pixels some triangle covers. Landmark coordinates put pixel centres at +0.5.
-    """
-    dst_xy = dst_landmarks[:, :2]
-    # A turn shrinks the face along one axis only: the other gives the scale between the faces.
-    scale = np.max(np.ptp(dst_xy, 0) / np.ptp(src_xy, 0))
-    ratio = _signed_areas(dst_xy, triangles) / (_signed_areas(src_xy, triangles) * scale**2)
-    triangles = triangles[ratio > min_area_ratio]
-    # Painter's algorithm: far triangles first, so the near side of a folded mesh wins.
-    triangles = triangles[np.argsort(-dst_landmarks[triangles, 2].mean(1), kind="stable")]
-
-    index = np.full(shape, -1, np.int32)
-    corners = np.round((dst_xy[triangles] - 0.5) * 16).astype(np.int32)  # 4-bit sub-pixel
-    for t, tri in enumerate(corners):
-        cv2.fillConvexPoly(index, tri, (t,), lineType=cv2.LINE_8, shift=4)
-    ys, xs = np.nonzero(index >= 0)
-    affine = _affines(dst_xy[triangles], src_xy[triangles])[index[ys, xs]]
-    centres = np.stack([xs + 0.5, ys + 0.5, np.ones(len(xs))], -1)
-    map_xy = np.full((*shape, 2), -1.0, np.float32)
-    map_xy[ys, xs] = np.einsum("nij,nj->ni", affine, centres) - 0.5  # cv2.remap centres at +0
-    # ignore: cv2's stubs refuse map2=None (map1 holds both coordinates), which OpenCV takes
-    warped = cv2.remap(image, map_xy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
-    return warped.reshape(*shape, -1), index >= 0
 
 
 def _poisson(face: np.ndarray, frame: np.ndarray, mask: np.ndarray, pad: int) -> np.ndarray:

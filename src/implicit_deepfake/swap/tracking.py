@@ -21,7 +21,7 @@ from implicit_deepfake.swap.geometry import (
     triangulate_face,
     visible_landmarks,
 )
-from implicit_deepfake.swap.landmark import face_triangles
+from implicit_deepfake.swap.warp import face_triangles
 
 log = logging.getLogger(__name__)
 TRACK_MODES = ("auto", "multiview", "temporal", "per_frame")
