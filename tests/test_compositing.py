@@ -23,7 +23,8 @@ from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.target_skin import skin_fill, skin_weight
 from implicit_deepfake.swap.warp import face_triangles, warp_triangles
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import _fringe, _sunglasses, yaw_landmarks
+from tests.test_landmark_swap import _fringe, _sunglasses
+from tests.test_warp import yaw_landmarks
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.reshape import FADE, ShapeOffset, _neighbour_mean, bend_frame
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import yaw_landmarks
+from tests.test_warp import yaw_landmarks
 
 UPPER_LIP, LOWER_LIP = 13, 14
 

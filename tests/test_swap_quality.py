@@ -18,7 +18,7 @@ from implicit_deepfake.metrics.swap_quality import (
 )
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from tests.test_identity import load_photo
-from tests.test_landmark_swap import turned_face
+from tests.test_warp import turned_face
 
 SIZE = (128, 128)
 
