@@ -72,13 +72,12 @@ def skin_fill(
     brows are laid on the face (`lay_brows`) in the colour of the hair in the hulls (their pixels
     clearly darker than the skin) over the bare skin's (the third value): for frames whose brows are
     a face's (a video's), not a multi-view head's, whose base may wear glasses just under them."""
-    weight, covered, fringe = _skin(image, landmarks, frame_brows=frame_brows)
+    weight, covered, fringe, hulls = _skin(image, landmarks, frame_brows=frame_brows)
     size = face_size(landmarks)
     grown = cv2.dilate(covered, disk(0.03 * size)).astype(np.float32)  # as _skin grows the features shown
     usable = 1.0 - cv2.GaussianBlur(grown, (0, 0), max(0.5, 0.02 * size))
     source, tint = None, None
     if fringe:  # the fill's colour from bare skin: the lashes and the fringe's tips would smear it dark
-        hulls = [hull_mask(landmarks[r, :2], weight.shape) for r in feature_regions()]
         source = weight * (cv2.dilate(np.bitwise_or.reduce(hulls), disk(0.03 * size)) == 0)
         in_brows = image[np.bitwise_or.reduce(hulls[2:4]) > 0].astype(np.float32)
         bare = image[source > 0.5].astype(np.float32)
@@ -114,10 +113,10 @@ def _fill_from(image: np.ndarray, weight: np.ndarray, size: float, source: np.nd
 
 def _skin(
     image: np.ndarray, landmarks: np.ndarray, threshold: tuple[float, float] = (2.5, 4.0), frame_brows: bool = False
-) -> tuple[np.ndarray, np.ndarray, bool]:
+) -> tuple[np.ndarray, np.ndarray, bool, list[np.ndarray]]:
     """(skin_weight's weight, HxW uint8 1 on the features covered by something far darker than the
     skin, whether the brows are under a fringe (asked only with `frame_brows`): then they are left to
-    the skin test like any hair)."""
+    the skin test like any hair; each feature's hull, HxW uint8 in `feature_regions`' order)."""
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
     size = face_size(landmarks)
     radius = max(1, round(0.03 * size))
@@ -159,7 +158,7 @@ def _skin(
     weight = np.maximum(weight, binary_fill_holes(weight > 0.5).astype(np.float32))
     weight = cv2.erode(weight, kernel)
     weight = np.maximum(weight, cv2.dilate(features, kernel).astype(np.float32))
-    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features), fringe
+    return cv2.GaussianBlur(weight, (0, 0), max(0.5, 0.02 * size)), covered & (1 - features), fringe, hulls
 
 
 def _under_fringe(brows: Sequence[np.ndarray], weight: np.ndarray, oval: np.ndarray, size: float) -> bool:
