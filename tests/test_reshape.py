@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from implicit_deepfake.data.face_tracking import similarity_fit
-from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
+from implicit_deepfake.faces.landmarks import Face, FaceLandmarker, face_oval_indices
 from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.landmark import LandmarkSwapper
@@ -18,6 +18,7 @@ from tests.test_identity import load_photo
 from tests.test_warp import yaw_landmarks
 
 UPPER_LIP, LOWER_LIP = 13, 14
+BROW_ARCS = ((70, 63, 105, 66, 107), (336, 296, 334, 293, 300))  # mesh points along each brow's upper edge
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,39 @@ def test_a_multiview_head_keeps_its_outline_and_takes_the_photos_features_and_sm
     assert 10.0 < opening - (view[LOWER_LIP, 1] - view[UPPER_LIP, 1]) < 14.0  # px: the photo's 12 px smile
 
 
+def _uneven_brows(face: np.ndarray) -> np.ndarray:
+    """A wider face whose points above the upper lids are jittered by 2% of the face size (a photo's
+    brow tails and fringe tips: neighbouring brow points offset differently)."""
+    target = _wider(face, 1.15)
+    upper = face[:, 1] < face[[159, 386], 1].mean()
+    target[upper, :2] += np.random.default_rng(0).normal(0, 0.02 * np.ptp(face[:, 1]), (upper.sum(), 2))
+    return target
+
+
+def _brow_edge_waves(image: np.ndarray, face: np.ndarray) -> float:
+    """RMS (px) of the upper edge of the brows drawn by `_thick_brows` about a parabola fitted
+    per brow: a smooth arch is near 0, brows folded into waves are not."""
+    top = int(face[list(BROW_ARCS[0] + BROW_ARCS[1]), 1].min() - 0.15 * np.ptp(face[:, 1]))
+    residuals = []
+    for arc in BROW_ARCS:
+        x0, x1 = int(face[list(arc), 0].min()), int(face[list(arc), 0].max())
+        edge = ((image[top:, x0:x1, 1] > 200) & (image[top:, x0:x1, 0] < 80)).argmax(0).astype(float)
+        columns = np.arange(len(edge))
+        residuals.append(edge - np.polyval(np.polyfit(columns, edge, 2), columns))
+    return float(np.sqrt(np.mean(np.concatenate(residuals) ** 2)))
+
+
+def _thick_brows(photo: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """The photo with thick brows (green, to be found again) reaching well above mediapipe's brow
+    points, as a driving clip's may."""
+    out = photo.copy()
+    size = float(np.ptp(face[:, 1]))
+    for arc in BROW_ARCS:
+        points = face[list(arc), :2] - np.array([0.0, 0.03 * size])
+        cv2.polylines(out, [np.round(points).astype(np.int32)], False, (0, 255, 0), max(2, int(0.05 * size)))
+    return out
+
+
 def test_guessed_brows_lose_their_landmark_noise_and_the_face_below_keeps_its_offset(hopper) -> None:
     """A photo whose brows are under a fringe (mediapipe guesses them): a wider face whose points above
     the lids are jittered by 2% of the face size. With guessed_brows the offset there is smooth (the
@@ -104,9 +138,8 @@ def test_guessed_brows_lose_their_landmark_noise_and_the_face_below_keeps_its_of
     the same offset as without."""
     _, face = hopper
     frames = [_jaw(face, opening) for opening in (0, 4, 8)]
-    target = _wider(face, 1.15)
+    target = _uneven_brows(face)
     upper = face[:, 1] < face[[159, 386], 1].mean()  # above the middle of the upper lids
-    target[upper, :2] += np.random.default_rng(0).normal(0, 0.02 * np.ptp(face[:, 1]), (upper.sum(), 2))
     plain, guessed = (ShapeOffset.fit(frames, target, guessed_brows=g).offset for g in (False, True))
     brows = face[:, 1] < face[[105, 334], 1].mean()  # above the middle of the brows: smoothed in full
     roughness = lambda offset: np.linalg.norm(offset - _neighbour_mean() @ offset, axis=1)[brows].mean()  # noqa: E731
@@ -115,6 +148,28 @@ def test_guessed_brows_lose_their_landmark_noise_and_the_face_below_keeps_its_of
     np.testing.assert_allclose(guessed[below], plain[below], atol=1e-9)
     spread = lambda offset: np.polyfit(face[upper, 0], offset[upper, 0], 1)[0]  # noqa: E731
     assert abs(spread(guessed) - spread(plain)) < 0.1 * spread(plain), (spread(plain), spread(guessed))  # 0.1% off
+
+
+def test_thick_brows_bend_without_folding_while_the_face_keeps_the_photos_brow_shape(
+    hopper, landmarker: FaceLandmarker
+) -> None:
+    """A photo's uneven brow points (above) would fold a frame's thick brows into waves where they
+    reach past the swapped face. The frame is bent by the smoothed offset: its brows' upper edge stays
+    an arch; the swapped face keeps the photo's exact brow points."""
+    photo, face = hopper
+    frame = _thick_brows(photo, face)
+    shape = ShapeOffset.fit([face, _jaw(face, 4)], _uneven_brows(face))
+    bent = bend_frame(frame, face, shape.apply(face, bend=True))
+    folded = bend_frame(frame, face, shape.apply(face))
+    before, smooth, rough = (_brow_edge_waves(image, face) for image in (frame, bent, folded))
+    assert smooth < 0.5 * rough and smooth < before + 0.5, (before, smooth, rough)  # measured 0.61, 0.49, 1.62 px
+    swapper = LandmarkSwapper(reshape=1.0, landmarker=landmarker)
+    swapper.prepare(load_photo("astronaut"), {})
+    swapper._shape = shape
+    swapper._segmenter = lambda rgb: np.zeros(rgb.shape[:2], np.uint8)  # type: ignore[assignment]
+    reshaped, moved = swapper._reshaped(frame, Face(face.astype(np.float32)))
+    np.testing.assert_array_equal(reshaped, bent)
+    np.testing.assert_allclose(moved.landmarks, shape.apply(face), atol=1e-4)
 
 
 def test_a_photo_of_a_turned_head_gives_a_multiview_head_less_of_its_proportions(hopper) -> None:
@@ -185,8 +240,10 @@ def test_a_frame_whose_person_is_not_found_bends_whole(hopper, landmarker: FaceL
     swapper.prepare(load_photo("astronaut"), {})
     swapper.calibrate([(photo, face)])
     swapper._segmenter = lambda rgb: np.zeros(rgb.shape[:2], np.uint8)  # type: ignore[assignment]
-    bent, moved = swapper._reshaped(photo, face)
-    np.testing.assert_array_equal(bent, bend_frame(photo, face.landmarks, moved.landmarks))
+    bent, _ = swapper._reshaped(photo, face)
+    assert swapper._shape is not None
+    moved = swapper._shape.apply(face.landmarks, bend=True)
+    np.testing.assert_array_equal(bent, bend_frame(photo, face.landmarks, moved))
     assert np.abs(bent.astype(int) - photo).mean() > 0.5
 
 
@@ -203,8 +260,9 @@ def test_loose_hair_beside_the_segmented_person_bends_with_the_head(hopper, land
     person = np.zeros(photo.shape[:2], np.uint8)
     person[:, x0:x1] = 255  # a person band as wide as the face; left and right of it: "background"
     swapper._segmenter = lambda rgb: person  # type: ignore[assignment]
-    bent, moved = swapper._reshaped(photo, face)
-    whole = bend_frame(photo, face.landmarks, moved.landmarks)
+    bent, _ = swapper._reshaped(photo, face)
+    assert swapper._shape is not None
+    whole = bend_frame(photo, face.landmarks, swapper._shape.apply(face.landmarks, bend=True))
     size = float(max(x1 - x0, y1 - y0))
     rows = slice(y0, y1)
     near = (rows, slice(x1, x1 + int(0.02 * size)))  # a wisp's place, just outside the band

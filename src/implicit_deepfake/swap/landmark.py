@@ -51,7 +51,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side);
 # 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it);
 # 11: a bent frame's loose hair moves with the head.
-LANDMARK_SWAP_VERSION = 11
+# 12: the frame is bent by the offset smoothed above the lids (a thick brow no longer folds into horns).
+LANDMARK_SWAP_VERSION = 12
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
@@ -258,7 +259,8 @@ class LandmarkSwapper(FaceSwapper):
             reach = max(1.0, _LOOSE_HAIR * face_size(face.landmarks))
             grown = cv2.dilate(person, disk(reach)).astype(np.float32) / 255.0
             still = 1.0 - cv2.GaussianBlur(grown, (0, 0), reach / 3.0)
-        return bend_frame(frame, face.landmarks, moved, still=still), Face(moved)
+        bent = bend_frame(frame, face.landmarks, self._shape.apply(face.landmarks, bend=True), still=still)
+        return bent, Face(moved)
 
     def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.

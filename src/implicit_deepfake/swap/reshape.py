@@ -20,8 +20,11 @@ teeth). One rigid head cannot be bent alike in every view, so there the outline 
 mouth move, and a photo of a turned head gives less of its offset there, none from TURNED[1] degrees of
 yaw (measured on one 20-degree portrait: with its inner offset the default head went 0.53 -> 0.64 from
 it, dlib; on a video, outline and all, its offset brings the frames nearer, 0.73 -> 0.62 on one clip).
-Where the photo's brows hang under a fringe mediapipe guesses them, and the offset is smoothed from
-the upper lids up (`guessed_brows`), so the bent frame's brows do not fold into waves.
+Above the upper lids the frame is bent by the offset smoothed (`_smoothed`): neighbouring brow points
+offset differently (the photo's brow tails, a fringe's tips) would fold the frame's brows into waves
+and horns between them, where thick brows reach past the swapped face. The swapped face keeps the
+exact offset (the photo's brow shape is identity), unless the photo's brows hang under a fringe:
+then they are mediapipe's guesses, and the face takes the smoothed offset too (`guessed_brows`).
 """
 
 from __future__ import annotations
@@ -125,11 +128,13 @@ def _frontal_weight(face: np.ndarray) -> float:
 @dataclass(frozen=True)
 class ShapeOffset:
     """base: (468, 3) the base's mean face; rigid: the landmark ids its alignments are fitted on;
-    offset: (468, 3) the target's landmarks minus the base's, in the base's frame."""
+    offset: (468, 3) the target's landmarks minus the base's, in the base's frame; bend_offset:
+    the same with the brows' and the forehead's landmark noise taken out (`_smoothed`), for the bend."""
 
     base: np.ndarray
     rigid: np.ndarray
     offset: np.ndarray
+    bend_offset: np.ndarray
 
     @classmethod
     def fit(
@@ -157,19 +162,20 @@ class ShapeOffset:
             modes, moves = _expression_moves(aligned - base)
             offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
         offset = strength * offset.reshape(base.shape)
-        if guessed_brows:
-            offset = _smoothed(offset, base)
-        if not outline:
-            offset *= _frontal_weight(points) * _inner_weights(base)[:, None]
-        return cls(base, rigid, offset)
+        smoothed = _smoothed(offset, base)
+        offset = smoothed if guessed_brows else offset
+        if not outline:  # (a multi-view head is not bent)
+            offset = offset * _frontal_weight(points) * _inner_weights(base)[:, None]
+        return cls(base, rigid, offset, smoothed)
 
-    def apply(self, landmarks: np.ndarray) -> np.ndarray:
+    def apply(self, landmarks: np.ndarray, bend: bool = False) -> np.ndarray:
         """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
-        offset turned and scaled by the frame's pose; irises moved with their eye's outline."""
+        offset (the bend's if `bend`) turned and scaled by the frame's pose; irises moved with their
+        eye's outline."""
         points = np.asarray(landmarks, np.float64)
         scale, rotation, _ = similarity_fit(self.base[self.rigid], points[self.rigid])
         out = points.copy()
-        out[:MESH_POINTS] += scale * self.offset @ rotation.T
+        out[:MESH_POINTS] += scale * (self.bend_offset if bend else self.offset) @ rotation.T
         if len(points) > MESH_POINTS:
             for eye, iris in zip(EYE_OUTLINES, IRISES):
                 out[list(iris)] += (out[list(eye)] - points[list(eye)]).mean(0)
