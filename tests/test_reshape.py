@@ -154,15 +154,15 @@ def test_thick_brows_bend_without_folding_while_the_face_keeps_the_photos_brow_s
     hopper, landmarker: FaceLandmarker
 ) -> None:
     """A photo's uneven brow points (above) would fold a frame's thick brows into waves where they
-    reach past the swapped face. The frame is bent by the smoothed offset: its brows' upper edge stays
-    an arch; the swapped face keeps the photo's exact brow points."""
+    reach past the swapped face. The frame is bent by the offset's affine part there: its brows'
+    upper edge stays an arch; the swapped face keeps the photo's exact brow points."""
     photo, face = hopper
     frame = _thick_brows(photo, face)
     shape = ShapeOffset.fit([face, _jaw(face, 4)], _uneven_brows(face))
     bent = bend_frame(frame, face, shape.apply(face, bend=True))
     folded = bend_frame(frame, face, shape.apply(face))
     before, smooth, rough = (_brow_edge_waves(image, face) for image in (frame, bent, folded))
-    assert smooth < 0.5 * rough and smooth < before + 0.5, (before, smooth, rough)  # measured 0.61, 0.49, 1.62 px
+    assert smooth < 0.5 * rough and smooth < before + 0.5, (before, smooth, rough)  # measured 0.61, 0.53, 1.62 px
     swapper = LandmarkSwapper(reshape=1.0, landmarker=landmarker)
     swapper.prepare(load_photo("astronaut"), {})
     swapper._shape = shape

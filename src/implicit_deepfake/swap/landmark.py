@@ -51,7 +51,7 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 9: the photo triangulated turned frontal, and used inside its triangles (no teeth on a turned photo's far side);
 # 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it);
 # 11: a bent frame's loose hair moves with the head.
-# 12: the frame is bent by the offset smoothed above the lids (a thick brow no longer folds into horns).
+# 12: above the lids the frame is bent by the offset's affine part (a thick brow no longer folds into horns).
 LANDMARK_SWAP_VERSION = 12
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.

@@ -20,11 +20,11 @@ teeth). One rigid head cannot be bent alike in every view, so there the outline 
 mouth move, and a photo of a turned head gives less of its offset there, none from TURNED[1] degrees of
 yaw (measured on one 20-degree portrait: with its inner offset the default head went 0.53 -> 0.64 from
 it, dlib; on a video, outline and all, its offset brings the frames nearer, 0.73 -> 0.62 on one clip).
-Above the upper lids the frame is bent by the offset smoothed (`_smoothed`): neighbouring brow points
-offset differently (the photo's brow tails, a fringe's tips) would fold the frame's brows into waves
-and horns between them, where thick brows reach past the swapped face. The swapped face keeps the
-exact offset (the photo's brow shape is identity), unless the photo's brows hang under a fringe:
-then they are mediapipe's guesses, and the face takes the smoothed offset too (`guessed_brows`).
+Above the upper lids the frame is bent by the offset's affine part only (`_broad`): neighbouring brow
+points offset differently (the photo's brow tails, a fringe's tips) would fold the frame's brows into
+waves and horns between them, where thick brows reach past the swapped face. The swapped face keeps
+the exact offset (the photo's brow shape is identity), unless the photo's brows hang under a fringe:
+then they are mediapipe's guesses, and the face takes the offset smoothed there (`guessed_brows`).
 """
 
 from __future__ import annotations
@@ -102,20 +102,34 @@ def _neighbour_mean() -> sp.csr_matrix:
     return edge_mean(np.array(sorted(mp.solutions.face_mesh.FACEMESH_TESSELATION)), MESH_POINTS)
 
 
+def _above_lids(offset: np.ndarray, base: np.ndarray, reach: float) -> tuple[np.ndarray, np.ndarray]:
+    """The offset's part beyond the best affine map of the base's points (P, 3): what makes the
+    photo's brows and forehead their own shape, not only a wider, longer or sheared face; and (P, 1)
+    weights rising from 0 at the upper lids' middle to 1 at `reach` of the way up to the brows'."""
+    design = np.concatenate([base, np.ones((len(base), 1))], 1)
+    rest = offset - design @ np.linalg.lstsq(design, offset, rcond=None)[0]
+    lids, brows = base[list(_UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
+    return rest, smoothstep(lids, lids + reach * (brows - lids), base[:, 1])[:, None]  # image y grows downwards
+
+
 def _smoothed(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
     """The offset (P, 3) at the base's points (P, 3) with the brows' and the forehead's landmark noise
     taken out: under a fringe, where mediapipe guesses them, neighbours a few pixels apart are offset
-    differently, which folds the bent frame between them (the frame's brows show there). Its part
-    beyond the best affine map of the points (a wider, longer or sheared face, kept exactly) is
-    smoothed over the mesh, SMOOTHING steps each halfway to the neighbours' mean, and taken from the
-    upper lids up; the eyes, nose, mouth and jaw keep their offset as it is (their shapes are identity)."""
-    design = np.concatenate([base, np.ones((len(base), 1))], 1)
-    affine = design @ np.linalg.lstsq(design, offset, rcond=None)[0]
-    rest = offset - affine
-    smooth = smooth_with(_neighbour_mean(), rest, SMOOTHING)
-    lids, brows = base[list(_UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
-    upper = smoothstep(lids, brows, base[:, 1])[:, None]  # image y grows downwards
-    return affine + upper * smooth + (1 - upper) * rest
+    differently. Its part beyond the best affine map (a wider, longer or sheared face, kept exactly) is
+    smoothed over the mesh, SMOOTHING steps each halfway to the neighbours' mean, from the upper lids
+    up; the eyes, nose, mouth and jaw keep their offset as it is (their shapes are identity)."""
+    rest, upper = _above_lids(offset, base, 1.0)
+    return offset + upper * (smooth_with(_neighbour_mean(), rest, SMOOTHING) - rest)
+
+
+def _broad(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """The offset (P, 3) the frame is bent by: above the upper lids only its affine part (the photo's
+    brows and forehead are drawn by the swapped face; the frame's brows, which may reach past it, then
+    bend as one smooth arch: uneven brow points fold them, and 4 steps of smoothing still left waves
+    on raised brows), in full from halfway up to the brows; the eyes and below as they are."""
+    rest, upper = _above_lids(offset, base, 0.5)
+    upper[face_oval_indices()] = 0.0
+    return offset - upper * rest
 
 
 def _frontal_weight(face: np.ndarray) -> float:
@@ -129,7 +143,7 @@ def _frontal_weight(face: np.ndarray) -> float:
 class ShapeOffset:
     """base: (468, 3) the base's mean face; rigid: the landmark ids its alignments are fitted on;
     offset: (468, 3) the target's landmarks minus the base's, in the base's frame; bend_offset:
-    the same with the brows' and the forehead's landmark noise taken out (`_smoothed`), for the bend."""
+    the one the frame is bent by (`_broad`)."""
 
     base: np.ndarray
     rigid: np.ndarray
@@ -162,11 +176,11 @@ class ShapeOffset:
             modes, moves = _expression_moves(aligned - base)
             offset -= np.tensordot(modes @ _openings(offset).ravel(), moves, 1)
         offset = strength * offset.reshape(base.shape)
-        smoothed = _smoothed(offset, base)
-        offset = smoothed if guessed_brows else offset
+        bend = _broad(offset, base)
+        offset = _smoothed(offset, base) if guessed_brows else offset
         if not outline:  # (a multi-view head is not bent)
             offset = offset * _frontal_weight(points) * _inner_weights(base)[:, None]
-        return cls(base, rigid, offset, smoothed)
+        return cls(base, rigid, offset, bend)
 
     def apply(self, landmarks: np.ndarray, bend: bool = False) -> np.ndarray:
         """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
