@@ -11,8 +11,10 @@ import skimage
 import torch
 from scipy import ndimage
 
-from implicit_deepfake.avatar.head import Avatar, build_avatar, render_avatar
+from implicit_deepfake.avatar.frame import head_frame
+from implicit_deepfake.avatar.head import Avatar, _working_copy, build_avatar, render_avatar
 from implicit_deepfake.avatar.mesh import CapsuleGrid, Harmonic, ray_exit
+from implicit_deepfake.avatar.shape import HeadShape, build_shape
 from implicit_deepfake.avatar.texture import row_colours, spot_noise
 from implicit_deepfake.core.io import composite, read_image
 from implicit_deepfake.data.synthetic import BASE_PHOTO, DISTANCE, view_cameras
@@ -138,6 +140,36 @@ def test_hair_hangs_from_the_scalp_and_a_shadow_by_the_jaw_is_not_hair(landmarke
     hair = photo_maps(photo, face).hair
     assert hair[int(face.landmarks[13, 1]) :].sum() < 0.05 * hair.sum()
     assert hair[: int(face.landmarks[10, 1])].sum() > 0.5 * hair.sum()  # the hair over her brow stays
+
+
+@pytest.fixture(scope="module")
+def shape(hopper) -> HeadShape:
+    _, head = head_frame(_working_copy(*hopper)[1])
+    return build_shape(head, RESOLUTION)
+
+
+def test_inside_its_oval_the_face_is_its_own_surface(shape: HeadShape):
+    """Inside the face oval the head's surface is the face's own (the spline through its landmarks):
+    the cranium's ellipsoid had stood in front of it at the forehead's sides and filled the eye
+    sockets, up to 0.04 units (the face is 0.8 tall)."""
+    vertices = shape.vertices
+    inner = vertices[shape.face_weight > 0.99]
+    gap = inner[:, 1] - shape.template.face.depth(inner[:, [0, 2]])
+    assert np.abs(gap).max() < 0.002, np.abs(gap).max()  # measured 0.0001 (0.041 before)
+
+
+def test_the_rings_meet_the_dome_without_shearing_the_face(shape: HeadShape):
+    """Down the face, the first horizontal ring's vertices lie under the dome's last: the dome's rays
+    (from the cranium's centre) and the rings' (from the neck's axis) had met there, and the face's
+    vertices jumped sideways by 1.7 grid spacings, a crease across the forehead."""
+    grid = shape.grid
+    rings = shape.vertices[1:-1].reshape(grid.n_rings, grid.n_seg, 3)
+    origins = grid.origins[1:-1].reshape(grid.n_rings, grid.n_seg, 3)[:, 0]
+    first = int(np.argmax(np.abs(origins[:, 2] - origins[0, 2]) > 1e-9))  # the first ring below the dome
+    front = grid.directions[1:-1].reshape(grid.n_rings, grid.n_seg, 3)[first, :, 1] < -0.8
+    sideways = np.abs(rings[first, front, 0] - rings[first - 1, front, 0])
+    spacing = 2 * np.pi * 0.4 / RESOLUTION
+    assert sideways.max() < 0.25 * spacing, sideways.max() / spacing  # measured 0.08 (1.7 before)
 
 
 def test_ray_exit_finds_a_sphere_and_harmonic_fill_stays_within_its_bounds():

@@ -50,10 +50,14 @@ class CapsuleGrid:
     n_seg: int
 
     @classmethod
-    def around(cls, centre: np.ndarray, axis_y: float, heights: np.ndarray, n_dome: int, n_seg: int) -> CapsuleGrid:
+    def around(
+        cls, centre: np.ndarray, axis_y: float | np.ndarray, heights: np.ndarray, n_dome: int, n_seg: int
+    ) -> CapsuleGrid:
         """A dome of `n_dome` rings about `centre` (3,) over horizontal rings at `heights` (top down,
-        below the centre) on the vertical axis x = 0, y = `axis_y`; the bottom pole is on that axis
-        at the last height. Rings turn counter-clockwise seen from above (the first pole)."""
+        below the centre) about the points x = 0, y = `axis_y` (one, or one per height) at their
+        heights; the bottom pole is there at the last height. Rings turn counter-clockwise seen from
+        above (the first pole)."""
+        axis_y = np.broadcast_to(np.asarray(axis_y, np.float64), (len(heights),))
         phi = 2 * np.pi * np.arange(n_seg) / n_seg
         around = np.stack([np.cos(phi), np.sin(phi)], 1)
         theta = 0.5 * np.pi * np.arange(1, n_dome + 1) / n_dome  # the last dome ring is horizontal
@@ -65,11 +69,9 @@ class CapsuleGrid:
             -1,
         ).reshape(-1, 3)
         flat = np.concatenate([np.tile(around, (len(heights), 1)), np.zeros((len(heights) * n_seg, 1))], 1)
-        ring_origin = np.stack(
-            [np.zeros(len(heights)), np.full(len(heights), axis_y), np.asarray(heights, np.float64)], 1
-        ).repeat(n_seg, 0)
+        ring_origin = np.stack([np.zeros(len(heights)), axis_y, np.asarray(heights, np.float64)], 1)
         origins = np.concatenate(
-            [centre[None], np.tile(centre, (n_dome * n_seg, 1)), ring_origin, [[0.0, axis_y, heights[-1]]]]
+            [centre[None], np.tile(centre, (n_dome * n_seg, 1)), ring_origin.repeat(n_seg, 0), ring_origin[-1:]]
         )
         directions = np.concatenate([[[0.0, 0.0, 1.0]], dome, flat, [[0.0, 0.0, -1.0]]])
         return cls(origins, directions, n_dome + len(heights), n_seg)

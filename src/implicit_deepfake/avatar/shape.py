@@ -17,12 +17,13 @@ from scipy.interpolate import RBFInterpolator
 from scipy.ndimage import map_coordinates
 
 from implicit_deepfake.avatar.frame import Proportions
-from implicit_deepfake.avatar.mesh import CapsuleGrid, ray_exit, smooth, smoothstep
+from implicit_deepfake.avatar.mesh import CapsuleGrid, Harmonic, ray_exit, smooth, smoothstep
 
 NECK_BOTTOM = -2.2  # out of every frame
 _BLEND = 0.06  # smooth-union radius of the template's parts
 _RIM = 0.04  # the face oval's rim is rounded over about this distance (world units)
 _RELIEF, _RELIEF_SMOOTHING = 0.6, 10.0
+_FACE_FADE = 0.15  # the face's difference to the template fades out this far beyond its oval (world units)
 
 
 def _ellipsoid(p: np.ndarray, centre: np.ndarray, axes: np.ndarray) -> np.ndarray:
@@ -204,9 +205,12 @@ def head_grid(head: Proportions, template: Template, resolution: int) -> Capsule
     n_dome = max(4, round(0.5 * np.pi * 0.45 / spacing / 1.3))
     head_rings = np.arange(centre[2] - spacing, -0.85, -1.3 * spacing)
     neck_rings = np.linspace(-0.85, NECK_BOTTOM, max(4, resolution // 16))
-    return CapsuleGrid.around(
-        centre, template.neck_centre[1], np.concatenate([head_rings, neck_rings]), n_dome, resolution
-    )
+    heights = np.concatenate([head_rings, neck_rings])
+    # The rings' axis runs from the dome's centre down to the neck's: where rays from two different
+    # points met, the face's vertices sheared sideways into a crease across the forehead.
+    down = smoothstep(centre[2], -0.85, heights)
+    axis_y = (1 - down) * centre[1] + down * template.neck_centre[1]
+    return CapsuleGrid.around(centre, axis_y, heights, n_dome, resolution)
 
 
 def build_shape(head: Proportions, resolution: int) -> HeadShape:
@@ -214,6 +218,12 @@ def build_shape(head: Proportions, resolution: int) -> HeadShape:
     grid = head_grid(head, template, resolution)
     t = ray_exit(template, grid.origins, grid.directions, 2.6)
     inside = np.where(grid.directions[:, 1] < 0, template.face.outline(grid.points(t)[:, [0, 2]]), -1.0)
+    # Inside the oval the face itself (the cranium's ellipsoid had stood in front of it at the sides of
+    # the forehead and filled the eye sockets), its difference to the template carried harmonically out
+    # to _FACE_FADE beyond the oval.
+    face = inside > 0
+    to_face = np.where(face, template.face.hit(grid.origins, grid.directions, 2.6) - t, 0.0)
+    t = t + Harmonic(grid.faces, len(t), face | (inside < -_FACE_FADE) | (grid.directions[:, 1] >= 0))(to_face)
     # Round off the oval's rim, where the face's steep sides meet the cheeks and temples.
     rim = np.exp(-((inside / _RIM) ** 2))
     t = t + rim * (smooth(grid.faces, t, 8) - t)
