@@ -214,8 +214,9 @@ def test_texture_points_refine_the_landmark_poses(clip, from_mp4):
     landmarks_only = tracked(clip, clip["work"] / "talking.mp4", "mp4_landmarks", texture_points=False)
     plain = pose_errors(truth, read_track(landmarks_only.prepare()).world_to_camera).rotation_deg
     refined = pose_errors(truth, read_track(from_mp4.root).world_to_camera).rotation_deg
-    # 3.37 -> 2.91 degrees on this clip (bench/tracking.py, the same on a finer mesh: 3.55 -> 3.21)
-    assert np.median(refined) < np.median(plain) - 0.2
+    # 3.56 -> 3.38 degrees on this clip; 3.37 -> 2.91 on the head before its face was its own surface
+    # inside the oval (2026-12-07: deeper eye sockets; the landmark poses err more, the points gain less)
+    assert np.median(refined) < np.median(plain) - 0.1
 
 
 def test_decorrelated_expressions_carry_no_trace_of_the_head_rotation(clip):
