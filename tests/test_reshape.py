@@ -14,6 +14,7 @@ from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.reshape import FADE, ShapeOffset, _neighbour_mean, bend_frame
+from implicit_deepfake.swap.warp import _signed_areas
 from tests.test_identity import load_photo
 from tests.test_warp import yaw_landmarks
 
@@ -131,6 +132,11 @@ def _thick_brows(photo: np.ndarray, face: np.ndarray) -> np.ndarray:
     return out
 
 
+def _turned_over(source: np.ndarray, moved: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(T,) bool: the triangles upright on `source` that `moved` turns over."""
+    return (_signed_areas(source[:, :2], triangles) > 0) & (_signed_areas(moved[:, :2], triangles) <= 0)
+
+
 def test_guessed_brows_lose_their_landmark_noise_and_the_face_below_keeps_its_offset(hopper) -> None:
     """A photo whose brows are under a fringe (mediapipe guesses them): a wider face whose points above
     the lids are jittered by 2% of the face size. With guessed_brows the offset there is smooth (the
@@ -169,7 +175,9 @@ def test_thick_brows_bend_without_folding_while_the_face_keeps_the_photos_brow_s
     swapper._segmenter = lambda rgb: np.zeros(rgb.shape[:2], np.uint8)  # type: ignore[assignment]
     reshaped, moved = swapper._reshaped(frame, Face(face.astype(np.float32)))
     np.testing.assert_array_equal(reshaped, bent)
-    np.testing.assert_allclose(moved.landmarks, shape.apply(face), atol=1e-4)
+    exact = shape.apply(face)  # the photo's points, but where they would turn a triangle over
+    kept = ~np.isin(np.arange(len(face)), swapper._triangles[_turned_over(face, exact, swapper._triangles)])
+    np.testing.assert_allclose(moved.landmarks[kept], exact[kept], atol=1e-4)
 
 
 def test_a_photo_of_a_turned_head_gives_a_multiview_head_less_of_its_proportions(hopper) -> None:
@@ -300,7 +308,9 @@ def test_a_reshaped_swap_is_nearer_the_target(landmarker: FaceLandmarker, embedd
             swapped = swapper.swap(frame, "x.png")
             misfits[j, k] = _misfit(landmarker.detect(swapped).landmarks[:468].astype(np.float64), target_face)
             identities[j, k] = identity_distance(embedder, swapped, embedding)
-    assert (misfits[1] < misfits[0]).all(), misfits  # measured 0.63-0.98x
+    # measured 0.67-1.003x: where the photo's offset would turn triangles over above the lids it is
+    # pulled back (`warp.untangled`), which costs the fourth face its forehead's share
+    assert misfits[1].mean() < 0.8 * misfits[0].mean() and (misfits[1] < 1.02 * misfits[0]).all(), misfits
     # measured 0.548 -> 0.498, nearer for each of the six
     assert identities[1].mean() < identities[0].mean() - 0.03, identities
     assert (identities[1] < identities[0] + 0.01).all(), identities

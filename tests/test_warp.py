@@ -9,7 +9,7 @@ import pytest
 
 from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.compositing import hull_mask
-from implicit_deepfake.swap.warp import face_triangles, warp_triangles
+from implicit_deepfake.swap.warp import _signed_areas, face_triangles, untangled, warp_triangles
 from tests.test_identity import load_photo
 
 NOSE_TIP = 1
@@ -91,3 +91,28 @@ def test_a_turned_photo_covers_a_frontal_face_whole(landmarker: FaceLandmarker, 
     seen = 1.0 - float(unseen[silhouette].mean())
     assert 0.85 < seen < 0.995 and turned_frontal > min(seen, unturned) - 0.005, (seen, unturned, turned_frontal)
     assert in_pixels < turned_frontal - 0.02, (in_pixels, turned_frontal)
+
+
+def test_a_move_that_turns_triangles_over_is_pulled_back_only_there(landmarker: FaceLandmarker) -> None:
+    """A photo's forehead lowered into its brows (a fringe's face top against raised brows) turns the
+    band of triangles between them over; untangled pulls those movable corners back until every
+    triangle the source has upright is upright again, and leaves the rest of the move as it was."""
+    photo = load_photo("astronaut")
+    source = landmarker.detect(photo).landmarks[:, :2].astype(np.float64)
+    triangles = face_triangles(source)
+    brows, lids = source[[105, 334], 1].mean(), source[[159, 386], 1].mean()
+    moved = source.copy()
+    forehead = source[:, 1] < brows - 0.02 * np.ptp(source[:, 1])
+    moved[forehead, 1] = brows + 0.3 * (lids - brows)  # the forehead's points dropped below the brows
+    moved[:, 0] += 2.0  # and the whole face moved 2 px right
+
+    area = lambda xy: _signed_areas(xy, triangles)  # noqa: E731
+    upright = area(source) > 0
+    assert (upright & (area(moved) <= 0)).sum() > 20
+    above_lids = source[:, 1] < lids
+    out = untangled(source, moved, triangles, above_lids)
+    assert not (upright & (area(out) <= 0)).any()
+    untouched = ~np.isin(np.arange(len(source)), triangles[upright & (area(moved) <= 0)])
+    np.testing.assert_allclose(out[untouched], moved[untouched])  # the move kept where nothing turned over
+    np.testing.assert_allclose(out[~above_lids], moved[~above_lids])  # and below the lids wholly
+    assert np.abs(out - source)[forehead, 1].mean() < 0.5 * np.abs(moved - source)[forehead, 1].mean()

@@ -39,9 +39,9 @@ from implicit_deepfake.swap.compositing import (
     skin_only,
     to_lab,
 )
-from implicit_deepfake.swap.reshape import ShapeOffset, bend_frame
+from implicit_deepfake.swap.reshape import UPPER_LIDS, ShapeOffset, bend_frame
 from implicit_deepfake.swap.target_skin import skin_fill
-from implicit_deepfake.swap.warp import face_triangles, warp_triangles
+from implicit_deepfake.swap.warp import face_triangles, untangled, warp_triangles
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
@@ -52,7 +52,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 10: a black-and-white photo's skin takes the frame's skin colour under a median (no glasses rims drawn across it);
 # 11: a bent frame's loose hair moves with the head.
 # 12: above the lids the frame is bent by the offset's affine part (a thick brow no longer folds into horns).
-LANDMARK_SWAP_VERSION = 12
+# 13: above the lids the offset is pulled back where it turns triangles over (no shards of the photo at raised brows).
+LANDMARK_SWAP_VERSION = 13
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
@@ -249,7 +250,10 @@ class LandmarkSwapper(FaceSwapper):
         """The frame and its face with the target's proportions (as they are before `calibrate`)."""
         if self._shape is None:
             return frame, face
-        moved = self._shape.apply(face.landmarks)
+        # Above the upper lids the photo's offset may turn triangles over against raised brows (a fringe
+        # lowers its forehead's points); it is pulled back there. Below, the lips keep theirs (its mouth).
+        above_lids = face.landmarks[:, 1] < face.landmarks[list(UPPER_LIDS), 1].mean()
+        moved = untangled(face.landmarks, self._shape.apply(face.landmarks), self._triangles, above_lids)
         if not self.reshape_outline:  # the target's face covers all that moved: there is nothing to bend
             return frame, Face(moved)
         self._segmenter = self._segmenter or PersonSegmenter()

@@ -60,7 +60,7 @@ TURNED = (10.0, 20.0)  # outline=False: the photo's yaw (degrees) from which its
 # Steps of smoothing the offset takes over the face mesh above the eyes when the photo's brows are
 # guessed (`_smoothed`): at a brow under a fringe neighbours differed by up to 3% of the face size.
 SMOOTHING = 4
-_UPPER_LIDS, _BROWS = (159, 386), (105, 334)  # mesh points: the middle of each upper lid and each brow
+UPPER_LIDS, _BROWS = (159, 386), (105, 334)  # mesh points: the middle of each upper lid and each brow
 
 
 def _openings(points: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def _above_lids(offset: np.ndarray, base: np.ndarray, reach: float) -> tuple[np.
     weights rising from 0 at the upper lids' middle to 1 at `reach` of the way up to the brows'."""
     design = np.concatenate([base, np.ones((len(base), 1))], 1)
     rest = offset - design @ np.linalg.lstsq(design, offset, rcond=None)[0]
-    lids, brows = base[list(_UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
+    lids, brows = base[list(UPPER_LIDS), 1].mean(), base[list(_BROWS), 1].mean()
     return rest, smoothstep(lids, lids + reach * (brows - lids), base[:, 1])[:, None]  # image y grows downwards
 
 

@@ -37,6 +37,26 @@ def face_triangles(landmarks: np.ndarray) -> np.ndarray:
     return triangles
 
 
+def untangled(
+    source: np.ndarray, moved: np.ndarray, triangles: np.ndarray, movable: np.ndarray, steps: int = 8
+) -> np.ndarray:
+    """`moved` (P, 2+) with its move from `source` (P, 2+) halved, step by step, at the `movable` (P,)
+    corners of the triangles (T, 3; counter-clockwise facing the camera) it turns over that `source`
+    has the right way round: a warp leaves a turned-over triangle out (a smear where it was) and
+    stretches its neighbours over its place (shards of the photo). The source's own turned-over
+    triangles (a turned head's far side) are left as they are."""
+    source, offset = np.asarray(source, np.float64), np.asarray(moved, np.float64) - source
+    upright = _signed_areas(source[:, :2], triangles) > 0
+    for _ in range(steps):
+        over = upright & (_signed_areas((source + offset)[:, :2], triangles) <= 0)
+        corners = np.unique(triangles[over])
+        corners = corners[movable[corners]]
+        if not len(corners):
+            break
+        offset[corners] *= 0.5
+    return (source + offset).astype(np.asarray(moved).dtype)
+
+
 def _frontal(landmarks: np.ndarray) -> np.ndarray:
     """(P, 2): mesh points (P, 3) in the face's own plane, x from its right cheek to its left (as
     pixels run in a frontal view), y from its forehead to its chin."""
