@@ -126,7 +126,8 @@ def _broad(offset: np.ndarray, base: np.ndarray) -> np.ndarray:
     """The offset (P, 3) the frame is bent by: above the upper lids only its affine part (the photo's
     brows and forehead are drawn by the swapped face; the frame's brows, which may reach past it, then
     bend as one smooth arch: uneven brow points fold them, and 4 steps of smoothing still left waves
-    on raised brows), in full from halfway up to the brows; the eyes and below as they are."""
+    on raised brows), in full from halfway up to the brows; the face oval's points (the outline the
+    frame's jaw and hair follow), the eyes and below as they are."""
     rest, upper = _above_lids(offset, base, 0.5)
     upper[face_oval_indices()] = 0.0
     return offset - upper * rest
