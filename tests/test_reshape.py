@@ -14,7 +14,7 @@ from implicit_deepfake.metrics.identity import identity_distance
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from implicit_deepfake.swap.reshape import FADE, ShapeOffset, _neighbour_mean, bend_frame
-from implicit_deepfake.swap.warp import _signed_areas
+from implicit_deepfake.swap.warp import signed_areas
 from tests.test_identity import load_photo
 from tests.test_warp import yaw_landmarks
 
@@ -134,7 +134,7 @@ def _thick_brows(photo: np.ndarray, face: np.ndarray) -> np.ndarray:
 
 def _turned_over(source: np.ndarray, moved: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """(T,) bool: the triangles upright on `source` that `moved` turns over."""
-    return (_signed_areas(source[:, :2], triangles) > 0) & (_signed_areas(moved[:, :2], triangles) <= 0)
+    return (signed_areas(source[:, :2], triangles) > 0) & (signed_areas(moved[:, :2], triangles) <= 0)
 
 
 def test_guessed_brows_lose_their_landmark_noise_and_the_face_below_keeps_its_offset(hopper) -> None:

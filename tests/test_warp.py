@@ -9,7 +9,7 @@ import pytest
 
 from implicit_deepfake.faces.landmarks import FaceLandmarker, face_oval_indices
 from implicit_deepfake.swap.compositing import hull_mask
-from implicit_deepfake.swap.warp import _signed_areas, face_triangles, untangled, warp_triangles
+from implicit_deepfake.swap.warp import face_triangles, signed_areas, untangled, warp_triangles
 from tests.test_identity import load_photo
 
 NOSE_TIP = 1
@@ -106,7 +106,7 @@ def test_a_move_that_turns_triangles_over_is_pulled_back_only_there(landmarker: 
     moved[forehead, 1] = brows + 0.3 * (lids - brows)  # the forehead's points dropped below the brows
     moved[:, 0] += 2.0  # and the whole face moved 2 px right
 
-    area = lambda xy: _signed_areas(xy, triangles)  # noqa: E731
+    area = lambda xy: signed_areas(xy, triangles)  # noqa: E731
     upright = area(source) > 0
     assert (upright & (area(moved) <= 0)).sum() > 20
     above_lids = source[:, 1] < lids

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from implicit_deepfake.faces.landmarks import face_oval_indices
+from implicit_deepfake.swap.warp import signed_areas, triangles_mask
 
 # ColourTransfer's gain bounds per LAB channel (lightness, a, b).
 _GAIN_LOW = np.array([0.67, 0.5, 0.5])
@@ -89,11 +90,7 @@ def silhouette_alpha(
     alpha and the kept regions' own soft weight (HxW float32; the frame is laid over the blend there,
     so no band of the blend reaches into them)."""
     xy = landmarks[:, :2]
-    a, b, c = (xy[triangles[:, k]] for k in range(3))
-    front = triangles[0.5 * np.cross(b - a, c - a) > 0]
-    mask = np.zeros(shape, np.uint8)
-    for tri in np.round((xy[front] - 0.5) * 16).astype(np.int32):
-        cv2.fillConvexPoly(mask, tri, (255,), lineType=cv2.LINE_8, shift=4)
+    mask = triangles_mask(xy, triangles[signed_areas(xy, triangles) > 0], shape)
     size = face_size(landmarks)
     smooth = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), max(0.5, 0.015 * size))
     inside = (smooth > 0.5).astype(np.uint8)

@@ -41,7 +41,7 @@ from implicit_deepfake.swap.compositing import (
 )
 from implicit_deepfake.swap.reshape import UPPER_LIDS, ShapeOffset, bend_frame
 from implicit_deepfake.swap.target_skin import skin_fill
-from implicit_deepfake.swap.warp import face_triangles, untangled, warp_triangles
+from implicit_deepfake.swap.warp import face_triangles, triangles_mask, untangled, warp_triangles
 
 _BLENDS = ("pyramid", "feather", "poisson")
 # Raised when the same settings make other pixels, so a swap cached by an older version is redone.
@@ -190,9 +190,7 @@ class LandmarkSwapper(FaceSwapper):
         self._triangles = face_triangles(face.landmarks)
         # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both: inside
         # the triangles (an outline polygon would cut the compressed far side of a turned photo into teeth).
-        keep = np.zeros(crop.shape[:2], np.uint8)
-        for tri in np.round((self._target_xy[self._triangles] - 0.5) * 16).astype(np.int32):
-            cv2.fillConvexPoly(keep, tri, (255,), lineType=cv2.LINE_8, shift=4)
+        keep = triangles_mask(self._target_xy, self._triangles, crop.shape[:2])
         if self.skin:
             crop, usable, self._brow_tint = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
             keep = np.round(keep * usable).astype(np.uint8)

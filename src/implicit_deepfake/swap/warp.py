@@ -32,7 +32,7 @@ def face_triangles(landmarks: np.ndarray) -> np.ndarray:
     centroids = xy[triangles].mean(1)
     inside = [cv2.pointPolygonTest(oval, (float(x), float(y)), False) >= 0 for x, y in centroids]
     triangles = triangles[np.array(inside)]
-    flip = _signed_areas(xy, triangles) < 0
+    flip = signed_areas(xy, triangles) < 0
     triangles[flip] = triangles[flip][:, ::-1]
     return triangles
 
@@ -46,9 +46,9 @@ def untangled(
     stretches its neighbours over its place (shards of the photo). The source's own turned-over
     triangles (a turned head's far side) are left as they are."""
     source, offset = np.asarray(source, np.float64), np.asarray(moved, np.float64) - source
-    upright = _signed_areas(source[:, :2], triangles) > 0
+    upright = signed_areas(source[:, :2], triangles) > 0
     for _ in range(steps):
-        over = upright & (_signed_areas((source + offset)[:, :2], triangles) <= 0)
+        over = upright & (signed_areas((source + offset)[:, :2], triangles) <= 0)
         corners = np.unique(triangles[over])
         corners = corners[movable[corners]]
         if not len(corners):
@@ -70,10 +70,19 @@ def _frontal(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([centred @ x, centred @ y], 1)
 
 
-def _signed_areas(xy: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+def signed_areas(xy: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """xy: (P, 2), triangles: (T, 3) -> (T,) signed areas (positive counter-clockwise in y-down)."""
     a, b, c = (xy[triangles[:, k]] for k in range(3))
     return 0.5 * np.cross(b - a, c - a)
+
+
+def triangles_mask(xy: np.ndarray, triangles: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """HxW uint8, 255 inside the union of `triangles` (T, 3) on the points `xy` (P, 2) (pixel centres
+    at +0.5, rasterised to a 16th of a pixel, as the warp draws them)."""
+    mask = np.zeros(shape, np.uint8)
+    for tri in np.round((xy[triangles] - 0.5) * 16).astype(np.int32):
+        cv2.fillConvexPoly(mask, tri, (255,), lineType=cv2.LINE_8, shift=4)
+    return mask
 
 
 def _affines(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -102,7 +111,7 @@ def warp_triangles(
     dst_xy = dst_landmarks[:, :2]
     # A turn shrinks the face along one axis only: the other gives the scale between the faces.
     scale = np.max(np.ptp(dst_xy, 0) / np.ptp(src_xy, 0))
-    ratio = _signed_areas(dst_xy, triangles) / (_signed_areas(src_xy, triangles) * scale**2)
+    ratio = signed_areas(dst_xy, triangles) / (signed_areas(src_xy, triangles) * scale**2)
     triangles = triangles[ratio > min_area_ratio]
     # Painter's algorithm: far triangles first, so the near side of a folded mesh wins.
     triangles = triangles[np.argsort(-dst_landmarks[triangles, 2].mean(1), kind="stable")]
