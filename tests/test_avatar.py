@@ -198,3 +198,28 @@ def test_spot_noise_is_a_seamless_tile_with_the_patchs_spread_and_rows_hold_thei
     )
     assert colours is not None and colours[0, 0] == pytest.approx(colours[8, 0], abs=0.02)  # held above the first row
     assert colours[20, 0] == pytest.approx(20 / 39, abs=0.03)
+
+
+def _nodded(face: Face, degrees: float) -> Face:
+    """The face's landmarks turned about the image's horizontal axis through its nasion (chin back)."""
+    a = np.radians(degrees)
+    lm = face.landmarks.astype(np.float64)
+    y, z = lm[:, 1] - lm[168, 1], lm[:, 2] - lm[168, 2]
+    lm[:, 1] = lm[168, 1] + np.cos(a) * y - np.sin(a) * z
+    lm[:, 2] = lm[168, 2] + np.sin(a) * y + np.cos(a) * z
+    return Face(lm.astype(np.float32))
+
+
+@pytest.mark.parametrize("nod", [-10.0, 15.0])
+def test_a_nodding_photo_builds_the_same_upright_head(hopper, nod: float):
+    """A nod (or a camera above the face) is undone: the head's landmarks are the same as without
+    it, and the photo's camera sees the head from that much above; the face then stands as an
+    upright face does (nasion over chin: 4.4 degrees in mediapipe's canonical face)."""
+    face = _working_copy(*hopper)[1]
+    frame, head = head_frame(face)
+    nodded_frame, nodded_head = head_frame(_nodded(face, nod))
+    np.testing.assert_allclose(nodded_head.landmarks, head.landmarks, atol=1e-4)
+    raised = np.degrees(np.arcsin(nodded_frame.view_direction[2]) - np.arcsin(frame.view_direction[2]))
+    assert abs(raised - nod) < 0.5, raised
+    line = head.landmarks[168] - head.landmarks[152]
+    assert abs(np.degrees(np.arctan2(-line[1], line[2])) - 4.4) < 2.0  # 11.8 with the photo's nod kept

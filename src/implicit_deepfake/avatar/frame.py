@@ -4,8 +4,8 @@ World axes: z up, the face looks toward -y (a camera at (0, -d, 0) sees it front
 image right of a frontal view; the skull (chin to crown, without hair) is SKULL_HEIGHT units tall,
 its chin at z = -0.5 and the middle of its length at y = 0. Photo space is (pixel x, depth,
 -pixel y) in pixels (mediapipe's depth is scaled like x): world = scale * rotation @ (photo - origin).
-The rotation turns the face to frontal, so a photo of a turned head still makes a head whose face
-looks down -y; the photo's camera then sees the head from `view_direction`.
+The rotation turns the face to frontal and upright, so a photo of a turned or nodding head still
+makes a head whose face looks down -y; the photo's camera then sees the head from `view_direction`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ _PAIRS = ((234, 454), (33, 263), (133, 362), (61, 291), (172, 397), (58, 288), (
 CROWN_ABOVE_FOREHEAD = 0.36
 HEAD_LENGTH = 1.12
 BREADTH_OVER_FACE = 1.04  # skull breadth over the width between the cheek landmarks
+# mediapipe's canonical face model, upright, has its chin landmark 0.7 degrees behind the forehead one.
+UPRIGHT_CHIN_BEHIND_DEG = 0.7
 SKULL_HEIGHT = 0.9  # chin to crown in world units: with hair on top the head stays in the default frames
 
 
@@ -71,12 +73,18 @@ def photo_space(face: Face) -> np.ndarray:
 
 def face_rotation(points: np.ndarray) -> np.ndarray:
     """(3, 3) rotation whose rows are the face's right, backward and up axes in photo space: right
-    from the landmarks' mirror pairs (it undoes a turned or tilted head), up the photo's own up
-    made square to it (a portrait holds its head upright: its nod stays as the photo shows it)."""
+    from the landmarks' mirror pairs (it undoes a turned or tilted head); up the photo's own up made
+    square to it, then turned about right until the forehead-to-chin line leans as in the upright
+    canonical face (it undoes a nod, or a camera above or below the face: portraits lean theirs back
+    by 5-25 degrees, and a head built with that nod looked at its chest from the views above it)."""
     right = np.mean([points[b] - points[a] for a, b in _PAIRS], axis=0)
     right /= np.linalg.norm(right)
     up = np.array([0.0, 0.0, 1.0]) - right[2] * right
     up /= np.linalg.norm(up)
+    back = np.cross(up, right)
+    line = points[FOREHEAD] - points[CHIN]
+    nod = np.arctan2(-(line @ back), line @ up) - np.radians(UPRIGHT_CHIN_BEHIND_DEG)
+    up = np.cos(nod) * up - np.sin(nod) * back
     return np.stack([right, np.cross(up, right), up])
 
 

@@ -26,7 +26,7 @@ from implicit_deepfake.data.cached import CachedDataset
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.render.cameras import Cameras, look_at
 
-BUILDER_VERSION = 6  # 5: the head made of the photo (skull, hair, ears: avatar/, issue 23); 6: hair from the scalp
+BUILDER_VERSION = 7  # 5: the head made of the photo (issue 23); 6: hair from the scalp; 7: the face upright
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
