@@ -24,6 +24,7 @@ from implicit_deepfake.evaluation.edit import edit_expressions
 from implicit_deepfake.evaluation.evaluate import evaluate_module
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
+from implicit_deepfake.models.rasterizer_warm_up import start_warm_up
 from implicit_deepfake.reports.run_table import print_run_summary
 from implicit_deepfake.reports.runs import load_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.reports.summary import summarize
@@ -87,8 +88,15 @@ def check_ddp_launch(trainer: pl.Trainer, multirun: bool) -> None:
         )
 
 
+def _renders_with_cpu_kernels(cfg: DictConfig) -> bool:
+    """Whether training renders Gaussians with the compiled CPU rasterizer (numba, the CPU's default)."""
+    gaussians = cfg.model.name.startswith("gaussian") and cfg.model.module.get("rasterizer") in (None, "numba")
+    return gaussians and cfg.trainer.get("accelerator") == "cpu"
+
+
 def train(cfg: DictConfig) -> dict:
     """The whole chain: data, swap (both cached), training (resumable), evaluation -> metrics dict."""
+    warm_up = start_warm_up() if _renders_with_cpu_kernels(cfg) else None  # compiles while the data is made
     swap_stage(cfg)
     ckpt, run_dir = resolve_checkpoint(cfg, Path(cfg.run_dir))
     cfg = cfg.copy()
@@ -115,6 +123,8 @@ def train(cfg: DictConfig) -> dict:
         callbacks.append(viewer_callback(cfg))
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     check_ddp_launch(trainer, HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    if warm_up is not None:
+        warm_up.wait()
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
     write_run_info(run_dir, cfg, status="trained", steps=trainer.global_step)
     metrics = evaluate_module(module, datamodule, cfg, run_dir, trainer.global_step, loggers)
