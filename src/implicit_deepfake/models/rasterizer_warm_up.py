@@ -5,7 +5,8 @@ clone's first training run paid ~45 s of its ~2 min 15 s there (two cores). `sta
 and back-propagates a few Gaussians in a child process, through the same code path as training (so
 the same kernel signatures), which leaves the compiled kernels in numba's cache; the parent `wait()`s
 for it just before training and loads them. A thread would not overlap: numba compiles under the GIL.
-A failed warm-up costs nothing but its time: training then compiles as before.
+When the cache already holds every kernel no child starts (it would only compete for the cores). A
+failed warm-up costs nothing but its time: training then compiles as before.
 """
 
 from __future__ import annotations
@@ -19,9 +20,35 @@ from implicit_deepfake.models.gaussians import GaussianCloud
 from implicit_deepfake.render.cameras import Cameras
 
 
-def start_warm_up() -> subprocess.Popen:
+def rasterizer_kernels() -> list:
+    """The compiled kernels (numba dispatchers) of the CPU Gaussian rasterizer, each once."""
+    # numba loads only here: a run on a GPU, or of a NeRF, never needs it
+    from numba.core.registry import CPUDispatcher
+
+    from implicit_deepfake.render import gaussians_numba, gaussians_numba_pairs, gaussians_numba_projection, sh_numba
+
+    modules = (gaussians_numba, gaussians_numba_pairs, gaussians_numba_projection, sh_numba)
+    kernels = {value.py_func: value for m in modules for value in vars(m).values() if isinstance(value, CPUDispatcher)}
+    return list(kernels.values())
+
+
+def kernels_cached() -> bool:
+    """Whether numba's disk cache holds every kernel for the source as it is now (numba's own index,
+    checked against the source file's stamp: private API, so anything unexpected reads as not cached)."""
+    try:
+        return all(kernel._cache._cache_file._load_index() for kernel in rasterizer_kernels())  # private: see above
+    except (AttributeError, OSError):
+        return False
+
+
+def compile_in_child() -> subprocess.Popen:
     """The child process compiling (or, when cached, just loading) the kernels."""
     return subprocess.Popen([sys.executable, "-m", __name__], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_warm_up() -> subprocess.Popen | None:
+    """`compile_in_child()`, or None when the kernels are cached already."""
+    return None if kernels_cached() else compile_in_child()
 
 
 def warm_up() -> None:
