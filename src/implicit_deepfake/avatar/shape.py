@@ -222,7 +222,8 @@ def build_shape(head: Proportions, resolution: int) -> HeadShape:
     # the forehead and filled the eye sockets), its difference to the template carried harmonically out
     # to _FACE_FADE beyond the oval.
     face = inside > 0
-    to_face = np.where(face, template.face.hit(grid.origins, grid.directions, 2.6) - t, 0.0)
+    to_face = np.zeros_like(t)
+    to_face[face] = template.face.hit(grid.origins[face], grid.directions[face], 2.6) - t[face]
     t = t + Harmonic(grid.faces, len(t), face | (inside < -_FACE_FADE) | (grid.directions[:, 1] >= 0))(to_face)
     # Round off the oval's rim, where the face's steep sides meet the cheeks and temples.
     rim = np.exp(-((inside / _RIM) ** 2))
