@@ -38,8 +38,8 @@ from PIL import Image
 
 from implicit_deepfake.data.blender import SPLITS, read_split_index, write_split_index
 from implicit_deepfake.data.capture import CaptureSource
+from implicit_deepfake.data.colmap_model import CAMERA_DISTANCE
 from implicit_deepfake.data.sparse_points import SPARSE_POINTS
-from implicit_deepfake.data.synthetic import DISTANCE
 from implicit_deepfake.data.synthetic_orbit import OrbitClip, render_orbit, write_clip
 from implicit_deepfake.metrics.tracking import pose_errors
 from implicit_deepfake.render.cameras import Cameras
@@ -98,7 +98,7 @@ def accuracy(root: Path, clip: OrbitClip) -> dict[str, float]:
         "rot_median_deg": float(np.median(errors.rotation_deg)),
         "rot_max_deg": float(errors.rotation_deg.max()),
         "centre_median": float(np.median(errors.translation)),
-        "centre_median_pct": 100 * float(np.median(errors.translation)) / DISTANCE,
+        "centre_median_pct": 100 * float(np.median(errors.translation)) / CAMERA_DISTANCE,
         "iou_median": float(np.median(ious)),
         "iou_min": float(np.min(ious)),
         **{f"{k}_s": v for k, v in report["seconds"].items()},
@@ -170,7 +170,7 @@ def main() -> int:
         f"registered {row['registered']}/{row['frames']} ({100 * row['registered'] / row['frames']:.0f}%) | "
         f"rotation error median {row['rot_median_deg']:.3f} deg, max {row['rot_max_deg']:.3f} | "
         f"camera centre error median {row['centre_median']:.4f} units ({row['centre_median_pct']:.2f}% of the "
-        f"{DISTANCE} distance) | SfM {sfm_s:.0f} s (features {row['features_s']:.0f}, matching "
+        f"{CAMERA_DISTANCE} distance) | SfM {sfm_s:.0f} s (features {row['features_s']:.0f}, matching "
         f"{row['matching_s']:.0f}, mapping {row['mapping_s']:.0f}; sampling {row['sampling_s']:.1f}) | "
         f"cut-out IoU median {row['iou_median']:.3f}, min {row['iou_min']:.3f}"
     )

@@ -35,7 +35,7 @@ import torch
 from implicit_deepfake.avatar.head import build_avatar, render_avatar
 from implicit_deepfake.core.io import composite, read_image, read_json
 from implicit_deepfake.data.datamodule import load_frames
-from implicit_deepfake.data.synthetic import DISTANCE, dataset_views, head_yaw_deg, view_cameras
+from implicit_deepfake.data.synthetic import CAMERA_ANGLE_X, DISTANCE, dataset_views, head_yaw_deg, view_cameras
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
 from implicit_deepfake.metrics.identity import FaceEmbedder
@@ -69,7 +69,7 @@ def photo_oracle(photo: Path, size: int, landmarker: FaceLandmarker, embedder: F
     views = dataset_views()
     views = views[np.abs(head_yaw_deg(views)) <= 90]
     avatar = build_avatar(target.rgb, target.face)
-    renders = render_avatar(avatar, view_cameras(views, size, 0.69, DISTANCE))[0]
+    renders = render_avatar(avatar, view_cameras(views, size, CAMERA_ANGLE_X, DISTANCE))[0]
     images = [composite(rgba, BACKGROUND) for rgba in renders]
     return face_metrics(images, target.crop()[0], embedder, landmarker, yaws_deg=head_yaw_deg(views).tolist())
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.data.capture import CaptureSource, read_photos, sample_video
-from implicit_deepfake.data.synthetic import DISTANCE, view_cameras
+from implicit_deepfake.data.colmap_model import CAMERA_DISTANCE
+from implicit_deepfake.data.synthetic import view_cameras
 from implicit_deepfake.data.synthetic_orbit import (
     OrbitClip,
     orbit_views,
@@ -40,7 +41,7 @@ SMALL = {"frames": FRAMES, "sfm_size": SIZE, "image_size": 96}
 def room_views(n: int, size: int) -> np.ndarray:
     """(n, size, size, 3) uint8: one orbit of the textured room, no one in it."""
     texture = room_texture()
-    cameras = view_cameras(orbit_views(n), size, 0.69, DISTANCE)
+    cameras = view_cameras(orbit_views(n), size, 0.69, CAMERA_DISTANCE)
     return np.stack([room_backdrop(texture, cameras[i]) for i in range(n)])
 
 
@@ -133,7 +134,7 @@ def test_capture_recovers_the_orbit_and_cuts_out_the_head(orbit, tmp_path):
     truth = clip.cameras.world_to_camera.double().numpy()[[source_index[n] for n in names]]
     errors = pose_errors(truth, cameras.world_to_camera.double().numpy())
     # Measured: median 0.1 degrees, camera centres 0.01 units off (of 1.9 from the head).
-    assert np.median(errors.rotation_deg) < 1.5 and np.median(errors.translation) < 0.03 * DISTANCE, errors
+    assert np.median(errors.rotation_deg) < 1.5 and np.median(errors.translation) < 0.03 * CAMERA_DISTANCE, errors
     assert sorted(n for n, s in zip(names, splits) if s == "test") == names_every(8, names)
     # The person, cut out: every frame's alpha against the head's true coverage (measured on this small
     # orbit of issue 23's head, whose hair is a volume the segmentation trims: IoU 0.73 at worst, 0.83

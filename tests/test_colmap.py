@@ -21,18 +21,19 @@ from implicit_deepfake.data.blender import SPLITS, read_split_index
 from implicit_deepfake.data.colmap import ColmapSource, build_colmap_dataset, split_views
 from implicit_deepfake.data.colmap_model import CAMERA_DISTANCE
 from implicit_deepfake.data.sparse_points import read_points_ply
-from implicit_deepfake.data.synthetic import DISTANCE, LOOK_AT, view_cameras
+from implicit_deepfake.data.synthetic import LOOK_AT, view_cameras
 from implicit_deepfake.data.synthetic_orbit import OrbitClip, orbit_views, render_orbit, room_backdrop, room_texture
 from implicit_deepfake.metrics.tracking import pose_errors
 from implicit_deepfake.render.cameras import Cameras
 
 SIZE, VIEWS = 96, 16
+FILMED_FROM = 2.4  # farther than the distance a scene is scaled to (CAMERA_DISTANCE), so the scaling is seen
 
 
 @pytest.fixture(scope="module")
 def orbit() -> OrbitClip:
     """16 views of the head in the textured room, one turn, at 96 px."""
-    return render_orbit(VIEWS, SIZE, mesh_resolution=64)
+    return render_orbit(VIEWS, SIZE, distance=FILMED_FROM, mesh_resolution=64)
 
 
 def true_points(count: int = 200) -> tuple[np.ndarray, np.ndarray]:
@@ -97,8 +98,8 @@ def test_text_model_is_read_back_with_its_cameras_points_and_splits(orbit, tmp_p
         orbit.cameras.world_to_camera.double().numpy()[index], cameras.world_to_camera.double().numpy()
     )
     assert np.median(errors.rotation_deg) < 0.01 and errors.translation.max() < 1e-3, errors
-    assert abs(errors.scale - DISTANCE / CAMERA_DISTANCE) < 1e-3
-    # Normalised: looking at the origin, from the default dataset's distance, the cameras' up is +z.
+    assert abs(errors.scale - FILMED_FROM / CAMERA_DISTANCE) < 1e-3
+    # Normalised: looking at the origin, from a phone's distance, the cameras' up is +z.
     assert torch.linalg.norm(cameras.look_at_point()) < 1e-3
     assert abs(float(cameras.centers.norm(dim=1).median()) - CAMERA_DISTANCE) < 1e-3
     up = -cameras.camera_to_world[:, :3, 1].mean(0)
@@ -127,7 +128,7 @@ def test_distorted_camera_is_undistorted(tmp_path):
     """Frames of an OPENCV camera (barrel distortion), made from pinhole views of the room: read back,
     they match the pinhole views."""
     texture, size = room_texture(), 128
-    cameras = view_cameras(orbit_views(VIEWS), size, 0.69, DISTANCE)
+    cameras = view_cameras(orbit_views(VIEWS), size, 0.69, CAMERA_DISTANCE)
     pinhole = np.stack([room_backdrop(texture, cameras[i]) for i in range(VIEWS)])
     focal = float(cameras.intrinsics[0, 0, 0])
     params = [focal, focal, size / 2, size / 2, -0.25, 0.05, 0.002, -0.001]

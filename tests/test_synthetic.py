@@ -17,7 +17,7 @@ from implicit_deepfake.core.errors import DeepfakeError
 from implicit_deepfake.core.io import composite, image_text, read_image
 from implicit_deepfake.data import synthetic
 from implicit_deepfake.data.blender import SPLITS, load_blender_split
-from implicit_deepfake.data.synthetic import BASE_PHOTO, DISTANCE, SyntheticAvatarSource, view_cameras
+from implicit_deepfake.data.synthetic import BASE_PHOTO, CAMERA_ANGLE_X, DISTANCE, SyntheticAvatarSource, view_cameras
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 
 SIZE, COUNTS, RESOLUTION = 96, {"train": 4, "val": 2, "test": 2}, 128
@@ -175,7 +175,7 @@ def cone_views(n: int, low_deg: float, high_deg: float) -> np.ndarray:
 
 def test_a_face_is_found_in_nine_of_ten_views_within_45_degrees_of_frontal(avatar):
     views = cone_views(20, 0.0, 45.0)
-    rgba, _ = render_avatar(avatar, view_cameras(views, 128, 0.69, DISTANCE))
+    rgba, _ = render_avatar(avatar, view_cameras(views, 128, CAMERA_ANGLE_X, DISTANCE))
     landmarker = FaceLandmarker()
     found = [landmarker.detect(composite(image)) is not None for image in rgba]
     assert np.mean(found) >= 0.9, views[~np.array(found)]

@@ -30,7 +30,9 @@ from implicit_deepfake.render.cameras import Cameras
 # and the rest would need another undistortion than a pinhole's.
 CAMERA_MODELS = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
 MODEL_FILES = ("cameras", "images", "points3D")
-CAMERA_DISTANCE = 1.9  # the default dataset's (data/synthetic.py DISTANCE): its 1-unit head fills the frame
+# A phone's orbit at arm's length from a head: a capture's median camera distance is scaled to it, so the head
+# comes out about 1 unit, as the default dataset's.
+CAMERA_DISTANCE = 1.9
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@ BUILDER_VERSION = 7  # 5: the head made of the photo (issue 23); 6: hair from th
 BASE_PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 TARGET_PHOTO = Path(skimage.__file__).parent / "data" / "astronaut.png"
 LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame holds head and neck
-DISTANCE = 1.9  # the 1-unit head fills ~70% of a 0.69 rad field of view, with room above at +40 deg
+# A portrait lens: the 1-unit head seen from 5.7 units (a real head from ~1.3 m) fills ~70% of a 0.229 rad
+# (13.1 degree) field of view, with room above at +40 deg. Portraits are taken from about there, and the
+# head built from one is seen in its perspective: from 1.9 units (a selfie's distance, 0.69 rad) each
+# portrait's own head read 0.03-0.06 farther from it (docs/benchmarks.md).
+DISTANCE = 5.7
+CAMERA_ANGLE_X = 0.229
 
 
 def sample_views(n: int, seed: int, azimuth_deg: float, elevation_deg: tuple[float, float]) -> np.ndarray:
@@ -83,7 +88,7 @@ class SyntheticAvatarSource(CachedDataset):
         n_train: int = 100,
         n_val: int = 50,
         n_test: int = 10,
-        camera_angle_x: float = 0.69,
+        camera_angle_x: float = CAMERA_ANGLE_X,
         seed: int = 0,
         distance: float = DISTANCE,
         azimuth_deg: float = 180.0,

@@ -21,7 +21,8 @@ import skimage
 
 from implicit_deepfake.avatar.head import Avatar, build_avatar, render_avatar
 from implicit_deepfake.core.io import read_image, write_png
-from implicit_deepfake.data.synthetic import BASE_PHOTO, DISTANCE, view_cameras
+from implicit_deepfake.data.colmap_model import CAMERA_DISTANCE
+from implicit_deepfake.data.synthetic import BASE_PHOTO, view_cameras
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.render.cameras import Cameras
 from implicit_deepfake.render.video import write_video
@@ -126,7 +127,7 @@ def render_orbit(
     image_size: int,
     room: bool = True,
     camera_angle_x: float = 1.0,
-    distance: float = DISTANCE,
+    distance: float = CAMERA_DISTANCE,
     elevation_deg: tuple[float, float] = (0.0, 25.0),
     mesh_resolution: int = 96,
     supersample: int = 1,
@@ -134,7 +135,7 @@ def render_orbit(
 ) -> OrbitClip:
     """n square frames of the head on one orbit, `distance` from it with a phone's field of view
     (`camera_angle_x` 1 radian, 57 degrees: the room fills half the frame, as a phone's orbit of a
-    head shows it; with the default dataset's 0.69 the head fills the frame, and its tiled hair texture
+    head shows it; at 0.69 the head fills the frame, and its tiled hair texture
     folded one mapper run in four on 32 frames of 192 px); `room`: the textured room behind it
     (False: white, the head alone)."""
     cameras = view_cameras(orbit_views(n, elevation_deg), image_size, camera_angle_x, distance)
