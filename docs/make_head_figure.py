@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw
 from implicit_deepfake.avatar.head import build_avatar, render_avatar
 from implicit_deepfake.core.io import atomic_path, composite, read_photo
 from implicit_deepfake.core.quiet import quiet_third_party
-from implicit_deepfake.data.synthetic import BASE_PHOTO, DISTANCE, TARGET_PHOTO, view_cameras
+from implicit_deepfake.data.synthetic import BASE_PHOTO, CAMERA_ANGLE_X, DISTANCE, TARGET_PHOTO, view_cameras
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def main() -> None:
     quiet_third_party()
     torch.set_grad_enabled(False)
     landmarker = FaceLandmarker()
-    cameras = view_cameras(VIEWS, SIZE, 0.69, DISTANCE)
+    cameras = view_cameras(VIEWS, SIZE, CAMERA_ANGLE_X, DISTANCE)
     views = "front, 45 deg, side, back"
     rows = []
     hopper = read_photo(BASE_PHOTO)
