@@ -110,7 +110,8 @@ def test_the_face_reads_at_the_default_size(avatar: Avatar, landmarker: FaceLand
 
 def test_frontal_views_carry_the_photos_identity(avatar: Avatar, landmarker: FaceLandmarker):
     """The head's views within 30 degrees of frontal are the person of the photo it was built from:
-    dlib distance to the photo under 0.55 (issue 23 asks 0.45 on the bench: 0.30 there, docs/benchmarks.md)."""
+    dlib distance to the photo 0.45 or less on average (issue 23's frontal target; measured 0.26 here, 0.27
+    on the bench's views, docs/benchmarks.md), and no view past 0.55 (measured 0.41 at most)."""
     cameras = view_cameras(
         np.array([[0, 0], [15, 5], [-15, 5], [25, -10], [-25, 20], [10, 30]], float), 256, CAMERA_ANGLE_X, DISTANCE
     )
@@ -119,7 +120,7 @@ def test_frontal_views_carry_the_photos_identity(avatar: Avatar, landmarker: Fac
     distances = [
         embedder.distance(embedder.embed(composite(image)), target) for image in render_avatar(avatar, cameras)[0]
     ]
-    assert np.mean(distances) <= 0.55, distances
+    assert np.mean(distances) <= 0.45 and max(distances) <= 0.55, distances
 
 
 def test_hair_hangs_from_the_scalp_and_a_shadow_by_the_jaw_is_not_hair(landmarker: FaceLandmarker):
