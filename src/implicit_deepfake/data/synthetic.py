@@ -33,7 +33,7 @@ LOOK_AT = (0.0, 0.0, -0.08)  # a little below the head's centre, so the frame ho
 # A portrait lens: the 1-unit head seen from 5.7 units (a real head from ~1.3 m) fills ~70% of a 0.229 rad
 # (13.1 degree) field of view, with room above at +40 deg. Portraits are taken from about there, and the
 # head built from one is seen in its perspective: from 1.9 units (a selfie's distance, 0.69 rad) each
-# portrait's own head read 0.03-0.06 farther from it (docs/benchmarks.md).
+# portrait's own head read up to 0.06 farther from it frontally, 0.07 at 30-60 degrees (docs/benchmarks.md).
 DISTANCE = 5.7
 CAMERA_ANGLE_X = 0.229
 
