@@ -224,3 +224,22 @@ def test_a_nodding_photo_builds_the_same_upright_head(hopper, nod: float):
     assert abs(raised - nod) < 0.5, raised
     line = head.landmarks[168] - head.landmarks[152]
     assert abs(np.degrees(np.arctan2(-line[1], line[2])) - 4.4) < 2.0  # 11.8 with the photo's nod kept
+
+
+def test_the_photo_fades_out_towards_its_own_edge(hopper, landmarker: FaceLandmarker):
+    """A portrait cut off across the forehead: the head takes the photo's pixels less and less towards
+    the cut, over a few percent of the face's height (a hard cut followed the mesh's vertices in steps:
+    a notch in the texture where a crop like Tom Hanks' ends)."""
+    photo, face = hopper
+    top = round(face.landmarks[10, 1] + 0.1 * (face.landmarks[152, 1] - face.landmarks[10, 1]))
+    cut = np.ascontiguousarray(photo[top:])
+    avatar = build_avatar(cut, landmarker.detect_required(cut, "cut photo"), resolution=RESOLUTION)
+    uv, weight = avatar.uv.numpy(), avatar.texture_weight.numpy()
+    ids = avatar.landmark_vertex_ids.numpy()
+    height = float(np.linalg.norm(uv[ids[152]] - uv[ids[10]]))  # the face's height in the photo's pixels
+    x_min, x_max = uv[ids, 0].min(), uv[ids, 0].max()
+    across = (uv[:, 0] > x_min) & (uv[:, 0] < x_max) & (avatar.vertices[:, 1].numpy() < 0)  # the front
+    near = weight[across & (uv[:, 1] > 0) & (uv[:, 1] < 0.02 * height)]
+    far = weight[across & (uv[:, 1] > 0.07 * height) & (uv[:, 1] < 0.1 * height)]
+    assert len(near) > 5 and len(far) > 5, (len(near), len(far))
+    assert near.mean() < 0.25 * far.mean() and far.mean() > 0.5, (near.mean(), far.mean())

@@ -70,8 +70,10 @@ def _usable(frame: HeadFrame, maps: PhotoMaps, head: Proportions, points: np.nda
     grow = max(3, int(0.04 * maps.face_height)) | 1
     person = cv2.erode((maps.person > 0.5).astype(np.float32), np.ones((grow, grow), np.float32))
     height, width = maps.person.shape
-    margin = 0.01 * maps.face_height  # past the photo's own edge a lookup repeats the edge
-    in_frame = (uv[:, 0] > margin) & (uv[:, 0] < width - margin) & (uv[:, 1] > margin) & (uv[:, 1] < height - margin)
+    # Past the photo's own edge a lookup repeats the edge: the photo fades out towards it (a hard cut
+    # followed the mesh's vertices in steps, a notch where a portrait's frame cuts the head).
+    to_edge = np.minimum(np.minimum(uv[:, 0], width - uv[:, 0]), np.minimum(uv[:, 1], height - uv[:, 1]))
+    in_frame = smoothstep(0.01 * maps.face_height, 0.06 * maps.face_height, to_edge)
     neck = smoothstep(head.chin + 0.02, head.chin - 0.04, points[:, 2])
     skin = smoothstep(0.3, 0.7, sample_map(maps.skin, uv)) * smoothstep(0.45, 0.7, facing)
     return sample_map(person, uv) * in_frame * ((1 - neck) + neck * skin)
