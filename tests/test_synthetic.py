@@ -179,3 +179,10 @@ def test_a_face_is_found_in_nine_of_ten_views_within_45_degrees_of_frontal(avata
     landmarker = FaceLandmarker()
     found = [landmarker.detect(composite(image)) is not None for image in rgba]
     assert np.mean(found) >= 0.9, views[~np.array(found)]
+
+
+def test_the_config_uses_the_lens_the_benches_and_tests_measure(compose_cfg):
+    """conf/data/synthetic.yaml spells out the default lens; bench/swap_identity.py and these tests render
+    the default dataset's views with data/synthetic.py's constants: the two must not drift apart."""
+    source = compose_cfg("train").data.source
+    assert (source.camera_angle_x, source.distance) == (CAMERA_ANGLE_X, DISTANCE)
