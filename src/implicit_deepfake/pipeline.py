@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import warnings
 from pathlib import Path
 from typing import cast
@@ -24,7 +25,7 @@ from implicit_deepfake.evaluation.edit import edit_expressions
 from implicit_deepfake.evaluation.evaluate import evaluate_module
 from implicit_deepfake.faces.landmarks import FaceLandmarker
 from implicit_deepfake.metrics.face_report import face_metrics
-from implicit_deepfake.models.rasterizer_warm_up import start_warm_up
+from implicit_deepfake.models.rasterizer_warm_up import warming_up
 from implicit_deepfake.reports.run_table import print_run_summary
 from implicit_deepfake.reports.runs import load_run, resolve_checkpoint, write_run_info
 from implicit_deepfake.reports.summary import summarize
@@ -96,7 +97,11 @@ def _renders_with_cpu_kernels(cfg: DictConfig) -> bool:
 
 def train(cfg: DictConfig) -> dict:
     """The whole chain: data, swap (both cached), training (resumable), evaluation -> metrics dict."""
-    warm_up = start_warm_up() if _renders_with_cpu_kernels(cfg) else None  # compiles while the data is made
+    with warming_up(_renders_with_cpu_kernels(cfg)) as warm_up:  # the kernels compile while the data is made
+        return _train(cfg, warm_up)
+
+
+def _train(cfg: DictConfig, warm_up: subprocess.Popen | None) -> dict:
     swap_stage(cfg)
     ckpt, run_dir = resolve_checkpoint(cfg, Path(cfg.run_dir))
     cfg = cfg.copy()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -49,6 +51,19 @@ def compile_in_child() -> subprocess.Popen:
 def start_warm_up() -> subprocess.Popen | None:
     """`compile_in_child()`, or None when the kernels are cached already."""
     return None if kernels_cached() else compile_in_child()
+
+
+@contextmanager
+def warming_up(enabled: bool) -> Iterator[subprocess.Popen | None]:
+    """`start_warm_up()` (when `enabled`) for the block, which `wait()`s for it before training; the
+    child is stopped when the block ends first (a build or swap that failed leaves no compiler behind)."""
+    child = start_warm_up() if enabled else None
+    try:
+        yield child
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def warm_up() -> None:
