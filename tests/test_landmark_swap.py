@@ -142,6 +142,7 @@ def test_config_names_the_knobs(landmarker: FaceLandmarker) -> None:
         "min_area_ratio": 0.05,
         "keep_mouth": True,
         "keep_eyes": True,
+        "eye_colour": True,
         "relight": True,
         "relight_sigma": 0.12,
         "reshape": 0.0,

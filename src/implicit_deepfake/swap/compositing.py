@@ -242,6 +242,12 @@ class ColourTransfer:
         )
         return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
+    @property
+    def exposure(self) -> float:
+        """The frame's skin lightness over the photo's: what the photo's other colours (an iris, far from
+        the skin, which the gain would push further out) are scaled by to sit in the frame's light."""
+        return float(self.target_mean[0]) / max(float(self.source_mean[0]), 1.0)
+
     def record(self) -> dict:
         return {k: np.round(getattr(self, k), 3).tolist() for k in ("source_mean", "gain", "target_mean")}
 

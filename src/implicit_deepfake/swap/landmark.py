@@ -10,7 +10,8 @@ frame's own light (`relight`) and a multi-band blend (or a plain feather, or Poi
 does stays the frame's, as learned swappers keep the driving frame's expression: an open mouth (inside
 its inner lips: the target photo has no pixels for it, and the warp would only stretch its lips) and the
 eyes inside their lids (the frame's gaze; the target's lids, drawn on the frame's landmarks, open and
-close with the frame's).
+close with the frame's): with the refined mesh's irises, only the irises, in the photo's eye colour,
+the photo's own eye drawn around them (`iris.py`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from implicit_deepfake.swap.compositing import (
     skin_only,
     to_lab,
 )
+from implicit_deepfake.swap.iris import iris_colour, kept_eye, recolour_irises
 from implicit_deepfake.swap.reshape import UPPER_LIDS, ShapeOffset, bend_frame
 from implicit_deepfake.swap.target_skin import skin_fill
 from implicit_deepfake.swap.warp import face_triangles, triangles_mask, untangled, warp_triangles
@@ -53,7 +55,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 11: a bent frame's loose hair moves with the head.
 # 12: above the lids the frame is bent by the offset's affine part (a thick brow no longer folds into horns).
 # 13: above the lids the offset is pulled back where it turns triangles over (no shards of the photo at raised brows).
-LANDMARK_SWAP_VERSION = 13
+# 14: with keep_eyes and irises, the frame keeps its irises only, in the photo's eye colour (`iris.py`).
+LANDMARK_SWAP_VERSION = 14
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
@@ -110,7 +113,9 @@ class LandmarkSwapper(FaceSwapper):
     target area (at the frame's face size) are edge-on and left out of the warp (their pixels are
     inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
-    frame's eyes inside their lids (its gaze), and its brows where the target's are under a fringe.
+    frame's eyes inside their lids (its gaze; only its irises where the mesh has them and the photo shows
+    its own eyes), and its brows where the target's are under a fringe. eye_colour: the kept irises take
+    the photo's iris colour (`iris.py`; not from a black-and-white photo).
     relight: the frame's shading on the target's skin (`compositing.relight`), smoothed over
     `relight_sigma` x the face size. Both are for a video, whose frames each have their own gaze and
     light; a multi-view dataset's one face takes the target's eyes (and brows: the base head may wear
@@ -131,6 +136,7 @@ class LandmarkSwapper(FaceSwapper):
         min_area_ratio: float = 0.05,
         keep_mouth: bool = True,
         keep_eyes: bool = True,
+        eye_colour: bool = True,
         relight: bool = True,
         relight_sigma: float = 0.12,
         reshape: float = 0.0,
@@ -146,6 +152,7 @@ class LandmarkSwapper(FaceSwapper):
         self.min_area_ratio = min_area_ratio
         self.keep_mouth = keep_mouth
         self.keep_eyes = keep_eyes
+        self.eye_colour = eye_colour
         self.relight = relight
         self.relight_sigma = relight_sigma
         self.reshape = float(reshape)
@@ -153,6 +160,7 @@ class LandmarkSwapper(FaceSwapper):
         self.landmarker = landmarker or FaceLandmarker()
         self._target: np.ndarray | None = None
         self._grey = False  # a black-and-white target photo
+        self._iris: np.ndarray | None = None  # the photo's iris colour, ring by ring (`iris.py`)
         self._brow_tint: np.ndarray | None = None  # brows under a fringe: each frame's go on, in this tint
         self._colour: ColourTransfer | None = None
         self._shape: ShapeOffset | None = None
@@ -169,6 +177,7 @@ class LandmarkSwapper(FaceSwapper):
             "min_area_ratio": self.min_area_ratio,
             "keep_mouth": self.keep_mouth,
             "keep_eyes": self.keep_eyes,
+            "eye_colour": self.eye_colour,
             "relight": self.relight,
             "relight_sigma": self.relight_sigma,
             "reshape": self.reshape,
@@ -191,9 +200,12 @@ class LandmarkSwapper(FaceSwapper):
         # Where the target's pixels may be used rides along as a 4th channel, so one remap warps both: inside
         # the triangles (an outline polygon would cut the compressed far side of a turned photo into teeth).
         keep = triangles_mask(self._target_xy, self._triangles, crop.shape[:2])
+        usable, painted = np.ones(crop.shape[:2], np.float32), crop
         if self.skin:
-            crop, usable, self._brow_tint = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
+            painted, usable, self._brow_tint = skin_fill(crop, self._target_xy, frame_brows=self.keep_eyes)
             keep = np.round(keep * usable).astype(np.uint8)
+        self._iris = iris_colour(crop, self._target_xy, usable)  # the photo's own eyes, where no lens covers them
+        crop = painted
         self._target = np.dstack([crop, keep])
         self._grey = is_grey(crop, keep > 127)
         self._colour = None
@@ -242,7 +254,11 @@ class LandmarkSwapper(FaceSwapper):
             rgb = frame_chroma(rgb, frame, face.landmarks)
         if self._brow_tint is not None:
             rgb = lay_brows(rgb, frame, face.landmarks, self._brow_tint)
-        return self._blend(rgb, frame, warped)
+        out = self._blend(rgb, frame, warped)
+        if self.eye_colour and self._iris is not None and not self._grey and warped.kept.any():
+            exposure = self._colour.exposure if self._colour is not None else 1.0
+            out = recolour_irises(out, face.landmarks, self._iris * [exposure, 1.0, 1.0], warped.kept)
+        return out
 
     def _reshaped(self, frame: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
         """The frame and its face with the target's proportions (as they are before `calibrate`)."""
@@ -278,10 +294,11 @@ class LandmarkSwapper(FaceSwapper):
             target, target_xy, face.landmarks, self._triangles, frame.shape[:2], self.min_area_ratio
         )
         eyes = [eye for eye in EYE_OUTLINES if self._eye_faces_camera(face.landmarks, eye)] if self.keep_eyes else []
-        kept = ([INNER_LIPS] if self.keep_mouth else []) + eyes
-        alpha, kept_weight = silhouette_alpha(
-            face.landmarks, self._triangles, frame.shape[:2], self.feather, [face.landmarks[list(k), :2] for k in kept]
-        )
+        kept = [face.landmarks[list(INNER_LIPS), :2]] if self.keep_mouth else []
+        # The photo's eye is drawn around the frame's iris where the photo shows its own (its iris's colour read).
+        kept += [kept_eye(face.landmarks, eye, iris_only=self._iris is not None) for eye in eyes]
+        kept = [polygon for polygon in kept if len(polygon) >= 3]
+        alpha, kept_weight = silhouette_alpha(face.landmarks, self._triangles, frame.shape[:2], self.feather, kept)
         warped = _fill(warped, (alpha > 0) & ~covered)
         return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), kept_weight, size)
 
