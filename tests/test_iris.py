@@ -13,6 +13,7 @@ from implicit_deepfake.swap.compositing import to_lab
 from implicit_deepfake.swap.iris import RINGS, iris_colour, recolour_irises
 from implicit_deepfake.swap.landmark import LandmarkSwapper
 from tests.test_identity import load_photo
+from tests.test_landmark_swap import _closed_eyes, _sunglasses
 
 SKIN, SCLERA, PUPIL = (200, 160, 140), (235, 232, 228), (15, 12, 12)
 BROWN, BLUE = (95, 60, 35), (60, 95, 150)
@@ -120,3 +121,19 @@ def _inside(landmarks: np.ndarray, outline: tuple[int, ...], shape: tuple[int, .
     mask = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(mask, [np.round(landmarks[list(outline), :2] - 0.5).astype(np.int32)], 1)
     return mask.astype(bool)
+
+
+@pytest.mark.parametrize("odd", ["sunglasses", "closed_eyes"])
+def test_a_photo_hiding_its_eyes_leaves_the_frames_whole_eyes(refined: FaceLandmarker, odd: str) -> None:
+    """The photo's eyes behind dark lenses or under shut lids give no eye to draw and no colour: the
+    frame keeps its whole eye inside the lids, as it is."""
+    frame, astronaut = load_photo("grace_hopper"), load_photo("astronaut")
+    face, photo_face = refined.detect(frame), refined.detect(astronaut)
+    target = (_sunglasses if odd == "sunglasses" else _closed_eyes)(astronaut, photo_face.landmarks)
+    swapper = LandmarkSwapper(landmarker=refined)
+    swapper.prepare(target, {}, photo_face)
+    swapped = swapper.swap(frame, "x.png", face)
+    change = np.abs(swapped.astype(np.int16) - frame).max(-1)
+    for outline in EYE_OUTLINES:
+        inside = cv2.erode(_inside(face.landmarks, outline, frame.shape).astype(np.uint8), np.ones((5, 5), np.uint8))
+        assert np.median(change[inside > 0]) <= 3
