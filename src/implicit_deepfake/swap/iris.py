@@ -16,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from implicit_deepfake.avatar.mesh import smoothstep
 from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES
 from implicit_deepfake.swap.compositing import to_lab
 
@@ -138,8 +139,7 @@ def recolour_irises(rgb: np.ndarray, landmarks: np.ndarray, colour: np.ndarray, 
         if own is None:
             continue
         change = np.stack([np.interp(r, centres, colour[:, c] - own[:, c]) for c in range(3)], -1)
-        fade = np.clip((REACH - r) / (REACH - 1.0), 0.0, 1.0)
-        weight = (fade * fade * (3.0 - 2.0 * fade) * lids * where[rows, cols])[..., None]
+        weight = (smoothstep(REACH, 1.0, r) * lids * where[rows, cols])[..., None]
         moved = cv2.cvtColor((eye_lab + weight * change).astype(np.float32), cv2.COLOR_LAB2RGB)
         out[rows, cols] = np.where(weight > 0, np.clip(moved * 255.0 + 0.5, 0, 255), out[rows, cols]).astype(np.uint8)
     return out
