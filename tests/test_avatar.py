@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import insightface
 import numpy as np
 import pytest
 import skimage
@@ -14,6 +15,7 @@ from scipy import ndimage
 from implicit_deepfake.avatar.frame import head_frame
 from implicit_deepfake.avatar.head import Avatar, _working_copy, build_avatar, render_avatar
 from implicit_deepfake.avatar.mesh import CapsuleGrid, Harmonic, ray_exit
+from implicit_deepfake.avatar.photo import photo_maps
 from implicit_deepfake.avatar.shape import HeadShape, build_shape
 from implicit_deepfake.avatar.texture import row_colours, spot_noise
 from implicit_deepfake.core.io import composite, read_image
@@ -126,7 +128,7 @@ def test_frontal_views_carry_the_photos_identity(avatar: Avatar, landmarker: Fac
 def test_hair_hangs_from_the_scalp_and_a_shadow_by_the_jaw_is_not_hair(landmarker: FaceLandmarker):
     """A patch of 'hair' beside the jaw that no hair above the eyes reaches is a shadow or a collar;
     a strand hanging from the top down past the jaw is hair."""
-    from implicit_deepfake.avatar.photo import _from_scalp, photo_maps
+    from implicit_deepfake.avatar.photo import _from_scalp
 
     mask = np.zeros((100, 100), bool)
     mask[5:20, 20:80] = True  # over the head
@@ -243,3 +245,16 @@ def test_the_photo_fades_out_towards_its_own_edge(hopper, landmarker: FaceLandma
     far = weight[across & (uv[:, 1] > 0.07 * height) & (uv[:, 1] < 0.1 * height)]
     assert len(near) > 5 and len(far) > 5, (len(near), len(far))
     assert near.mean() < 0.25 * far.mean() and far.mean() > 0.5, (near.mean(), far.mean())
+
+
+def test_a_photo_cut_off_at_the_forehead_gives_the_head_hair_not_the_edges_skin(landmarker: FaceLandmarker):
+    """Tom Hanks' 112-px crop ends across his forehead, his dark hair showing in its top corners. The
+    skull beyond the photo's edge is not seen: it takes the hair the photo shows, not the skin its edge
+    repeats (the crown was a third hair, a bald light-grey dome)."""
+    photo = read_image(Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png")[..., :3]
+    face = landmarker.detect_required(photo, "Tom Hanks")
+    avatar = build_avatar(photo, face, resolution=RESOLUTION)
+    crown = avatar.vertices[:, 2] > torch.quantile(avatar.vertices[:, 2], 0.9)
+    skin = photo_maps(*_working_copy(photo, face)).skin_color
+    assert avatar.detail_weight[crown, 0].mean() > 0.9  # measured 1.0 (0.34 before)
+    assert avatar.base_color[crown].mean() < float(skin.mean()) - 0.1  # measured 0.30 against his skin's 0.6

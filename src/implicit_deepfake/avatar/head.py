@@ -24,7 +24,7 @@ from implicit_deepfake.avatar.frame import head_frame
 from implicit_deepfake.avatar.hair import hair_coverage, hair_profile
 from implicit_deepfake.avatar.mesh import Harmonic, polar_grid_faces, smooth, smoothstep, vertex_normals
 from implicit_deepfake.avatar.photo import photo_maps, sample_map
-from implicit_deepfake.avatar.projection import photo_texture, photo_visibility
+from implicit_deepfake.avatar.projection import in_photo_frame, photo_texture, photo_visibility
 from implicit_deepfake.avatar.shape import build_shape
 from implicit_deepfake.avatar.texture import TILE, row_colours, spot_noise, wrapped_detail
 from implicit_deepfake.faces.landmarks import Face
@@ -131,7 +131,9 @@ def build_avatar(photo: np.ndarray, face: Face, resolution: int = 192) -> Avatar
     skull = shape.vertices
     centre = shape.template.cranium_centre
     profile = hair_profile(maps, frame, skull[skull[:, 2] > head.nose_base - 0.1], centre)
-    hair = hair_coverage(maps, frame, head, profile, skull, photo_visibility(frame, skull, faces))
+    # The skull beyond a photo cut off at the forehead is not seen: its hair is guessed, not the edge's skin.
+    seen = photo_visibility(frame, skull, faces) * in_photo_frame(frame, maps, skull)
+    hair = hair_coverage(maps, frame, head, profile, skull, seen)
     hair *= 1 - shape.ears.weight(skull) * (1 - profile.at(skull)[1])  # ears show unless hair hangs over them
     hair *= 1 - smoothstep(0.0, 0.05, -(skull[:, 2] - head.chin))  # none on the neck below the chin
     hair = smooth(faces, hair, 4)

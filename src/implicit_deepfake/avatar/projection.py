@@ -63,17 +63,23 @@ class PhotoTexture:
     mirror_share: np.ndarray
 
 
+def in_photo_frame(frame: HeadFrame, maps: PhotoMaps, points: np.ndarray) -> np.ndarray:
+    """(V,) in [0, 1]: how far inside the photo's own frame each point (V, 3) projects. Past the edge a
+    lookup repeats the edge, so what lies beyond it is not seen: the photo fades out towards it (a hard
+    cut followed the mesh's vertices in steps, a notch where a portrait's frame cuts the head)."""
+    uv = frame.uv(points)
+    height, width = maps.person.shape
+    to_edge = np.minimum(np.minimum(uv[:, 0], width - uv[:, 0]), np.minimum(uv[:, 1], height - uv[:, 1]))
+    return smoothstep(0.01 * maps.face_height, 0.06 * maps.face_height, to_edge)
+
+
 def _usable(frame: HeadFrame, maps: PhotoMaps, head: Proportions, points: np.ndarray, facing: np.ndarray) -> np.ndarray:
     """(V,) in [0, 1]: the photo's pixel at each point shows the person, inside the photo's frame; on
     the neck, skin seen square on."""
     uv = frame.uv(points)
     grow = max(3, int(0.04 * maps.face_height)) | 1
     person = cv2.erode((maps.person > 0.5).astype(np.float32), np.ones((grow, grow), np.float32))
-    height, width = maps.person.shape
-    # Past the photo's own edge a lookup repeats the edge: the photo fades out towards it (a hard cut
-    # followed the mesh's vertices in steps, a notch where a portrait's frame cuts the head).
-    to_edge = np.minimum(np.minimum(uv[:, 0], width - uv[:, 0]), np.minimum(uv[:, 1], height - uv[:, 1]))
-    in_frame = smoothstep(0.01 * maps.face_height, 0.06 * maps.face_height, to_edge)
+    in_frame = in_photo_frame(frame, maps, points)
     neck = smoothstep(head.chin + 0.02, head.chin - 0.04, points[:, 2])
     skin = smoothstep(0.3, 0.7, sample_map(maps.skin, uv)) * smoothstep(0.45, 0.7, facing)
     return sample_map(person, uv) * in_frame * ((1 - neck) + neck * skin)
