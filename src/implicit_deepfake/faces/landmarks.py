@@ -35,6 +35,19 @@ EYE_OUTLINES = (
 )
 # With refine=True: the iris centre and its four rim points, one iris each (mediapipe's order).
 IRISES = ((468, 469, 470, 471, 472), (473, 474, 475, 476, 477))
+EYE_CORNERS = ((33, 133), (362, 263))  # image left eye (outer, inner), image right eye (inner, outer)
+EYE_LIDS = ((159, 145), (386, 374))  # each eye's upper and lower lid midpoints
+
+
+def eye_opening(landmarks: np.ndarray, eye: int) -> float:
+    """An eye's lid gap across its corners' line over its width: 0 shut (or its lids crossed), ~0.3
+    open; landmarks (P, 2+) of the mesh (image y down), eye 0 or 1."""
+    xy = landmarks[:, :2].astype(np.float64)
+    first, second = xy[EYE_CORNERS[eye][0]], xy[EYE_CORNERS[eye][1]]
+    width = max(float(np.linalg.norm(second - first)), 1e-6)
+    across = np.array([first[1] - second[1], second[0] - first[0]]) / width  # the eye's "down"
+    upper, lower = xy[EYE_LIDS[eye][0]], xy[EYE_LIDS[eye][1]]
+    return max(float((lower - upper) @ across), 0.0) / width
 
 
 @dataclass(frozen=True)

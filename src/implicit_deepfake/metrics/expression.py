@@ -19,11 +19,9 @@ import cv2
 import numpy as np
 
 from implicit_deepfake.data.face_tracking import similarity_fit
-from implicit_deepfake.faces.landmarks import IRISES, face_oval_indices
+from implicit_deepfake.faces.landmarks import EYE_CORNERS, EYE_LIDS, IRISES, face_oval_indices
 
 _OUTER_CORNERS = (33, 263)
-_EYE_CORNERS = ((33, 133), (362, 263))  # image left eye (outer, inner), image right eye (inner, outer)
-_EYE_LIDS = ((159, 145), (386, 374))  # upper, lower lid midpoints
 _BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))  # upper brow edge, image left then right
 _LIPS_INNER = (13, 14)  # upper, lower inner lip midpoints
 _MOUTH_CORNERS = (61, 291)
@@ -51,7 +49,7 @@ def _line_distance(points: np.ndarray, start: np.ndarray, end: np.ndarray) -> np
 def _gaze(xy: np.ndarray, eye: int) -> float:
     """Where the iris centre lies between its eye's corners: -0.5 at the image-left corner, 0.5 at the
     image-right one (so both eyes read the same for one gaze, and a mirror image negates it)."""
-    left, right = (xy[i] for i in sorted(_EYE_CORNERS[eye], key=lambda i: xy[i, 0]))
+    left, right = (xy[i] for i in sorted(EYE_CORNERS[eye], key=lambda i: xy[i, 0]))
     iris = xy[IRISES[eye][0]]
     axis = right - left
     return float(np.dot(iris - left, axis) / np.dot(axis, axis) - 0.5)
@@ -65,13 +63,13 @@ def expression_measures(landmarks: np.ndarray) -> dict[str, float]:
     scale = _distance(xy, *_OUTER_CORNERS)
     brows = [
         float(_line_distance(xy[list(brow)], xy[corners[0]], xy[corners[1]]).mean())
-        for brow, corners in zip(_BROWS, _EYE_CORNERS)
+        for brow, corners in zip(_BROWS, EYE_CORNERS)
     ]
     return {
         "mouth_opening": _distance(xy, *_LIPS_INNER) / scale,
         "mouth_width": _distance(xy, *_MOUTH_CORNERS) / scale,
-        "eye_opening_left": _distance(xy, *_EYE_LIDS[0]) / scale,
-        "eye_opening_right": _distance(xy, *_EYE_LIDS[1]) / scale,
+        "eye_opening_left": _distance(xy, *EYE_LIDS[0]) / scale,
+        "eye_opening_right": _distance(xy, *EYE_LIDS[1]) / scale,
         "brow_height": float(np.mean(brows)) / scale,
         "gaze_x": float(np.mean([_gaze(xy, eye) for eye in (0, 1)])),
     }

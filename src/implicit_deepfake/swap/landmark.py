@@ -42,6 +42,7 @@ from implicit_deepfake.swap.compositing import (
 )
 from implicit_deepfake.swap.iris import iris_colour, kept_eye, recolour_irises
 from implicit_deepfake.swap.reshape import UPPER_LIDS, ShapeOffset, bend_frame
+from implicit_deepfake.swap.shut_eyes import shut_eyes
 from implicit_deepfake.swap.target_skin import skin_fill
 from implicit_deepfake.swap.warp import face_triangles, triangles_mask, untangled, warp_triangles
 
@@ -56,7 +57,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 12: above the lids the frame is bent by the offset's affine part (a thick brow no longer folds into horns).
 # 13: above the lids the offset is pulled back where it turns triangles over (no shards of the photo at raised brows).
 # 14: with keep_eyes and irises, the frame keeps its irises only, in the photo's eye colour (`iris.py`).
-LANDMARK_SWAP_VERSION = 14
+# 15: a frame's shut eye stays shut (the lids' offset in proportion) and its own, lids and all (`shut_eyes.py`).
+LANDMARK_SWAP_VERSION = 15
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
@@ -94,11 +96,13 @@ def _fill(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
 class _Warped:
     """A target face warped into one frame: rgb (HxWx3 uint8, holes filled), alpha (HxW float32 blend
     weight: silhouette x skin x not kept), kept (HxW float32: the frame's own mouth and eyes, laid
-    back over the blend) and the face size in the frame."""
+    back over the blend), shut (HxW float32: the part of `kept` that is shut eyes, `shut_eyes`) and the
+    face size in the frame."""
 
     rgb: np.ndarray
     alpha: np.ndarray
     kept: np.ndarray
+    shut: np.ndarray
     size: float
 
 
@@ -114,7 +118,8 @@ class LandmarkSwapper(FaceSwapper):
     inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
     frame's eyes inside their lids (its gaze; only its irises where the mesh has them and the photo shows
-    its own eyes), and its brows where the target's are under a fringe. eye_colour: the kept irises take
+    its own eyes), a shut eye whole with its lids (a blink, `shut_eyes.py`), and its brows where the
+    target's are under a fringe. eye_colour: the kept irises take
     the photo's iris colour (`iris.py`; not from a black-and-white photo).
     relight: the frame's shading on the target's skin (`compositing.relight`), smoothed over
     `relight_sigma` x the face size. Both are for a video, whose frames each have their own gaze and
@@ -236,8 +241,9 @@ class LandmarkSwapper(FaceSwapper):
         face = face or self.landmarker.detect(frame)
         if face is None:
             return None
+        shut = self._shut_eyes(face, frame.shape[:2])
         frame, face = self._reshaped(frame, face)
-        warped = self._warp(frame, face)
+        warped = self._warp(frame, face, shut)
         if warped.alpha.max() < 0.5:
             return None
         rgb = warped.rgb
@@ -257,7 +263,8 @@ class LandmarkSwapper(FaceSwapper):
         out = self._blend(rgb, frame, warped)
         if self.eye_colour and self._iris is not None and not self._grey and warped.kept.any():
             exposure = self._colour.exposure if self._colour is not None else 1.0
-            out = recolour_irises(out, face.landmarks, self._iris * [exposure, 1.0, 1.0], warped.kept)
+            iris = warped.kept * (1.0 - warped.shut)  # a shut eye's slit is lashes and lids, not an iris
+            out = recolour_irises(out, face.landmarks, self._iris * [exposure, 1.0, 1.0], iris)
         return out
 
     def _reshaped(self, frame: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
@@ -280,7 +287,16 @@ class LandmarkSwapper(FaceSwapper):
         bent = bend_frame(frame, face.landmarks, self._shape.apply(face.landmarks, bend=True), still=still)
         return bent, Face(moved)
 
-    def _warp(self, frame: np.ndarray, face: Face) -> _Warped:
+    def _shut_eyes(self, face: Face, shape: tuple[int, ...]) -> np.ndarray:
+        """HxW: where the frame keeps its own shut eyes (a blink), by how open its eyes are against the
+        clip's mean face (with `reshape`), else against the photo's; drawn where its eyes will be drawn."""
+        if not self.keep_eyes:
+            return np.zeros(shape, np.float32)
+        usual = self._shape.base if self._shape is not None else self._target_landmarks
+        drawn = self._shape.apply(face.landmarks) if self._shape is not None else face.landmarks
+        return shut_eyes(face.landmarks, drawn, usual, shape)
+
+    def _warp(self, frame: np.ndarray, face: Face, shut: np.ndarray | None = None) -> _Warped:
         # Sample from a copy of the target no larger than the frame's face, so remap cannot alias.
         size = face_size(face.landmarks)
         scale = min(1.0, float(np.max(np.ptp(face.landmarks[:, :2], 0) / self._target_extent)))
@@ -299,8 +315,12 @@ class LandmarkSwapper(FaceSwapper):
         kept += [kept_eye(face.landmarks, eye, iris_only=self._iris is not None) for eye in eyes]
         kept = [polygon for polygon in kept if len(polygon) >= 3]
         alpha, kept_weight = silhouette_alpha(face.landmarks, self._triangles, frame.shape[:2], self.feather, kept)
+        # A shut eye (a blink) stays the frame's, lids and all: the photo's open eye would be squeezed into it.
+        shut = np.zeros_like(alpha) if shut is None else shut
+        alpha, kept_weight = alpha * (1.0 - shut), np.maximum(kept_weight, shut)
         warped = _fill(warped, (alpha > 0) & ~covered)
-        return _Warped(np.ascontiguousarray(warped[..., :3]), alpha * (warped[..., 3] / 255.0), kept_weight, size)
+        rgb = np.ascontiguousarray(warped[..., :3])
+        return _Warped(rgb, alpha * (warped[..., 3] / 255.0), kept_weight, shut, size)
 
     def _eye_faces_camera(self, landmarks: np.ndarray, eye: tuple[int, ...]) -> bool:
         """Whether an eye's outline in the frame turns the way the photo's does and is not edge-on: the

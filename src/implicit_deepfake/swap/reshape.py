@@ -41,7 +41,7 @@ from scipy.interpolate import RBFInterpolator
 from implicit_deepfake.avatar.frame import face_rotation, photo_space
 from implicit_deepfake.avatar.mesh import edge_mean, smooth_with, smoothstep
 from implicit_deepfake.data.face_tracking import mean_face, similarity_fit
-from implicit_deepfake.faces.landmarks import EYE_OUTLINES, IRISES, Face, face_oval_indices
+from implicit_deepfake.faces.landmarks import EYE_CORNERS, EYE_OUTLINES, IRISES, Face, eye_opening, face_oval_indices
 
 MESH_POINTS = 468  # the irises (468-477 of a refined mesh) follow their eye's outline
 FIELD_STEP = 8  # the displacement field is evaluated on a grid this many pixels apart, then resized
@@ -189,12 +189,32 @@ class ShapeOffset:
         eye's outline."""
         points = np.asarray(landmarks, np.float64)
         scale, rotation, _ = similarity_fit(self.base[self.rigid], points[self.rigid])
+        moved = scale * (self.bend_offset if bend else self.offset) @ rotation.T
+        for side in range(len(EYE_OUTLINES)):
+            _open_lids_in_proportion(moved, points, self.base, side)
         out = points.copy()
-        out[:MESH_POINTS] += scale * (self.bend_offset if bend else self.offset) @ rotation.T
+        out[:MESH_POINTS] += moved
         if len(points) > MESH_POINTS:
             for eye, iris in zip(EYE_OUTLINES, IRISES):
                 out[list(iris)] += (out[list(eye)] - points[list(eye)]).mean(0)
         return out.astype(np.float32)
+
+
+def _open_lids_in_proportion(moved: np.ndarray, points: np.ndarray, base: np.ndarray, eye: int) -> None:
+    """The offset `moved` (P, 3, in the frame's pixels) opens the frame's eye (`points`, P, 3) in proportion
+    to how open it is against the base's mean face (`base`): the part of its lids' offset across the eye
+    (their change of shape, less the eye's mean move) is scaled by that share, at most 1. A shut eye stays
+    shut (added in full, the photo's smaller eyes turned a blink's lids inside out), one open as usual
+    takes the photo's whole eye. In place."""
+    share = min(1.0, eye_opening(points, eye) / max(eye_opening(base, eye), 1e-6))
+    if share >= 1.0:
+        return
+    ids = list(EYE_OUTLINES[eye])
+    first, second = (points[i, :2] for i in EYE_CORNERS[eye])
+    along = (second - first) / max(float(np.linalg.norm(second - first)), 1e-6)
+    normal = np.array([along[1], -along[0]])
+    change = moved[ids, :2] - moved[ids, :2].mean(0)
+    moved[ids, :2] -= (1.0 - share) * (change @ normal)[:, None] * normal
 
 
 def bend_frame(frame: np.ndarray, source: np.ndarray, moved: np.ndarray, still: np.ndarray | None = None) -> np.ndarray:
