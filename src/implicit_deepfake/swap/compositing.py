@@ -139,13 +139,21 @@ def relight(face: np.ndarray, frame: np.ndarray, skin: np.ndarray, sigma: float,
     return np.clip(face.astype(np.float32) * gain[..., None] + 0.5, 0, 255).astype(np.uint8)
 
 
+# The frame's darkest brow pixels (this percentile) take the full tint, the rest their share of it: the brow
+# keeps its hairs' texture (at the 90th a tenth of it saturated into one flat fill, a drawn-on brow).
+_BROW_FULL = 99
+# How much of the tint's colour a brow takes: the tint is read off the photo's hair, whose lit strands
+# are more saturated than a brow's sparse hairs on skin (in full, a rust-orange brow).
+_BROW_SATURATION = 0.5
+
+
 def lay_brows(face: np.ndarray, frame: np.ndarray, landmarks: np.ndarray, tint: np.ndarray) -> np.ndarray:
     """`face` (HxWx3 uint8, the warped target) with the frame's brows on it, in the target's colour:
     inside each brow's hull (grown by 4% of the face size, soft-edged), how much darker the frame is
     than its own skin around the brows (a Gaussian mean outside the brows' and eyes' hulls), scaled so
-    the brows' darkest tenth is 1, blends the face towards the face times `tint` (3,): the target's
-    brow colour over its skin (`skin_fill`). The frame's brow shape and movement, the target's hair
-    colour, and none of the frame's skin around them."""
+    the brows' darkest hundredth is 1, blends the face towards the face times `tint` (3,): the target's
+    brow colour over its skin (`skin_fill`), half-way to grey (_BROW_SATURATION). The frame's brow shape,
+    texture and movement, the target's hair colour, and none of the frame's skin around them."""
     size = face_size(landmarks)
     # Only a box around the eyes and brows is touched: wide enough for the skin's blur (3 sigma)
     box, corner = _box(landmarks[np.concatenate(feature_regions()[:4]), :2], 0.25 * size)
@@ -173,10 +181,12 @@ def _lay_brows_in(
     grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) + 1.0
     skin = blur(grey * known) / np.maximum(blur(known), 1e-3)
     depth = np.clip(1.0 - grey / skin, 0.0, 1.0)
-    full = max(float(np.percentile(depth[brows > 0], 90)) if brows.any() else 0.0, 0.1)
+    full = max(float(np.percentile(depth[brows > 0], _BROW_FULL)) if brows.any() else 0.0, 0.1)
     soft = cv2.GaussianBlur(region, (0, 0), max(0.5, 0.01 * size))
     amount = (np.clip(depth / full, 0.0, 1.0) * soft)[..., None]
-    gain = 1.0 - amount * (1.0 - np.asarray(tint, np.float32))
+    tint = np.asarray(tint, np.float32)
+    tint = tint + (1.0 - _BROW_SATURATION) * (tint.mean() - tint)
+    gain = 1.0 - amount * (1.0 - tint)
     return np.clip(face.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -58,7 +58,8 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 13: above the lids the offset is pulled back where it turns triangles over (no shards of the photo at raised brows).
 # 14: with keep_eyes and irises, the frame keeps its irises only, in the photo's eye colour (`iris.py`).
 # 15: a frame's shut eye stays shut (the lids' offset in proportion) and its own, lids and all (`shut_eyes.py`).
-LANDMARK_SWAP_VERSION = 15
+# 16: brows laid under a fringe keep the frame's brow texture, in the photo's hair colour half-way to grey.
+LANDMARK_SWAP_VERSION = 16
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
 # loose hair the segmenter leaves out; beyond, the background stays.
 _LOOSE_HAIR = 0.04
