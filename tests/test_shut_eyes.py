@@ -75,7 +75,8 @@ def test_shut_eyes_are_kept_around_the_eye_only_when_shut(hopper) -> None:
     kept = shut_eyes(_shut(landmarks), landmarks, landmarks, frame.shape[:2])
     for outline in EYE_OUTLINES:
         x, y = landmarks[list(outline), :2].mean(0).astype(int)
-        assert kept[y, x] > 0.99 and kept[y - int(0.3 * width), x] > 0.9  # the eye and the lid above it
+        assert kept[y, x] > 0.99 and kept[y - int(0.15 * width), x] > 0.9  # the lids and their lashes
+        assert kept[y - int(0.6 * width), x] < 0.01  # not the crease and brow above
     x, y = landmarks[list(EYE_OUTLINES[1]), :2].mean(0).astype(int)
     assert kept[y, x + int(1.5 * HALF_AXES[0] * width)] < 0.01  # the temple beside it
     assert kept[int(landmarks[1, 1]), int(landmarks[1, 0])] < 0.01  # the nose
@@ -106,7 +107,7 @@ def test_a_blinking_frame_keeps_its_shut_eyes_and_an_open_one_takes_the_photos(
     width = np.linalg.norm(landmarks[33, :2] - landmarks[133, :2])
     for outline in EYE_OUTLINES:
         x, y = landmarks[list(outline), :2].mean(0).astype(int)
-        lid = (slice(y - int(0.35 * width), y + int(0.1 * width)), slice(x - int(0.4 * width), x + int(0.4 * width)))
+        lid = (slice(y - int(0.1 * width), y + int(0.1 * width)), slice(x - int(0.3 * width), x + int(0.3 * width)))
         shut_change = np.abs(swapped["shut"][lid].astype(np.int16) - bent[lid]).max(-1)
         open_change = np.abs(swapped["open"][lid].astype(np.int16) - frame[lid]).max(-1)
         assert np.median(shut_change) <= 3, np.median(shut_change)  # her shut eye and lid, as they were

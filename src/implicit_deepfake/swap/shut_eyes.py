@@ -5,8 +5,8 @@ photo's eye opening is squeezed into a slit while its lashes, lid and crease are
 it: streaks of lashes and a dark smear where the frame shows a shut eye (looked at: a blink of d14
 with every target). A photo has no shut eye to give, so where a frame's eye is open less than SHUT[0]
 of its usual (each eye's lid gap over its width; the clip's mean face, or the photo) the frame's own
-eye and lids show through, fully below SHUT[1]: an ellipse around the eye reaching up to its crease,
-with a soft edge.
+shut lids and lashes show through, fully below SHUT[1]: a soft-edged ellipse along the eye; the photo's
+lid skin stays around it.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from implicit_deepfake.avatar.mesh import smoothstep
 from implicit_deepfake.faces.landmarks import EYE_CORNERS, eye_opening
 
 SHUT = (0.45, 0.25)  # an eye's opening over its usual: the frame's own eye starts to show, shows whole
-# The kept ellipse, in eye widths: half its width and height, and how far its centre sits above the eye's
-# (the lid and crease above a shut eye are what the photo's stretched lashes would cover).
-HALF_AXES = (0.7, 0.45)
-RAISE = 0.15
-SOFT = 0.12  # its edge's blur, in eye widths
+# The kept ellipse, in eye widths: half its width and height, and how far its centre sits above the eye's:
+# the shut lids and their lashes, where the photo's squeezed lashes would lie. (Reaching up to the crease,
+# 0.45 high, it also kept the frame's own lid and its shadow: a darker patch, and its person's look.)
+HALF_AXES = (0.6, 0.25)
+RAISE = 0.05
+SOFT = 0.08  # its edge's blur, in eye widths
 
 
 def _width_share(landmarks: np.ndarray, eye: int) -> float:
