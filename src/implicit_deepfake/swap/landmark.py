@@ -57,7 +57,7 @@ _BLENDS = ("pyramid", "feather", "poisson")
 # 12: above the lids the frame is bent by the offset's affine part (a thick brow no longer folds into horns).
 # 13: above the lids the offset is pulled back where it turns triangles over (no shards of the photo at raised brows).
 # 14: with keep_eyes and irises, the frame keeps its irises only, in the photo's eye colour (`iris.py`).
-# 15: a frame's shut eye stays shut (the lids' offset in proportion) and its own, lids and all (`shut_eyes.py`).
+# 15: a video frame's shut eye stays shut (its lids' offset in proportion) and its own lids and lashes (`shut_eyes.py`).
 # 16: brows laid under a fringe keep the frame's brow texture, in the photo's hair colour half-way to grey.
 LANDMARK_SWAP_VERSION = 16
 # How far past the segmented person a bent frame still bends (a share of the face size): the wisps of
@@ -227,6 +227,7 @@ class LandmarkSwapper(FaceSwapper):
                 self.reshape,
                 self.reshape_outline,
                 guessed_brows=self._brow_tint is not None,
+                lids=self.keep_eyes,  # a video's eyes open and close (a multi-view head's never move)
             )
         if not self.color_transfer or not samples:
             return

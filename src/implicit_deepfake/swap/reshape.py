@@ -144,12 +144,14 @@ def _frontal_weight(face: np.ndarray) -> float:
 class ShapeOffset:
     """base: (468, 3) the base's mean face; rigid: the landmark ids its alignments are fitted on;
     offset: (468, 3) the target's landmarks minus the base's, in the base's frame; bend_offset:
-    the one the frame is bent by (`_broad`)."""
+    the one the frame is bent by (`_broad`); lids: the base's lids move (a video's, not a multi-view
+    head's, whose eyes look more or less open only as its views look down or up at them)."""
 
     base: np.ndarray
     rigid: np.ndarray
     offset: np.ndarray
     bend_offset: np.ndarray
+    lids: bool = False
 
     @classmethod
     def fit(
@@ -159,12 +161,14 @@ class ShapeOffset:
         strength: float = 1.0,
         outline: bool = True,
         guessed_brows: bool = False,
+        lids: bool = False,
     ) -> ShapeOffset:
         """base_faces: the base's landmarks (P, 3) in some frames or views (one or more); target:
         the photo's (P, 3). strength scales the offset (0: the frame's shape, 1: the target's);
         outline: the face oval moves too (else it stays the base's, see the module doc);
         guessed_brows: the photo's brows are under a fringe, their landmarks mediapipe's guesses
-        (`_smoothed`)."""
+        (`_smoothed`); lids: the base's lids move, so the offset opens each frame's eyes in proportion
+        (`_open_lids_in_proportion`)."""
         stack = np.stack([np.asarray(f, np.float64)[:MESH_POINTS] for f in base_faces])
         points = np.asarray(target, np.float64)[:MESH_POINTS]
         if len(stack) == 1:
@@ -181,7 +185,7 @@ class ShapeOffset:
         offset = _smoothed(offset, base) if guessed_brows else offset
         if not outline:  # (a multi-view head is not bent)
             offset = offset * _frontal_weight(points) * _inner_weights(base)[:, None]
-        return cls(base, rigid, offset, bend)
+        return cls(base, rigid, offset, bend, lids)
 
     def apply(self, landmarks: np.ndarray, bend: bool = False) -> np.ndarray:
         """A frame's landmarks (P, 3) -> the same face with the target's proportions (P, 3): the
@@ -190,7 +194,7 @@ class ShapeOffset:
         points = np.asarray(landmarks, np.float64)
         scale, rotation, _ = similarity_fit(self.base[self.rigid], points[self.rigid])
         moved = scale * (self.bend_offset if bend else self.offset) @ rotation.T
-        for side in range(len(EYE_OUTLINES)):
+        for side in range(len(EYE_OUTLINES) if self.lids else 0):
             _open_lids_in_proportion(moved, points, self.base, side)
         out = points.copy()
         out[:MESH_POINTS] += moved
