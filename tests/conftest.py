@@ -109,6 +109,21 @@ def landmarker() -> FaceLandmarker:
 
 
 @pytest.fixture(scope="session")
+def refined() -> FaceLandmarker:
+    """The 478-point landmarker, with irises."""
+    return FaceLandmarker(refine=True)
+
+
+@pytest.fixture(scope="session")
+def refined_hopper(refined: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
+    """Grace Hopper's photo and its 478-point mesh."""
+    from tests.test_identity import load_photo
+
+    photo = load_photo("grace_hopper")
+    return photo, refined.detect(photo).landmarks
+
+
+@pytest.fixture(scope="session")
 def embedder(landmarker: FaceLandmarker) -> DlibEmbedder:
     return DlibEmbedder(landmarker=landmarker)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import insightface
 import numpy as np
 import pytest
 import skimage
@@ -23,6 +22,7 @@ from implicit_deepfake.data.synthetic import BASE_PHOTO, CAMERA_ANGLE_X, DISTANC
 from implicit_deepfake.faces.landmarks import Face, FaceLandmarker
 from implicit_deepfake.metrics.identity_dlib import DlibEmbedder
 from implicit_deepfake.swap.target import load_target
+from tests.test_identity import load_photo
 
 RESOLUTION = 128
 
@@ -251,7 +251,7 @@ def test_a_photo_cut_off_at_the_forehead_gives_the_head_hair_not_the_edges_skin(
     """Tom Hanks' 112-px crop ends across his forehead, his dark hair showing in its top corners. The
     skull beyond the photo's edge is not seen: it takes the hair the photo shows, not the skin its edge
     repeats (the crown was a third hair, a bald light-grey dome)."""
-    photo = read_image(Path(insightface.__file__).parent / "data" / "images" / "Tom_Hanks_54745.png")[..., :3]
+    photo = load_photo("tom_hanks")
     face = landmarker.detect_required(photo, "Tom Hanks")
     avatar = build_avatar(photo, face, resolution=RESOLUTION)
     crown = avatar.vertices[:, 2] > torch.quantile(avatar.vertices[:, 2], 0.9)

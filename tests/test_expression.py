@@ -11,32 +11,20 @@ from implicit_deepfake.core.io import read_image
 from implicit_deepfake.data.expressions import ExpressionRig, expression_vector
 from implicit_deepfake.data.synthetic import BASE_PHOTO
 from implicit_deepfake.data.synthetic4d import head_cameras
-from implicit_deepfake.faces.landmarks import IRISES, FaceLandmarker
+from implicit_deepfake.faces.landmarks import EYE_CORNERS, IRISES, FaceLandmarker
 from implicit_deepfake.metrics.expression import MEASURES, FramePair, clip_agreement, expression_measures, flicker
-from tests.test_identity import load_photo
 
 
-@pytest.fixture(scope="module")
-def refined() -> FaceLandmarker:
-    return FaceLandmarker(refine=True)
-
-
-@pytest.fixture(scope="module")
-def hopper(refined: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
-    photo = load_photo("grace_hopper")
-    return photo, refined.detect(photo).landmarks
-
-
-def test_the_refined_mesh_has_irises_inside_their_eyes(hopper) -> None:
-    _, landmarks = hopper
+def test_the_refined_mesh_has_irises_inside_their_eyes(refined_hopper) -> None:
+    _, landmarks = refined_hopper
     assert landmarks.shape == (478, 3)
-    for iris, corners in zip(IRISES, ((33, 133), (362, 263))):
+    for iris, corners in zip(IRISES, EYE_CORNERS):
         x = landmarks[iris[0], 0]
         assert min(landmarks[list(corners), 0]) < x < max(landmarks[list(corners), 0])
 
 
-def test_a_frame_against_itself(hopper, refined: FaceLandmarker) -> None:
-    photo, landmarks = hopper
+def test_a_frame_against_itself(refined_hopper, refined: FaceLandmarker) -> None:
+    photo, landmarks = refined_hopper
     again = refined.detect(photo.copy()).landmarks
     assert expression_measures(again) == expression_measures(landmarks)
     measures = expression_measures(landmarks)
@@ -46,8 +34,8 @@ def test_a_frame_against_itself(hopper, refined: FaceLandmarker) -> None:
     assert abs(measures["gaze_x"]) < 0.1  # she looks at the camera
 
 
-def test_a_mirrored_gaze_reads_negated_and_a_shifted_iris_reads_its_shift(hopper) -> None:
-    _, landmarks = hopper
+def test_a_mirrored_gaze_reads_negated_and_a_shifted_iris_reads_its_shift(refined_hopper) -> None:
+    _, landmarks = refined_hopper
     mirrored = landmarks.copy()
     mirrored[:, 0] = 1000.0 - mirrored[:, 0]
     before, after = expression_measures(landmarks), expression_measures(mirrored)
@@ -55,7 +43,7 @@ def test_a_mirrored_gaze_reads_negated_and_a_shifted_iris_reads_its_shift(hopper
     for key in set(MEASURES) - {"gaze_x"}:
         assert after[key] == pytest.approx(before[key], rel=1e-6)
     shifted = landmarks.copy()
-    for iris, corners in zip(IRISES, ((33, 133), (362, 263))):
+    for iris, corners in zip(IRISES, EYE_CORNERS):
         width = abs(landmarks[corners[1], 0] - landmarks[corners[0], 0])
         shifted[list(iris), 0] += 0.2 * width  # both irises a fifth of the eye to the image right
     assert expression_measures(shifted)["gaze_x"] - before["gaze_x"] == pytest.approx(0.2, abs=0.01)
@@ -107,8 +95,8 @@ def _moving_clip(photo: np.ndarray, landmarks: np.ndarray, frames: int) -> tuple
     return images, marks
 
 
-def test_flicker_is_one_for_a_steady_swap_and_grows_with_a_flickering_face(hopper) -> None:
-    photo, landmarks = hopper
+def test_flicker_is_one_for_a_steady_swap_and_grows_with_a_flickering_face(refined_hopper) -> None:
+    photo, landmarks = refined_hopper
     images, marks = _moving_clip(photo, landmarks, 5)
     pairs = [
         FramePair((images[t - 1], images[t]), (images[t - 1], images[t]), (marks[t - 1], marks[t]))

@@ -86,11 +86,6 @@ def test_the_frames_irises_take_the_target_colour_and_keep_their_light() -> None
     assert (recolour_irises(frame, landmarks, target, np.zeros_like(kept)) == frame).all()  # not a kept eye
 
 
-@pytest.fixture(scope="module")
-def refined() -> FaceLandmarker:
-    return FaceLandmarker(refine=True)
-
-
 def test_the_frames_irises_stay_in_the_targets_eyes_and_colour(refined: FaceLandmarker) -> None:
     """Grace Hopper's photo swapped with the astronaut (refined meshes, as a video's frames get): her
     irises stay hers (the gaze), in the astronaut's colour; around them, inside the lids, the

@@ -28,19 +28,8 @@ def _signed_gap(landmarks: np.ndarray, eye: int) -> float:
     return float(landmarks[lower, 1] - landmarks[upper, 1])
 
 
-@pytest.fixture(scope="module")
-def refined() -> FaceLandmarker:
-    return FaceLandmarker(refine=True)
-
-
-@pytest.fixture(scope="module")
-def hopper(refined: FaceLandmarker) -> tuple[np.ndarray, np.ndarray]:
-    frame = load_photo("grace_hopper")
-    return frame, refined.detect(frame).landmarks
-
-
-def test_eye_opening_reads_the_gap_across_the_eye(hopper) -> None:
-    _, landmarks = hopper
+def test_eye_opening_reads_the_gap_across_the_eye(refined_hopper) -> None:
+    _, landmarks = refined_hopper
     for eye in (0, 1):
         assert 0.2 < eye_opening(landmarks, eye) < 0.45  # measured 0.33, 0.32
         assert eye_opening(_shut(landmarks), eye) == 0.0
@@ -49,10 +38,10 @@ def test_eye_opening_reads_the_gap_across_the_eye(hopper) -> None:
         assert eye_opening(crossed, eye) == 0.0
 
 
-def test_smaller_eyes_of_the_photo_keep_a_shut_eye_shut(hopper) -> None:
+def test_smaller_eyes_of_the_photo_keep_a_shut_eye_shut(refined_hopper) -> None:
     """The photo's lids are 40% nearer together than the base's: an open frame takes that, a shut one
     stays shut (added in full, the offset pushed its upper lid below its lower one: a blink inside out)."""
-    _, landmarks = hopper
+    _, landmarks = refined_hopper
     photo = landmarks.copy()
     for outline in EYE_OUTLINES:
         lower, upper = list(outline[1:8]), list(outline[9:16])[::-1]
@@ -70,8 +59,8 @@ def test_smaller_eyes_of_the_photo_keep_a_shut_eye_shut(hopper) -> None:
         assert abs(eye_opening(half, eye) - 0.5 * eye_opening(photo, eye)) < 0.03
 
 
-def test_shut_eyes_are_kept_around_the_eye_only_when_shut(hopper) -> None:
-    frame, landmarks = hopper
+def test_shut_eyes_are_kept_around_the_eye_only_when_shut(refined_hopper) -> None:
+    frame, landmarks = refined_hopper
     width = np.linalg.norm(landmarks[33, :2] - landmarks[133, :2])
     assert shut_eyes(landmarks, landmarks, landmarks, frame.shape[:2]).max() == 0.0  # open as usual
     kept = shut_eyes(_shut(landmarks), landmarks, landmarks, frame.shape[:2])
@@ -89,12 +78,12 @@ def test_shut_eyes_are_kept_around_the_eye_only_when_shut(hopper) -> None:
 
 @pytest.mark.parametrize("reshape", [0.0, 1.0])
 def test_a_blinking_frame_keeps_its_shut_eyes_and_an_open_one_takes_the_photos(
-    refined: FaceLandmarker, hopper, reshape: float
+    refined: FaceLandmarker, refined_hopper, reshape: float
 ) -> None:
     """Grace Hopper with her lids shut (painted and in the mesh): the swap leaves her shut eyes and the
     lids above them as they are, where the photo's open eye was squeezed into streaks of lashes; her
     open eyes still take the astronaut's eye around their irises."""
-    frame, landmarks = hopper
+    frame, landmarks = refined_hopper
     astronaut = load_photo("astronaut")
     shut_landmarks = _shut(landmarks)
     shut_frame = _closed_eyes(frame, landmarks)
