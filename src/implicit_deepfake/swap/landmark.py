@@ -119,7 +119,7 @@ class LandmarkSwapper(FaceSwapper):
     inpainted; the mask is the silhouette's, whole).
     keep_mouth: keep the frame's pixels inside its inner lips (an open mouth). keep_eyes: keep the
     frame's eyes inside their lids (its gaze; only its irises where the mesh has them and the photo shows
-    its own eyes), a shut eye whole with its lids (a blink, `shut_eyes.py`), and its brows where the
+    its own eyes), a shut eye's lids and lashes (a blink, `shut_eyes.py`), and its brows where the
     target's are under a fringe. eye_colour: the kept irises take
     the photo's iris colour (`iris.py`; not from a black-and-white photo).
     relight: the frame's shading on the target's skin (`compositing.relight`), smoothed over
@@ -317,7 +317,7 @@ class LandmarkSwapper(FaceSwapper):
         kept += [kept_eye(face.landmarks, eye, iris_only=self._iris is not None) for eye in eyes]
         kept = [polygon for polygon in kept if len(polygon) >= 3]
         alpha, kept_weight = silhouette_alpha(face.landmarks, self._triangles, frame.shape[:2], self.feather, kept)
-        # A shut eye (a blink) stays the frame's, lids and all: the photo's open eye would be squeezed into it.
+        # A shut eye (a blink) keeps the frame's lids and lashes: the photo's open eye would be squeezed into it.
         shut = np.zeros_like(alpha) if shut is None else shut
         alpha, kept_weight = alpha * (1.0 - shut), np.maximum(kept_weight, shut)
         warped = _fill(warped, (alpha > 0) & ~covered)
