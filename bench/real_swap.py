@@ -122,12 +122,27 @@ def _label(image: np.ndarray, lines: list[str]) -> np.ndarray:
     return image
 
 
+def sheet_frames(measured: list[dict], count: int) -> list[dict]:
+    """The measured frames a sheet shows, in the clip's order: those where the base has the most for the
+    swap to keep (its most shut eye, its widest mouth, its gaze farthest aside: a blink or a laugh falls
+    between evenly spaced frames), and evenly spaced ones: `count` at most."""
+    base = [r["expression"]["base"] for r in measured]
+    extremes = {
+        int(np.argmin([min(b["eye_opening_left"], b["eye_opening_right"]) for b in base])),
+        int(np.argmax([b["mouth_opening"] for b in base])),
+        int(np.argmax([abs(b["gaze_x"]) for b in base])),
+    }
+    spread = np.linspace(0, len(measured) - 1, max(count - len(extremes), 0)).astype(int)
+    return [measured[k] for k in sorted(extremes | set(spread.tolist()))[:count]]
+
+
 def write_sheet(root: Path, target: Path, path: Path) -> None:
-    """Base | swapped for SHEET_FRAMES measured frames, each with its measures, and the target photo."""
+    """Base | swapped for SHEET_FRAMES measured frames (`sheet_frames`), each with its measures, and the
+    target photo."""
     manifest = read_json(root / "manifest.json")
     source_root = Path(manifest["source_root"])
     measured = [r for r in manifest["frames"] if r.get("expression") and r["output"]]
-    chosen = [measured[k] for k in np.linspace(0, len(measured) - 1, min(SHEET_FRAMES, len(measured))).astype(int)]
+    chosen = sheet_frames(measured, SHEET_FRAMES) if measured else []
     rows = []
     for record in chosen:
         base = cv2.resize(composite(read_image(source_root / record["source"]), (1, 1, 1)), (PANEL, PANEL))
