@@ -54,13 +54,14 @@ def kept_eye(landmarks: np.ndarray, outline: tuple[int, ...], iris_only: bool) -
     return clipped[:, 0] if area > 0 and clipped is not None else np.zeros((0, 2), np.float32)
 
 
-def _eye_pixels(lab: np.ndarray, landmarks: np.ndarray, eye: int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
-    """One eye's pixels within REACH iris radii of the iris centre: their radius in iris radii, their
-    LAB, and where they lie (rows, cols, the lids' polygon's weight there). None for an iris under a pixel."""
+def _eye_pixels(rgb: np.ndarray, landmarks: np.ndarray, eye: int) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """One eye's pixels of `rgb` (HxWx3 uint8) within REACH iris radii of the iris centre: their radius in
+    iris radii, their LAB, and where they lie (rows, cols, the lids' polygon's weight there). None for an
+    iris under a pixel."""
     centre, radius = _iris(landmarks, eye)
     if radius < 1.0:
         return None
-    height, width = lab.shape[:2]
+    height, width = rgb.shape[:2]
     top, left = (max(0, int(np.floor(c - REACH * radius))) for c in centre[::-1])
     bottom = min(height, int(np.ceil(centre[1] + REACH * radius)) + 1)
     right = min(width, int(np.ceil(centre[0] + REACH * radius)) + 1)
@@ -71,7 +72,7 @@ def _eye_pixels(lab: np.ndarray, landmarks: np.ndarray, eye: int) -> tuple[np.nd
     cv2.fillPoly(lids, [outline], (1.0,), lineType=cv2.LINE_AA, shift=4)
     ys, xs = np.mgrid[top:bottom, left:right] + 0.5
     r = np.hypot(xs - centre[0], ys - centre[1]) / radius
-    return r, lab[top:bottom, left:right], (slice(top, bottom), slice(left, right), lids)
+    return r, to_lab(rgb[top:bottom, left:right]), (slice(top, bottom), slice(left, right), lids)
 
 
 def _profile(r: np.ndarray, lab: np.ndarray, seen_share: float = 0.0, radius: float = 0.0) -> np.ndarray | None:
@@ -99,10 +100,9 @@ def iris_colour(rgb: np.ndarray, landmarks: np.ndarray, usable: np.ndarray | Non
     face: a lid). rgb: HxWx3 uint8 photo; landmarks: its (478, 2+) refined mesh."""
     if len(landmarks) < 478:
         return None
-    lab = to_lab(rgb)
     radii, colours, area = [], [], 0.0
     for eye in range(len(IRISES)):
-        pixels = _eye_pixels(lab, landmarks, eye)
+        pixels = _eye_pixels(rgb, landmarks, eye)
         if pixels is None:
             continue
         r, colour, (rows, cols, lids) = pixels
@@ -116,7 +116,7 @@ def iris_colour(rgb: np.ndarray, landmarks: np.ndarray, usable: np.ndarray | Non
     if profile is None:
         return None
     (x0, y0), (x1, y1) = np.floor(landmarks[:, :2].min(0)).astype(int), np.ceil(landmarks[:, :2].max(0)).astype(int)
-    face = float(np.median(lab[max(0, y0) : y1, max(0, x0) : x1, 0]))
+    face = float(np.median(to_lab(rgb[max(0, y0) : y1, max(0, x0) : x1])[..., 0]))
     return profile if profile[RINGS // 2 :, 0].mean() < DARKER * face else None
 
 
@@ -127,10 +127,10 @@ def recolour_irises(rgb: np.ndarray, landmarks: np.ndarray, colour: np.ndarray, 
     iris (shut) is left as it is."""
     if len(landmarks) < 478:
         return rgb
-    out, lab = rgb.copy(), to_lab(rgb)
+    out = rgb.copy()
     centres = (np.arange(RINGS) + 0.5) / RINGS
     for eye in range(len(IRISES)):
-        pixels = _eye_pixels(lab, landmarks, eye)
+        pixels = _eye_pixels(rgb, landmarks, eye)
         if pixels is None:
             continue
         r, eye_lab, (rows, cols, lids) = pixels
